@@ -1,0 +1,1 @@
+//! scalarize-autograd: Tensor, Device and a small tape-based reverse-mode autodiff.

@@ -1,0 +1,2 @@
+//! CPU implementations: plain Rust, `gemm` for matrix products, rayon where it pays.
+//! Each module is the reference its CUDA twin is tested against.

@@ -1,0 +1,1 @@
+//! scalarize-mto: Scalarization and multi-task optimization gradient aggregators, and gradient-conflict metrics.

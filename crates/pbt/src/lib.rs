@@ -1,0 +1,1 @@
+//! scalarize-pbt: A reusable population-based-training engine.

@@ -1,0 +1,4 @@
+//! The `scalarize` binary.
+fn main() {
+    println!("scalarize {}", env!("CARGO_PKG_VERSION"));
+}
