@@ -1,0 +1,2 @@
+//! scalarize-nn: layers, ResNet and ViT families, multi-head models, optimizers, LR schedules
+//! and safetensors checkpoints.
