@@ -1,0 +1,214 @@
+//! CPU `grad_gram` against a naive f64 reference, invariants, determinism and bad input.
+
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use scalarize_kernels::cpu::{GramPart, grad_gram};
+
+/// Random T x P matrix with values of mixed scale (never all zero).
+fn random_g(rng: &mut StdRng, t: usize, p: usize) -> Vec<f32> {
+    (0..t * p)
+        .map(|_| rng.random_range(-1.0f32..1.0) * if rng.random_bool(0.1) { 30.0 } else { 1.0 })
+        .collect()
+}
+
+/// Random strictly increasing segment ends ending at p, with some size-1 segments.
+fn random_ends(rng: &mut StdRng, p: usize, max_l: usize) -> Vec<usize> {
+    let mut ends: Vec<usize> = (0..rng.random_range(0..max_l))
+        .map(|_| rng.random_range(1..=p))
+        .collect();
+    ends.push(p);
+    ends.sort_unstable();
+    ends.dedup();
+    ends
+}
+
+/// Naive reference: every pair, every segment, sequential f64 sums.
+fn naive(g: &[f32], t: usize, p: usize, ends: &[usize]) -> Vec<Vec<f64>> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for &e in ends {
+        let mut m = vec![0.0f64; t * t];
+        for i in 0..t {
+            for j in 0..t {
+                m[i * t + j] = (start..e)
+                    .map(|k| g[i * p + k] as f64 * g[j * p + k] as f64)
+                    .sum();
+            }
+        }
+        out.push(m);
+        start = e;
+    }
+    out
+}
+
+/// Asserts |a - b| <= tol * sqrt(a_ii * a_jj) elementwise (the natural scale of a Gram entry).
+fn assert_gram_close(got: &[f64], want: &[f64], t: usize, tol: f64, what: &str) {
+    for i in 0..t {
+        for j in 0..t {
+            let scale = (want[i * t + i] * want[j * t + j]).sqrt().max(1e-300);
+            let err = (got[i * t + j] - want[i * t + j]).abs() / scale;
+            assert!(
+                err <= tol,
+                "{what}: entry ({i},{j}) got {} want {} rel err {err}",
+                got[i * t + j],
+                want[i * t + j]
+            );
+        }
+    }
+}
+
+#[test]
+fn matches_naive_reference_on_odd_shapes() {
+    let mut rng = StdRng::seed_from_u64(7);
+    let shapes = [
+        (2, 1),
+        (3, 7),
+        (2, 2049),
+        (5, 4095),
+        (16, 333),
+        (7, 40_001),
+        (9, 70_003),
+        (1, 19),
+    ];
+    for &(t, p) in &shapes {
+        for _ in 0..3 {
+            let g = random_g(&mut rng, t, p);
+            let ends = random_ends(&mut rng, p, 12);
+            let got = grad_gram(&g, t, p, &ends).unwrap();
+            let want = naive(&g, t, p, &ends);
+            assert_eq!(got.num_segments(), ends.len());
+            assert_eq!(got.t, t);
+            let mut want_total = vec![0.0f64; t * t];
+            for (l, w) in want.iter().enumerate() {
+                assert_gram_close(
+                    &got.segments[l],
+                    w,
+                    t,
+                    1e-12,
+                    &format!("t={t} p={p} seg {l}"),
+                );
+                for (a, b) in want_total.iter_mut().zip(w) {
+                    *a += b;
+                }
+            }
+            assert_gram_close(
+                &got.total,
+                &want_total,
+                t,
+                1e-12,
+                &format!("t={t} p={p} total"),
+            );
+        }
+    }
+}
+
+#[test]
+fn every_t_from_2_to_16_with_many_small_segments() {
+    let mut rng = StdRng::seed_from_u64(11);
+    for t in 2..=16 {
+        let p = 3001 + 17 * t;
+        let g = random_g(&mut rng, t, p);
+        // Segments of 64 floats next to big ones, like a bias next to a conv.
+        let mut ends = vec![64, 128, 2100, 2164];
+        ends.push(p);
+        let got = grad_gram(&g, t, p, &ends).unwrap();
+        let want = naive(&g, t, p, &ends);
+        for (l, w) in want.iter().enumerate() {
+            assert_gram_close(&got.segments[l], w, t, 1e-12, &format!("t={t} seg {l}"));
+        }
+    }
+}
+
+#[test]
+fn symmetric_and_cosines_consistent() {
+    let mut rng = StdRng::seed_from_u64(3);
+    let (t, p) = (6, 5000);
+    let g = random_g(&mut rng, t, p);
+    let ends = [1000, 1001, 5000];
+    let r = grad_gram(&g, t, p, &ends).unwrap();
+    for l in 0..3 {
+        for i in 0..t {
+            assert!(r.dot(l, i, i) > 0.0);
+            for j in 0..t {
+                assert_eq!(r.dot(l, i, j), r.dot(l, j, i));
+                let c = r.cosine(l, i, j);
+                let want = r.dot(l, i, j) / (r.norm(l, i) * r.norm(l, j));
+                assert!((c - want.clamp(-1.0, 1.0)).abs() < 1e-12);
+            }
+            assert!((r.cosine(l, i, i) - 1.0).abs() < 1e-12);
+        }
+    }
+    let cm = r.cosine_matrix(GramPart::Total);
+    assert_eq!(cm.len(), t * t);
+    assert!((cm[t + 2] - r.total_cosine(1, 2)).abs() < 1e-15);
+    // Known answer: a row and its negation have cosine -1, a scaled copy +1.
+    let p = 10;
+    let base: Vec<f32> = (0..p).map(|k| k as f32 - 4.5).collect();
+    let mut g = base.clone();
+    g.extend(base.iter().map(|x| -x));
+    g.extend(base.iter().map(|x| 3.0 * x));
+    let r = grad_gram(&g, 3, p, &[p]).unwrap();
+    assert!((r.total_cosine(0, 1) + 1.0).abs() < 1e-12);
+    assert!((r.total_cosine(0, 2) - 1.0).abs() < 1e-12);
+    let sq: f64 = base.iter().map(|&x| (x as f64) * (x as f64)).sum();
+    assert!((r.total_norm(2) - 3.0 * sq.sqrt()).abs() < 1e-9);
+}
+
+#[test]
+fn zero_segment_gives_zero_cosine() {
+    let (t, p) = (2, 6);
+    let g = vec![0.0, 0.0, 0.0, 1.0, 2.0, 3.0, 0.0, 0.0, 0.0, 4.0, 5.0, 6.0];
+    let r = grad_gram(&g, t, p, &[3, 6]).unwrap();
+    assert_eq!(r.cosine(0, 0, 1), 0.0);
+    assert_eq!(r.norm(0, 0), 0.0);
+    assert_eq!(r.dot(1, 0, 1), 4.0 + 10.0 + 18.0);
+}
+
+#[test]
+fn deterministic_regardless_of_thread_count() {
+    let mut rng = StdRng::seed_from_u64(5);
+    // Several parallel groups (group = 32,768 columns) and a segment spanning groups.
+    let (t, p) = (4, 200_003);
+    let g = random_g(&mut rng, t, p);
+    let ends = [10, 40_000, 150_000, p];
+    let run = |threads: usize| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap()
+            .install(|| grad_gram(&g, t, p, &ends).unwrap())
+    };
+    let one = run(1);
+    for threads in [2, 3, 5] {
+        let other = run(threads);
+        for (a, b) in one
+            .segments
+            .iter()
+            .flatten()
+            .zip(other.segments.iter().flatten())
+        {
+            assert_eq!(a.to_bits(), b.to_bits(), "{threads} threads differ");
+        }
+        assert_eq!(one.total, other.total);
+    }
+}
+
+#[test]
+fn bad_input_is_an_error_naming_the_problem() {
+    let g = vec![1.0f32; 12];
+    let e = grad_gram(&g, 3, 4, &[]).unwrap_err();
+    assert!(e.to_string().contains("segment_ends is empty"), "{e}");
+    let e = grad_gram(&g, 3, 4, &[2, 2, 4]).unwrap_err();
+    assert!(e.to_string().contains("segment_ends[1] = 2"), "{e}");
+    let e = grad_gram(&g, 3, 4, &[0, 4]).unwrap_err();
+    assert!(e.to_string().contains("segment_ends[0] = 0"), "{e}");
+    let e = grad_gram(&g, 3, 4, &[3]).unwrap_err();
+    assert!(e.to_string().contains("expected p = 4"), "{e}");
+    let e = grad_gram(&g, 4, 4, &[4]).unwrap_err();
+    assert!(
+        e.to_string().contains("`g` has 12 elements, expected 16"),
+        "{e}"
+    );
+    let e = grad_gram(&[], 0, 4, &[4]).unwrap_err();
+    assert!(e.to_string().contains("empty"), "{e}");
+}
