@@ -1,2 +1,8 @@
 //! scalarize-nn: layers, ResNet and ViT families, multi-head models, optimizers, LR schedules
 //! and safetensors checkpoints.
+
+pub mod error;
+pub mod layout;
+pub mod spec;
+
+pub use error::{NnError, Result};
