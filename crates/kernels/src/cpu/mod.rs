@@ -3,3 +3,5 @@
 
 pub mod grad_gram;
 pub use grad_gram::*;
+pub mod weighted_loss;
+pub use weighted_loss::*;
