@@ -1,0 +1,75 @@
+//! Shape and length checks shared by the CPU kernels: every failure names the op and the shapes.
+
+use crate::error::{KernelError, Result};
+use std::fmt;
+
+/// Element counts above this are split across rayon threads; below it the spawn costs more
+/// than it saves.
+pub(crate) const PAR_MIN: usize = 1 << 15;
+
+/// Returns the product of `dims`, refusing a zero dimension ("empty") and overflow.
+pub(crate) fn numel(op: &'static str, dims: &[(&str, usize)]) -> Result<usize> {
+    let mut total: usize = 1;
+    for &(name, d) in dims {
+        if d == 0 {
+            return Err(KernelError::new(
+                op,
+                format!(
+                    "empty tensor: dimension `{name}` is 0 (shape {})",
+                    show(dims)
+                ),
+            ));
+        }
+        total = total.checked_mul(d).ok_or_else(|| {
+            KernelError::new(op, format!("shape {} has too many elements", show(dims)))
+        })?;
+    }
+    Ok(total)
+}
+
+/// Checks that buffer `name` has `expected` elements; `shape` describes the expected shape.
+pub(crate) fn buf(
+    op: &'static str,
+    name: &str,
+    got: usize,
+    expected: usize,
+    shape: fmt::Arguments<'_>,
+) -> Result<()> {
+    if got == expected {
+        Ok(())
+    } else {
+        Err(KernelError::new(
+            op,
+            format!("buffer `{name}` has {got} elements, expected {expected} (shape {shape})"),
+        ))
+    }
+}
+
+/// Checks that two buffers have the same non-zero length.
+pub(crate) fn same_len(op: &'static str, names: &[(&str, usize)]) -> Result<usize> {
+    let Some(&(first, n)) = names.first() else {
+        return Err(KernelError::new(op, "no buffers given"));
+    };
+    if n == 0 {
+        return Err(KernelError::new(
+            op,
+            format!("empty tensor: `{first}` has 0 elements"),
+        ));
+    }
+    for &(name, len) in &names[1..] {
+        if len != n {
+            return Err(KernelError::new(
+                op,
+                format!(
+                    "buffer `{name}` has {len} elements, expected {n} (the length of `{first}`)"
+                ),
+            ));
+        }
+    }
+    Ok(n)
+}
+
+fn show(dims: &[(&str, usize)]) -> String {
+    let inner: Vec<String> = dims.iter().map(|(n, d)| format!("{n}={d}")).collect();
+    format!("[{}]", inner.join(", "))
+}

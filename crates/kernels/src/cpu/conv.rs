@@ -1,0 +1,475 @@
+//! 2-D convolution (NCHW, any kernel size, one stride and one padding for both axes) as
+//! im2col + GEMM over chunks of images, the chunks spread over rayon threads.
+
+use super::checks::{buf, numel};
+use super::gemm::gemm_serial;
+use crate::error::{KernelError, Result};
+use rayon::prelude::*;
+
+/// Output pixels per GEMM below which several images are packed into one product (a product
+/// with few columns runs far below the machine's peak).
+const MIN_COLS: usize = 512;
+
+/// Shape of a 2-D convolution: input [n, c_in, h, w], weight [c_out, c_in, kh, kw].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2dShape {
+    /// Batch size.
+    pub n: usize,
+    /// Input channels.
+    pub c_in: usize,
+    /// Input height.
+    pub h: usize,
+    /// Input width.
+    pub w: usize,
+    /// Output channels.
+    pub c_out: usize,
+    /// Kernel height.
+    pub kh: usize,
+    /// Kernel width.
+    pub kw: usize,
+    /// Stride (both axes).
+    pub stride: usize,
+    /// Zero padding (both axes).
+    pub pad: usize,
+}
+
+impl Conv2dShape {
+    /// Output height, (h + 2·pad − kh) / stride + 1 (meaningful once `validate` passed).
+    pub fn out_h(&self) -> usize {
+        (self.h + 2 * self.pad).saturating_sub(self.kh) / self.stride.max(1) + 1
+    }
+
+    /// Output width, (w + 2·pad − kw) / stride + 1 (meaningful once `validate` passed).
+    pub fn out_w(&self) -> usize {
+        (self.w + 2 * self.pad).saturating_sub(self.kw) / self.stride.max(1) + 1
+    }
+
+    /// Checks that no dimension is zero and that the kernel fits the padded input.
+    pub fn validate(&self) -> Result<()> {
+        self.validate_for("conv2d")
+    }
+
+    fn validate_for(&self, op: &'static str) -> Result<()> {
+        numel(
+            op,
+            &[
+                ("n", self.n),
+                ("c_in", self.c_in),
+                ("h", self.h),
+                ("w", self.w),
+                ("c_out", self.c_out),
+                ("kh", self.kh),
+                ("kw", self.kw),
+                ("stride", self.stride),
+            ],
+        )?;
+        if self.kh > self.h + 2 * self.pad || self.kw > self.w + 2 * self.pad {
+            return Err(KernelError::new(
+                op,
+                format!(
+                    "kernel {}x{} is larger than the padded input {}x{} (shape {self:?})",
+                    self.kh,
+                    self.kw,
+                    self.h + 2 * self.pad,
+                    self.w + 2 * self.pad
+                ),
+            ));
+        }
+        // Every buffer size must fit in usize.
+        numel(
+            op,
+            &[
+                ("n", self.n),
+                ("c_in", self.c_in),
+                ("h", self.h),
+                ("w", self.w),
+            ],
+        )?;
+        numel(
+            op,
+            &[
+                ("n", self.n),
+                ("c_out", self.c_out),
+                ("out_h", self.out_h()),
+                ("out_w", self.out_w()),
+            ],
+        )?;
+        numel(
+            op,
+            &[
+                ("c_in·kh·kw", self.c_in * self.kh * self.kw),
+                ("n·out_h·out_w", self.n * self.out_h() * self.out_w()),
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn x_len(&self) -> usize {
+        self.n * self.c_in * self.h * self.w
+    }
+
+    fn w_len(&self) -> usize {
+        self.c_out * self.c_in * self.kh * self.kw
+    }
+
+    fn y_len(&self) -> usize {
+        self.n * self.c_out * self.out_h() * self.out_w()
+    }
+
+    /// Rows of the im2col matrix: c_in·kh·kw.
+    fn k(&self) -> usize {
+        self.c_in * self.kh * self.kw
+    }
+
+    /// A 1x1, stride-1, unpadded conv reads each image directly as its im2col matrix.
+    fn is_pointwise(&self) -> bool {
+        self.kh == 1 && self.kw == 1 && self.stride == 1 && self.pad == 0
+    }
+
+    /// Images per GEMM: enough for MIN_COLS columns, but leave work for every thread.
+    fn images_per_chunk(&self) -> usize {
+        let ohw = self.out_h() * self.out_w();
+        let want = MIN_COLS.div_ceil(ohw);
+        let per_thread = self.n.div_ceil(rayon::current_num_threads().max(1));
+        want.min(per_thread).max(1)
+    }
+
+    fn check_buffers(&self, op: &'static str, x: &[f32], w: &[f32]) -> Result<()> {
+        let s = self;
+        buf(
+            op,
+            "x",
+            x.len(),
+            s.x_len(),
+            format_args!("[n={}, c_in={}, h={}, w={}]", s.n, s.c_in, s.h, s.w),
+        )?;
+        buf(
+            op,
+            "w",
+            w.len(),
+            s.w_len(),
+            format_args!(
+                "[c_out={}, c_in={}, kh={}, kw={}]",
+                s.c_out, s.c_in, s.kh, s.kw
+            ),
+        )
+    }
+
+    fn check_y(&self, op: &'static str, name: &str, len: usize) -> Result<()> {
+        let s = self;
+        buf(
+            op,
+            name,
+            len,
+            s.y_len(),
+            format_args!(
+                "[n={}, c_out={}, out_h={}, out_w={}]",
+                s.n,
+                s.c_out,
+                s.out_h(),
+                s.out_w()
+            ),
+        )
+    }
+}
+
+/// For kernel column `kj`: the output columns `lo..hi` whose input column is inside the image.
+fn valid_range(kj: usize, pad: usize, stride: usize, size: usize, out: usize) -> (usize, usize) {
+    let lo = if kj >= pad {
+        0
+    } else {
+        (pad - kj).div_ceil(stride)
+    };
+    let hi = if size + pad > kj {
+        ((size + pad - kj - 1) / stride + 1).min(out)
+    } else {
+        0
+    };
+    let lo = lo.min(out);
+    (lo, hi.max(lo))
+}
+
+/// Writes the im2col matrix [c_in·kh·kw, nb·oh·ow] of `nb` images `x` into `col`.
+fn im2col(s: &Conv2dShape, x: &[f32], nb: usize, col: &mut [f32]) {
+    let (oh, ow) = (s.out_h(), s.out_w());
+    let (ohw, hw) = (oh * ow, s.h * s.w);
+    let p = nb * ohw;
+    for ci in 0..s.c_in {
+        for ki in 0..s.kh {
+            for kj in 0..s.kw {
+                let r = (ci * s.kh + ki) * s.kw + kj;
+                let row = &mut col[r * p..(r + 1) * p];
+                let (lo, hi) = valid_range(kj, s.pad, s.stride, s.w, ow);
+                for img in 0..nb {
+                    let plane = &x[(img * s.c_in + ci) * hw..][..hw];
+                    for oy in 0..oh {
+                        let dst = &mut row[img * ohw + oy * ow..][..ow];
+                        let iy = oy * s.stride + ki;
+                        if iy < s.pad || iy - s.pad >= s.h {
+                            dst.fill(0.0);
+                            continue;
+                        }
+                        let src = &plane[(iy - s.pad) * s.w..][..s.w];
+                        dst[..lo].fill(0.0);
+                        dst[hi..].fill(0.0);
+                        if lo < hi {
+                            // ix = ox·stride + kj − pad, non-negative for ox ≥ lo.
+                            let first = lo * s.stride + kj - s.pad;
+                            if s.stride == 1 {
+                                dst[lo..hi].copy_from_slice(&src[first..first + hi - lo]);
+                            } else {
+                                for (j, d) in dst[lo..hi].iter_mut().enumerate() {
+                                    *d = src[first + j * s.stride];
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Adds the im2col-shaped gradient `col` back onto the `nb` images `dx` (which the caller
+/// zeroed first).
+fn col2im(s: &Conv2dShape, col: &[f32], nb: usize, dx: &mut [f32]) {
+    let (oh, ow) = (s.out_h(), s.out_w());
+    let (ohw, hw) = (oh * ow, s.h * s.w);
+    let p = nb * ohw;
+    for img in 0..nb {
+        for ci in 0..s.c_in {
+            let plane = &mut dx[(img * s.c_in + ci) * hw..][..hw];
+            for ki in 0..s.kh {
+                for kj in 0..s.kw {
+                    let r = (ci * s.kh + ki) * s.kw + kj;
+                    let row = &col[r * p + img * ohw..][..ohw];
+                    let (lo, hi) = valid_range(kj, s.pad, s.stride, s.w, ow);
+                    if lo >= hi {
+                        continue;
+                    }
+                    let first = lo * s.stride + kj - s.pad;
+                    for oy in 0..oh {
+                        let iy = oy * s.stride + ki;
+                        if iy < s.pad || iy - s.pad >= s.h {
+                            continue;
+                        }
+                        let dst = &mut plane[(iy - s.pad) * s.w..][..s.w];
+                        let src = &row[oy * ow + lo..oy * ow + hi];
+                        if s.stride == 1 {
+                            for (d, v) in dst[first..first + hi - lo].iter_mut().zip(src) {
+                                *d += *v;
+                            }
+                        } else {
+                            for (j, v) in src.iter().enumerate() {
+                                dst[first + j * s.stride] += *v;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Forward convolution: y = conv(x, w) + bias. x [n, c_in, h, w], w [c_out, c_in, kh, kw],
+/// bias [c_out], y [n, c_out, out_h, out_w] (overwritten).
+pub fn conv2d_forward(
+    s: &Conv2dShape,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+) -> Result<()> {
+    const OP: &str = "conv2d_forward";
+    s.validate_for(OP)?;
+    s.check_buffers(OP, x, w)?;
+    s.check_y(OP, "y", y.len())?;
+    if let Some(b) = bias {
+        buf(
+            OP,
+            "bias",
+            b.len(),
+            s.c_out,
+            format_args!("[c_out={}]", s.c_out),
+        )?;
+    }
+    let ohw = s.out_h() * s.out_w();
+    let (k, c_out) = (s.k(), s.c_out);
+    let nb = s.images_per_chunk();
+    let x_img = s.c_in * s.h * s.w;
+    let y_img = c_out * ohw;
+    y.par_chunks_mut(nb * y_img)
+        .zip(x.par_chunks(nb * x_img))
+        .for_each_init(
+            || (Vec::new(), Vec::new()),
+            |(col, tmp), (yc, xc)| {
+                let nbc = yc.len() / y_img;
+                let p = nbc * ohw;
+                let colm: &[f32] = if s.is_pointwise() && nbc == 1 {
+                    xc
+                } else {
+                    col.resize(k * p, 0.0);
+                    im2col(s, xc, nbc, col);
+                    col
+                };
+                if nbc == 1 {
+                    gemm_serial(c_out, k, p, w, false, colm, false, yc, 1.0, 0.0);
+                } else {
+                    // tmp is [c_out, nbc·ohw]; scatter it to [nbc, c_out, ohw].
+                    tmp.resize(c_out * p, 0.0);
+                    gemm_serial(c_out, k, p, w, false, colm, false, tmp, 1.0, 0.0);
+                    for img in 0..nbc {
+                        for co in 0..c_out {
+                            yc[(img * c_out + co) * ohw..][..ohw]
+                                .copy_from_slice(&tmp[co * p + img * ohw..][..ohw]);
+                        }
+                    }
+                }
+                if let Some(b) = bias {
+                    for (i, plane) in yc.chunks_mut(ohw).enumerate() {
+                        let bv = b[i % c_out];
+                        plane.iter_mut().for_each(|v| *v += bv);
+                    }
+                }
+            },
+        );
+    Ok(())
+}
+
+/// Per-thread scratch and partial weight gradient of the backward pass.
+#[derive(Default)]
+struct BackState {
+    col: Vec<f32>,
+    dcol: Vec<f32>,
+    dyc: Vec<f32>,
+    dw: Vec<f32>,
+}
+
+/// Backward convolution. Writes (overwrites) whichever of dx [n, c_in, h, w],
+/// dw [c_out, c_in, kh, kw] and dbias [c_out] are given.
+pub fn conv2d_backward(
+    s: &Conv2dShape,
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    dx: Option<&mut [f32]>,
+    dw: Option<&mut [f32]>,
+    dbias: Option<&mut [f32]>,
+) -> Result<()> {
+    const OP: &str = "conv2d_backward";
+    s.validate_for(OP)?;
+    s.check_buffers(OP, x, w)?;
+    s.check_y(OP, "dy", dy.len())?;
+    if let Some(d) = &dx {
+        buf(
+            OP,
+            "dx",
+            d.len(),
+            s.x_len(),
+            format_args!("[n={}, c_in={}, h={}, w={}]", s.n, s.c_in, s.h, s.w),
+        )?;
+    }
+    if let Some(d) = &dw {
+        buf(
+            OP,
+            "dw",
+            d.len(),
+            s.w_len(),
+            format_args!(
+                "[c_out={}, c_in={}, kh={}, kw={}]",
+                s.c_out, s.c_in, s.kh, s.kw
+            ),
+        )?;
+    }
+    if let Some(d) = &dbias {
+        buf(
+            OP,
+            "dbias",
+            d.len(),
+            s.c_out,
+            format_args!("[c_out={}]", s.c_out),
+        )?;
+    }
+    let ohw = s.out_h() * s.out_w();
+    let (k, c_out) = (s.k(), s.c_out);
+    let nb = s.images_per_chunk();
+    let x_img = s.c_in * s.h * s.w;
+    let y_img = c_out * ohw;
+    let n_chunks = s.n.div_ceil(nb);
+    let want_dw = dw.is_some();
+
+    if let Some(db) = dbias {
+        db.fill(0.0);
+        for (i, plane) in dy.chunks(ohw).enumerate() {
+            db[i % c_out] += plane.iter().map(|&v| v as f64).sum::<f64>() as f32;
+        }
+    }
+    if dx.is_none() && !want_dw {
+        return Ok(());
+    }
+
+    let dx_chunks: Vec<Option<&mut [f32]>> = match dx {
+        Some(d) => d.chunks_mut(nb * x_img).map(Some).collect(),
+        None => (0..n_chunks).map(|_| None).collect(),
+    };
+    let partials: Vec<Vec<f32>> = dx_chunks
+        .into_par_iter()
+        .enumerate()
+        .fold(BackState::default, |mut st, (ci, dxc)| {
+            let img0 = ci * nb;
+            let nbc = nb.min(s.n - img0);
+            let p = nbc * ohw;
+            let xc = &x[img0 * x_img..(img0 + nbc) * x_img];
+            let dyc_src = &dy[img0 * y_img..(img0 + nbc) * y_img];
+            // dy of the chunk as [c_out, nbc·ohw].
+            let dyc: &[f32] = if nbc == 1 {
+                dyc_src
+            } else {
+                st.dyc.resize(c_out * p, 0.0);
+                for img in 0..nbc {
+                    for co in 0..c_out {
+                        st.dyc[co * p + img * ohw..][..ohw]
+                            .copy_from_slice(&dyc_src[(img * c_out + co) * ohw..][..ohw]);
+                    }
+                }
+                &st.dyc
+            };
+            if want_dw {
+                let colm: &[f32] = if s.is_pointwise() && nbc == 1 {
+                    xc
+                } else {
+                    st.col.resize(k * p, 0.0);
+                    im2col(s, xc, nbc, &mut st.col);
+                    &st.col
+                };
+                let beta = if st.dw.is_empty() { 0.0 } else { 1.0 };
+                st.dw.resize(c_out * k, 0.0);
+                // dw [c_out, k] += dyc [c_out, p] · colᵀ [p, k].
+                gemm_serial(c_out, p, k, dyc, false, colm, true, &mut st.dw, 1.0, beta);
+            }
+            if let Some(dxc) = dxc {
+                if s.is_pointwise() && nbc == 1 {
+                    // dx [c_in, hw] = wᵀ [c_in, c_out] · dy [c_out, hw].
+                    gemm_serial(k, c_out, p, w, true, dyc, false, dxc, 1.0, 0.0);
+                } else {
+                    st.dcol.resize(k * p, 0.0);
+                    gemm_serial(k, c_out, p, w, true, dyc, false, &mut st.dcol, 1.0, 0.0);
+                    dxc.fill(0.0);
+                    col2im(s, &st.dcol, nbc, dxc);
+                }
+            }
+            st
+        })
+        .map(|st| st.dw)
+        .collect();
+
+    if let Some(dw) = dw {
+        dw.fill(0.0);
+        for part in partials.iter().filter(|p| !p.is_empty()) {
+            for (d, v) in dw.iter_mut().zip(part) {
+                *d += *v;
+            }
+        }
+    }
+    Ok(())
+}

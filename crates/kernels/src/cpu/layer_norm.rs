@@ -1,0 +1,198 @@
+//! Layer normalisation of x [rows, dim] over `dim`, with affine gamma, beta [dim].
+
+use super::checks::{PAR_MIN, buf, numel};
+use crate::error::Result;
+use rayon::prelude::*;
+
+/// Rows handled by one rayon task.
+fn rows_per_task(rows: usize, dim: usize) -> usize {
+    (PAR_MIN / dim).clamp(1, rows)
+}
+
+/// Forward: y = (x − mean)·invstd·gamma + beta per row, storing save_mean and
+/// save_invstd = 1/sqrt(var + eps) (biased variance), each [rows].
+#[allow(clippy::too_many_arguments)]
+pub fn layer_norm_forward(
+    rows: usize,
+    dim: usize,
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f32,
+    y: &mut [f32],
+    save_mean: &mut [f32],
+    save_invstd: &mut [f32],
+) -> Result<()> {
+    const OP: &str = "layer_norm_forward";
+    let total = numel(OP, &[("rows", rows), ("dim", dim)])?;
+    buf(
+        OP,
+        "x",
+        x.len(),
+        total,
+        format_args!("[rows={rows}, dim={dim}]"),
+    )?;
+    buf(
+        OP,
+        "y",
+        y.len(),
+        total,
+        format_args!("[rows={rows}, dim={dim}]"),
+    )?;
+    buf(OP, "gamma", gamma.len(), dim, format_args!("[dim={dim}]"))?;
+    buf(OP, "beta", beta.len(), dim, format_args!("[dim={dim}]"))?;
+    buf(
+        OP,
+        "save_mean",
+        save_mean.len(),
+        rows,
+        format_args!("[rows={rows}]"),
+    )?;
+    buf(
+        OP,
+        "save_invstd",
+        save_invstd.len(),
+        rows,
+        format_args!("[rows={rows}]"),
+    )?;
+    let rpt = rows_per_task(rows, dim);
+    type Task<'a> = ((&'a mut [f32], &'a [f32]), (&'a mut [f32], &'a mut [f32]));
+    let body = |((yc, xc), (mc, ic)): Task<'_>| {
+        for (r, (yr, xr)) in yc.chunks_mut(dim).zip(xc.chunks(dim)).enumerate() {
+            let mean = xr.iter().map(|&v| v as f64).sum::<f64>() / dim as f64;
+            let var = xr
+                .iter()
+                .map(|&v| {
+                    let d = v as f64 - mean;
+                    d * d
+                })
+                .sum::<f64>()
+                / dim as f64;
+            let is = 1.0 / (var + eps as f64).sqrt();
+            mc[r] = mean as f32;
+            ic[r] = is as f32;
+            let (m, is) = (mean as f32, is as f32);
+            for (((d, &v), &g), &b) in yr.iter_mut().zip(xr).zip(gamma).zip(beta) {
+                *d = (v - m) * is * g + b;
+            }
+        }
+    };
+    if total >= PAR_MIN && rows > 1 {
+        y.par_chunks_mut(rpt * dim)
+            .zip(x.par_chunks(rpt * dim))
+            .zip(
+                save_mean
+                    .par_chunks_mut(rpt)
+                    .zip(save_invstd.par_chunks_mut(rpt)),
+            )
+            .for_each(body);
+    } else {
+        body(((y, x), (save_mean, save_invstd)));
+    }
+    Ok(())
+}
+
+/// Backward: dx, dgamma = Σ_rows dy·x̂, dbeta = Σ_rows dy (all overwritten), with the
+/// statistics saved by `layer_norm_forward`.
+#[allow(clippy::too_many_arguments)]
+pub fn layer_norm_backward(
+    rows: usize,
+    dim: usize,
+    x: &[f32],
+    dy: &[f32],
+    gamma: &[f32],
+    save_mean: &[f32],
+    save_invstd: &[f32],
+    dx: &mut [f32],
+    dgamma: &mut [f32],
+    dbeta: &mut [f32],
+) -> Result<()> {
+    const OP: &str = "layer_norm_backward";
+    let total = numel(OP, &[("rows", rows), ("dim", dim)])?;
+    buf(
+        OP,
+        "x",
+        x.len(),
+        total,
+        format_args!("[rows={rows}, dim={dim}]"),
+    )?;
+    buf(
+        OP,
+        "dy",
+        dy.len(),
+        total,
+        format_args!("[rows={rows}, dim={dim}]"),
+    )?;
+    buf(
+        OP,
+        "dx",
+        dx.len(),
+        total,
+        format_args!("[rows={rows}, dim={dim}]"),
+    )?;
+    buf(OP, "gamma", gamma.len(), dim, format_args!("[dim={dim}]"))?;
+    buf(
+        OP,
+        "save_mean",
+        save_mean.len(),
+        rows,
+        format_args!("[rows={rows}]"),
+    )?;
+    buf(
+        OP,
+        "save_invstd",
+        save_invstd.len(),
+        rows,
+        format_args!("[rows={rows}]"),
+    )?;
+    buf(OP, "dgamma", dgamma.len(), dim, format_args!("[dim={dim}]"))?;
+    buf(OP, "dbeta", dbeta.len(), dim, format_args!("[dim={dim}]"))?;
+    let rpt = rows_per_task(rows, dim);
+    // Each task returns its partial (dgamma, dbeta) in f64.
+    let body = |(ti, dxc): (usize, &mut [f32])| -> (Vec<f64>, Vec<f64>) {
+        let mut dg = vec![0.0f64; dim];
+        let mut db = vec![0.0f64; dim];
+        let r0 = ti * rpt;
+        for (r, dxr) in dxc.chunks_mut(dim).enumerate() {
+            let row = r0 + r;
+            let xr = &x[row * dim..(row + 1) * dim];
+            let gr = &dy[row * dim..(row + 1) * dim];
+            let (m, is) = (save_mean[row], save_invstd[row]);
+            // g = dy·gamma; dx = invstd·(g − mean(g) − x̂·mean(g·x̂)).
+            let mut sg = 0.0f64;
+            let mut sgx = 0.0f64;
+            for j in 0..dim {
+                let xh = (xr[j] - m) * is;
+                let g = gr[j] * gamma[j];
+                sg += g as f64;
+                sgx += (g * xh) as f64;
+                dg[j] += (gr[j] * xh) as f64;
+                db[j] += gr[j] as f64;
+            }
+            let mg = (sg / dim as f64) as f32;
+            let mgx = (sgx / dim as f64) as f32;
+            for j in 0..dim {
+                let xh = (xr[j] - m) * is;
+                dxr[j] = is * (gr[j] * gamma[j] - mg - xh * mgx);
+            }
+        }
+        (dg, db)
+    };
+    let (dg, db) = if total >= PAR_MIN && rows > 1 {
+        dx.par_chunks_mut(rpt * dim).enumerate().map(body).reduce(
+            || (vec![0.0; dim], vec![0.0; dim]),
+            |(mut a, mut b), (c, d)| {
+                a.iter_mut().zip(&c).for_each(|(u, v)| *u += v);
+                b.iter_mut().zip(&d).for_each(|(u, v)| *u += v);
+                (a, b)
+            },
+        )
+    } else {
+        body((0, dx))
+    };
+    for j in 0..dim {
+        dgamma[j] = dg[j] as f32;
+        dbeta[j] = db[j] as f32;
+    }
+    Ok(())
+}
