@@ -1,1 +1,48 @@
-//! scalarize-autograd: Tensor, Device and a small tape-based reverse-mode autodiff.
+//! scalarize-autograd: `Tensor`, `Device` and a small tape-based reverse-mode autodiff.
+//!
+//! **Tensors.** A [`Tensor`] is a contiguous row-major f32 array with a shape, its values in a
+//! shared, device-tagged [`Storage`] (only the CPU today), so cloning is cheap. Every op in
+//! [`ops`] computes its forward with a kernel from `scalarize_kernels::cpu`; autograd itself
+//! does no arithmetic beyond moving data.
+//!
+//! **The tape.** When an op has at least one *tracked* input (a parameter leaf, a tensor made
+//! with [`Tensor::requires_grad`], or the output of another recorded op) and recording is on,
+//! it attaches a node to its output: the op's name, the nodes of its inputs, and a
+//! hand-written backward closure holding what it saved (inputs, statistics, argmax, ...).
+//! Node ids come from one atomic counter, and a node is always created after its inputs, so
+//! the nodes reachable from the roots, sorted newest first, are the tape in reverse. There is
+//! no global tape and no lock: each thread (each model of a PBT population) builds its own
+//! graphs, and tensors are `Send + Sync`.
+//!
+//! **Backward.** [`Backward`] seeds cotangents at one or more roots, walks the reachable
+//! nodes newest first, calls each backward closure with the accumulated output gradient, and
+//! sums the input gradients by node id. It reports gradients for leaves plus any
+//! intermediates asked for ([`Backward::retain`], [`Backward::stop_at`]: the shared
+//! representation of a multi-task model). It only reads the graph, so one forward serves T
+//! per-task backward passes. [`Tensor::backward`] is the one-root, scalar-loss shortcut.
+//!
+//! **Parameters and modes.** A [`ParamStore`] holds a model's parameters (tracked leaves) and
+//! buffers (e.g. BatchNorm running statistics) by PyTorch-style name in insertion order;
+//! gradients are read back by name, and values are updated in place (copy on write if a live
+//! graph still shares them). While a [`NoGradGuard`] from [`no_grad`] lives, nothing is
+//! recorded on that thread (evaluation).
+
+pub mod backward;
+pub mod device;
+pub mod error;
+pub mod no_grad;
+pub mod node;
+pub mod ops;
+pub mod params;
+pub mod storage;
+pub mod tensor;
+
+pub use backward::{Backward, Gradients, backward_from};
+pub use device::Device;
+pub use error::{AutogradError, Result};
+pub use no_grad::{NoGradGuard, is_grad_enabled, no_grad};
+pub use node::NodeId;
+pub use ops::batch_norm::BatchNormMode;
+pub use params::{Entry, EntryKind, ParamStore};
+pub use storage::Storage;
+pub use tensor::Tensor;

@@ -1,0 +1,161 @@
+//! Matrix products: 2-D with optional transposes, and batched (attention).
+
+use scalarize_kernels::cpu;
+
+use super::zeros;
+use crate::error::{Result, invalid};
+use crate::node::attach;
+use crate::tensor::Tensor;
+
+/// Gradients of C = op(A)·op(B) for stored A and B, each product done by the kernel; `batch`
+/// independent products of the given sizes (batch 1 for plain matmul).
+#[allow(clippy::too_many_arguments)]
+fn matmul_grads(
+    batch: usize,
+    (m, k, n): (usize, usize, usize),
+    a: &[f32],
+    trans_a: bool,
+    b: &[f32],
+    trans_b: bool,
+    dc: &[f32],
+    needs: &[bool],
+) -> Result<Vec<Option<Vec<f32>>>> {
+    let mut grads = vec![None, None];
+    if needs[0] {
+        let mut da = zeros(batch * m * k);
+        if trans_a {
+            // A stored [k, m]: dA = op(B)·dCᵀ.
+            cpu::matmul_batched(batch, k, n, m, b, trans_b, dc, true, &mut da, 1.0, 0.0)?;
+        } else {
+            // dA = dC·op(B)ᵀ.
+            cpu::matmul_batched(batch, m, n, k, dc, false, b, !trans_b, &mut da, 1.0, 0.0)?;
+        }
+        grads[0] = Some(da);
+    }
+    if needs[1] {
+        let mut db = zeros(batch * k * n);
+        if trans_b {
+            // B stored [n, k]: dB = dCᵀ·op(A).
+            cpu::matmul_batched(batch, n, m, k, dc, true, a, trans_a, &mut db, 1.0, 0.0)?;
+        } else {
+            // dB = op(A)ᵀ·dC.
+            cpu::matmul_batched(batch, k, m, n, a, !trans_a, dc, false, &mut db, 1.0, 0.0)?;
+        }
+        grads[1] = Some(db);
+    }
+    Ok(grads)
+}
+
+/// (rows, cols) of op(X) for a matrix stored as `shape` (last two axes).
+fn op_dims(shape: &[usize], trans: bool) -> (usize, usize) {
+    let (r, c) = (shape[shape.len() - 2], shape[shape.len() - 1]);
+    if trans { (c, r) } else { (r, c) }
+}
+
+impl Tensor {
+    /// Matrix product of `[m, k]` and `[k, n]`.
+    pub fn matmul(&self, other: &Tensor) -> Result<Tensor> {
+        self.matmul_t(other, false, false)
+    }
+
+    /// `op(self)·op(other)` for 2-D tensors, where `op` transposes when its flag is set
+    /// (e.g. `x.matmul_t(w, false, true)` is x·Wᵀ).
+    pub fn matmul_t(&self, other: &Tensor, trans_a: bool, trans_b: bool) -> Result<Tensor> {
+        if self.rank() != 2 || other.rank() != 2 {
+            return Err(invalid(
+                "matmul",
+                format!(
+                    "shapes {:?} and {:?}: expected two rank-2 tensors",
+                    self.shape(),
+                    other.shape()
+                ),
+            ));
+        }
+        self.matmul_impl("matmul", other, trans_a, trans_b, 1, Vec::new())
+    }
+
+    /// Batched product: `[.., m, k]` times `[.., k, n]` with equal leading dimensions, with
+    /// optional transposes of the last two axes of either operand (attention: q·kᵀ, p·v).
+    pub fn bmm_t(&self, other: &Tensor, trans_a: bool, trans_b: bool) -> Result<Tensor> {
+        let ok = self.rank() >= 3
+            && other.rank() == self.rank()
+            && self.shape()[..self.rank() - 2] == other.shape()[..other.rank() - 2];
+        if !ok {
+            return Err(invalid(
+                "bmm",
+                format!(
+                    "shapes {:?} and {:?}: expected equal ranks of at least 3 with equal leading (batch) dimensions",
+                    self.shape(),
+                    other.shape()
+                ),
+            ));
+        }
+        let lead = self.shape()[..self.rank() - 2].to_vec();
+        let batch = lead.iter().product();
+        self.matmul_impl("bmm", other, trans_a, trans_b, batch, lead)
+    }
+
+    /// Batched product without transposes.
+    pub fn bmm(&self, other: &Tensor) -> Result<Tensor> {
+        self.bmm_t(other, false, false)
+    }
+
+    fn matmul_impl(
+        &self,
+        op: &'static str,
+        other: &Tensor,
+        trans_a: bool,
+        trans_b: bool,
+        batch: usize,
+        lead: Vec<usize>,
+    ) -> Result<Tensor> {
+        let (m, k) = op_dims(self.shape(), trans_a);
+        let (k2, n) = op_dims(other.shape(), trans_b);
+        if k != k2 {
+            return Err(invalid(
+                op,
+                format!(
+                    "shapes {:?}{} and {:?}{}: inner dimensions {k} and {k2} differ",
+                    self.shape(),
+                    if trans_a { "ᵀ" } else { "" },
+                    other.shape(),
+                    if trans_b { "ᵀ" } else { "" },
+                ),
+            ));
+        }
+        let mut y = zeros(batch * m * n);
+        cpu::matmul_batched(
+            batch,
+            m,
+            k,
+            n,
+            self.values(),
+            trans_a,
+            other.values(),
+            trans_b,
+            &mut y,
+            1.0,
+            0.0,
+        )?;
+        let mut shape = lead;
+        shape.extend([m, n]);
+        let (a, b) = (self.detach(), other.detach());
+        Ok(attach(
+            op,
+            Tensor::from_parts(y, shape),
+            &[self, other],
+            Box::new(move |dy, needs| {
+                matmul_grads(
+                    batch,
+                    (m, k, n),
+                    a.values(),
+                    trans_a,
+                    b.values(),
+                    trans_b,
+                    dy,
+                    needs,
+                )
+            }),
+        ))
+    }
+}

@@ -1,0 +1,211 @@
+//! `Tensor`: shared f32 storage, a shape, and (when tracked) its node on the tape.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::device::Device;
+use crate::error::{Result, invalid};
+use crate::node::{Node, NodeId, leaf};
+use crate::storage::Storage;
+
+/// A contiguous row-major f32 array with a shape. Cloning is cheap (the storage is shared).
+///
+/// A tensor is *tracked* when it carries a tape node: parameter leaves, tensors made with
+/// [`Tensor::requires_grad`], and outputs of ops recorded with at least one tracked input.
+#[derive(Clone)]
+pub struct Tensor {
+    storage: Arc<Storage>,
+    shape: Vec<usize>,
+    node: Option<Arc<Node>>,
+}
+
+/// Checks a shape for zero-sized dimensions and returns its element count.
+pub(crate) fn numel_of(op: &'static str, shape: &[usize]) -> Result<usize> {
+    if shape.contains(&0) {
+        return Err(invalid(
+            op,
+            format!("empty tensor of shape {shape:?}: every dimension must be at least 1"),
+        ));
+    }
+    Ok(shape.iter().product())
+}
+
+impl Tensor {
+    /// Builds an untracked CPU tensor from `values` laid out row-major in `shape`.
+    pub fn new(values: Vec<f32>, shape: &[usize]) -> Result<Tensor> {
+        let n = numel_of("tensor", shape)?;
+        if values.len() != n {
+            return Err(invalid(
+                "tensor",
+                format!(
+                    "{} values given for shape {shape:?}, expected {n}",
+                    values.len()
+                ),
+            ));
+        }
+        Ok(Tensor::from_parts(values, shape.to_vec()))
+    }
+
+    /// Builds an untracked CPU tensor by copying `values`.
+    pub fn from_slice(values: &[f32], shape: &[usize]) -> Result<Tensor> {
+        Tensor::new(values.to_vec(), shape)
+    }
+
+    /// A tensor of `shape` filled with `value`.
+    pub fn full(shape: &[usize], value: f32) -> Result<Tensor> {
+        let n = numel_of("tensor", shape)?;
+        Ok(Tensor::from_parts(vec![value; n], shape.to_vec()))
+    }
+
+    /// A tensor of `shape` filled with zeros.
+    pub fn zeros(shape: &[usize]) -> Result<Tensor> {
+        Tensor::full(shape, 0.0)
+    }
+
+    /// A tensor of `shape` filled with ones.
+    pub fn ones(shape: &[usize]) -> Result<Tensor> {
+        Tensor::full(shape, 1.0)
+    }
+
+    /// A rank-0 tensor holding `value`.
+    pub fn scalar(value: f32) -> Tensor {
+        Tensor::from_parts(vec![value], Vec::new())
+    }
+
+    /// Internal constructor; the caller guarantees `values.len() == product(shape)`.
+    pub(crate) fn from_parts(values: Vec<f32>, shape: Vec<usize>) -> Tensor {
+        debug_assert_eq!(values.len(), shape.iter().product::<usize>());
+        Tensor {
+            storage: Arc::new(Storage::Cpu(values)),
+            shape,
+            node: None,
+        }
+    }
+
+    /// Same storage, another shape of equal element count, no node (the caller attaches one).
+    pub(crate) fn view_untracked(&self, shape: Vec<usize>) -> Tensor {
+        Tensor {
+            storage: Arc::clone(&self.storage),
+            shape,
+            node: None,
+        }
+    }
+
+    pub(crate) fn with_node(mut self, node: Arc<Node>) -> Tensor {
+        self.node = Some(node);
+        self
+    }
+
+    pub(crate) fn node(&self) -> Option<&Arc<Node>> {
+        self.node.as_ref()
+    }
+
+    /// The host values; every op reads its inputs through this.
+    pub(crate) fn values(&self) -> &[f32] {
+        match &*self.storage {
+            Storage::Cpu(v) => v,
+        }
+    }
+
+    /// Mutable host values, copied first if the storage is shared (copy on write).
+    pub(crate) fn values_mut(&mut self) -> &mut [f32] {
+        match Arc::make_mut(&mut self.storage) {
+            Storage::Cpu(v) => v,
+        }
+    }
+
+    /// The shape, outermost dimension first.
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    /// Number of dimensions.
+    pub fn rank(&self) -> usize {
+        self.shape.len()
+    }
+
+    /// Number of elements.
+    pub fn numel(&self) -> usize {
+        self.storage.len()
+    }
+
+    /// The device holding the values.
+    pub fn device(&self) -> Device {
+        self.storage.device()
+    }
+
+    /// The values as a host slice (CPU tensors only).
+    pub fn as_slice(&self) -> Result<&[f32]> {
+        match &*self.storage {
+            Storage::Cpu(v) => Ok(v),
+        }
+    }
+
+    /// A host copy of the values.
+    pub fn to_vec(&self) -> Vec<f32> {
+        self.values().to_vec()
+    }
+
+    /// The single value of a one-element tensor (e.g. a loss).
+    pub fn item(&self) -> Result<f32> {
+        if self.numel() != 1 {
+            return Err(invalid(
+                "item",
+                format!("tensor of shape {:?} has {} elements, expected 1", self.shape, self.numel()),
+            ));
+        }
+        Ok(self.values()[0])
+    }
+
+    /// A new leaf sharing these values whose gradient backward will report.
+    pub fn requires_grad(&self) -> Tensor {
+        Tensor {
+            storage: Arc::clone(&self.storage),
+            shape: self.shape.clone(),
+            node: Some(leaf(&self.shape)),
+        }
+    }
+
+    /// The same values, cut from the tape (gradients stop here).
+    pub fn detach(&self) -> Tensor {
+        self.view_untracked(self.shape.clone())
+    }
+
+    /// True when the tensor carries a tape node (a leaf or a recorded op output).
+    pub fn is_tracked(&self) -> bool {
+        self.node.is_some()
+    }
+
+    /// True for tracked leaves (parameters, [`Tensor::requires_grad`] tensors).
+    pub fn is_leaf(&self) -> bool {
+        self.node.as_ref().is_some_and(|n| n.backward.is_none())
+    }
+
+    /// The tape node id, if tracked; gradients are keyed by it.
+    pub fn id(&self) -> Option<NodeId> {
+        self.node.as_ref().map(|n| n.id)
+    }
+
+    /// Name of the op that produced this tensor (`"leaf"` for leaves), if tracked.
+    pub fn op_name(&self) -> Option<&'static str> {
+        self.node.as_ref().map(|n| n.op)
+    }
+
+    /// True when both tensors share one storage buffer.
+    pub fn shares_storage(&self, other: &Tensor) -> bool {
+        Arc::ptr_eq(&self.storage, &other.storage)
+    }
+}
+
+impl fmt::Debug for Tensor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let v = self.values();
+        let head: Vec<f32> = v.iter().take(8).copied().collect();
+        f.debug_struct("Tensor")
+            .field("shape", &self.shape)
+            .field("device", &self.device())
+            .field("op", &self.op_name())
+            .field("values", &format_args!("{head:?}{}", if v.len() > 8 { "…" } else { "" }))
+            .finish()
+    }
+}
