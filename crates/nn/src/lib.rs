@@ -2,7 +2,9 @@
 //! and safetensors checkpoints.
 
 pub mod error;
+pub mod init;
 pub mod layout;
 pub mod spec;
 
 pub use error::{NnError, Result};
+pub mod optim;
