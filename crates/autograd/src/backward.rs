@@ -180,7 +180,11 @@ fn accumulate(pending: &mut HashMap<NodeId, Vec<f32>>, id: NodeId, g: &[f32]) ->
     Ok(())
 }
 
-fn accumulate_owned(pending: &mut HashMap<NodeId, Vec<f32>>, id: NodeId, g: Vec<f32>) -> Result<()> {
+fn accumulate_owned(
+    pending: &mut HashMap<NodeId, Vec<f32>>,
+    id: NodeId,
+    g: Vec<f32>,
+) -> Result<()> {
     match pending.get_mut(&id) {
         Some(acc) => cpu::axpy_acc(1.0, &g, acc)?,
         None => {

@@ -151,7 +151,11 @@ impl Tensor {
         if self.numel() != 1 {
             return Err(invalid(
                 "item",
-                format!("tensor of shape {:?} has {} elements, expected 1", self.shape, self.numel()),
+                format!(
+                    "tensor of shape {:?} has {} elements, expected 1",
+                    self.shape,
+                    self.numel()
+                ),
             ));
         }
         Ok(self.values()[0])
@@ -205,7 +209,10 @@ impl fmt::Debug for Tensor {
             .field("shape", &self.shape)
             .field("device", &self.device())
             .field("op", &self.op_name())
-            .field("values", &format_args!("{head:?}{}", if v.len() > 8 { "…" } else { "" }))
+            .field(
+                "values",
+                &format_args!("{head:?}{}", if v.len() > 8 { "…" } else { "" }),
+            )
             .finish()
     }
 }

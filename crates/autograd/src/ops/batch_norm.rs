@@ -188,7 +188,16 @@ impl Tensor {
                 if needs[0] {
                     let mut dx = zeros(dy.len());
                     cpu::batch_norm_forward_eval(
-                        n, c, hw, dy, g.values(), &zero_c, &zero_c, &rv, eps, &mut dx,
+                        n,
+                        c,
+                        hw,
+                        dy,
+                        g.values(),
+                        &zero_c,
+                        &zero_c,
+                        &rv,
+                        eps,
+                        &mut dx,
                     )?;
                     grads[0] = Some(dx);
                 }
@@ -196,7 +205,16 @@ impl Tensor {
                     let ones = vec![1.0; c];
                     let mut xhat = zeros(dy.len());
                     cpu::batch_norm_forward_eval(
-                        n, c, hw, x.values(), &ones, &zero_c, &rm, &rv, eps, &mut xhat,
+                        n,
+                        c,
+                        hw,
+                        x.values(),
+                        &ones,
+                        &zero_c,
+                        &rm,
+                        &rv,
+                        eps,
+                        &mut xhat,
                     )?;
                     let mut prod = zeros(dy.len());
                     cpu::mul(dy, &xhat, &mut prod)?;

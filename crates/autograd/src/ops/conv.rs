@@ -59,7 +59,11 @@ impl Tensor {
         let backward = Box::new(move |dy: &[f32], needs: &[bool]| {
             let mut dx = needs[0].then(|| zeros(x.numel()));
             let mut dw = needs[1].then(|| zeros(w.numel()));
-            let mut db = needs.get(2).copied().unwrap_or(false).then(|| zeros(s.c_out));
+            let mut db = needs
+                .get(2)
+                .copied()
+                .unwrap_or(false)
+                .then(|| zeros(s.c_out));
             cpu::conv2d_backward(
                 &s,
                 x.values(),

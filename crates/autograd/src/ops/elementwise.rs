@@ -18,9 +18,7 @@ impl Tensor {
             "add",
             out,
             &[self, other],
-            Box::new(|dy, needs| {
-                Ok(needs.iter().map(|&n| n.then(|| dy.to_vec())).collect())
-            }),
+            Box::new(|dy, needs| Ok(needs.iter().map(|&n| n.then(|| dy.to_vec())).collect())),
         ))
     }
 

@@ -88,7 +88,12 @@ impl Tensor {
             &[self],
             Box::new(move |dy, _| {
                 let mut dx = zeros(n);
-                cpu::bce_with_logits_backward(logits.values(), &targets, dy[0] / n as f32, &mut dx)?;
+                cpu::bce_with_logits_backward(
+                    logits.values(),
+                    &targets,
+                    dy[0] / n as f32,
+                    &mut dx,
+                )?;
                 Ok(vec![Some(dx)])
             }),
         ))

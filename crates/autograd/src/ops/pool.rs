@@ -8,7 +8,13 @@ use crate::node::attach;
 use crate::tensor::Tensor;
 
 impl Tensor {
-    fn pool_shape(&self, op: &'static str, k: usize, stride: usize, pad: usize) -> Result<Pool2dShape> {
+    fn pool_shape(
+        &self,
+        op: &'static str,
+        k: usize,
+        stride: usize,
+        pad: usize,
+    ) -> Result<Pool2dShape> {
         expect_rank(op, "input", self, 4)?;
         let s = self.shape();
         let ps = Pool2dShape {

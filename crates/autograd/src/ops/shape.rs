@@ -48,7 +48,9 @@ impl Tensor {
         let rank = self.rank();
         let mut seen = vec![false; rank];
         let valid = perm.len() == rank
-            && perm.iter().all(|&p| p < rank && !std::mem::replace(&mut seen[p], true));
+            && perm
+                .iter()
+                .all(|&p| p < rank && !std::mem::replace(&mut seen[p], true));
         if !valid {
             return Err(invalid(
                 "permute",

@@ -11,7 +11,10 @@ impl Tensor {
     /// Softmax over the last axis.
     pub fn softmax(&self) -> Result<Tensor> {
         if self.rank() == 0 {
-            return Err(invalid("softmax", "rank-0 tensor: expected at least one axis"));
+            return Err(invalid(
+                "softmax",
+                "rank-0 tensor: expected at least one axis",
+            ));
         }
         let dim = self.shape()[self.rank() - 1];
         let rows = self.numel() / dim;

@@ -8,8 +8,16 @@ use crate::node::attach;
 use crate::tensor::Tensor;
 
 /// Kernel signature shared by the four upsample kernels.
-type UpsampleKernel =
-    fn(usize, usize, usize, usize, usize, usize, &[f32], &mut [f32]) -> scalarize_kernels::Result<()>;
+type UpsampleKernel = fn(
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    &[f32],
+    &mut [f32],
+) -> scalarize_kernels::Result<()>;
 
 impl Tensor {
     /// Bilinear resize of `[n, c, h, w]` to `[n, c, oh, ow]` (align_corners = false).
@@ -44,9 +52,17 @@ impl Tensor {
     ) -> Result<Tensor> {
         expect_rank(op, "input", self, 4)?;
         if oh == 0 || ow == 0 {
-            return Err(invalid(op, format!("output size {oh}x{ow}: expected at least 1x1")));
+            return Err(invalid(
+                op,
+                format!("output size {oh}x{ow}: expected at least 1x1"),
+            ));
         }
-        let [n, c, h, w] = [self.shape()[0], self.shape()[1], self.shape()[2], self.shape()[3]];
+        let [n, c, h, w] = [
+            self.shape()[0],
+            self.shape()[1],
+            self.shape()[2],
+            self.shape()[3],
+        ];
         let mut y = zeros(n * c * oh * ow);
         forward(n, c, h, w, oh, ow, self.values(), &mut y)?;
         Ok(attach(
