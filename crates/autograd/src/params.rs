@@ -49,10 +49,33 @@ impl Entry {
 /// Named parameters and buffers of one model, in insertion order (the order checkpoints,
 /// flat gradient vectors and optimizers use). Each model owns its store, so models on
 /// different threads never share one.
-#[derive(Clone, Debug, Default)]
+#[derive(Debug, Default)]
 pub struct ParamStore {
     entries: Vec<Entry>,
     index: HashMap<String, usize>,
+}
+
+/// A clone shares the values (copy on write) but gets fresh leaves, so the two models'
+/// parameters are distinct on any tape (e.g. a PBT member copied from another).
+impl Clone for ParamStore {
+    fn clone(&self) -> Self {
+        let entries = self
+            .entries
+            .iter()
+            .map(|e| Entry {
+                tensor: if e.trainable {
+                    e.tensor.requires_grad()
+                } else {
+                    e.tensor.clone()
+                },
+                ..e.clone()
+            })
+            .collect();
+        Self {
+            entries,
+            index: self.index.clone(),
+        }
+    }
 }
 
 impl ParamStore {
