@@ -40,11 +40,13 @@ pub fn init_values(info: &ParamInfo, seed: u64) -> Vec<f32> {
             (0..n).map(|_| normal(std)).collect()
         }
         Init::TruncNormal { std, lo, hi } => (0..n)
-            .map(|_| loop {
-                // Rejection sampling: same distribution as timm's inverse-CDF method.
-                let v = normal(std as f64);
-                if v >= lo && v <= hi {
-                    break v;
+            .map(|_| {
+                loop {
+                    // Rejection sampling: same distribution as timm's inverse-CDF method.
+                    let v = normal(std as f64);
+                    if v >= lo && v <= hi {
+                        break v;
+                    }
                 }
             })
             .collect(),
@@ -84,11 +86,17 @@ mod tests {
         let n = 200_000;
         let v = init_values(&info(Init::KaimingNormalFanOut { fan_out: 72 }, n), 1);
         let (m, s) = stats(&v);
-        assert!(m.abs() < 0.003 && (s - (2.0f64 / 72.0).sqrt()).abs() < 0.002, "{m} {s}");
+        assert!(
+            m.abs() < 0.003 && (s - (2.0f64 / 72.0).sqrt()).abs() < 0.002,
+            "{m} {s}"
+        );
         let v = init_values(&info(Init::Uniform { bound: 0.25 }, n), 2);
         let (m, s) = stats(&v);
         assert!(v.iter().all(|x| x.abs() <= 0.25));
-        assert!(m.abs() < 0.002 && (s - 0.25 / 3f64.sqrt()).abs() < 0.001, "{m} {s}");
+        assert!(
+            m.abs() < 0.002 && (s - 0.25 / 3f64.sqrt()).abs() < 0.001,
+            "{m} {s}"
+        );
         let v = init_values(
             &info(
                 Init::TruncNormal {
@@ -114,7 +122,11 @@ mod tests {
     #[test]
     fn seeded_reproducible_and_independent_of_other_heads() {
         let spec = ModelSpec::parse("resnet26:w0.25").unwrap();
-        let a = Layout::new(&spec, &HeadsSpec::parse("10").unwrap(), InitOptions::default());
+        let a = Layout::new(
+            &spec,
+            &HeadsSpec::parse("10").unwrap(),
+            InitOptions::default(),
+        );
         let b = Layout::new(
             &spec,
             &HeadsSpec::parse("a40,10").unwrap(),
@@ -125,11 +137,23 @@ mod tests {
         assert_ne!(va[0], init_layout(&a, 8)[0]);
         let vb = init_layout(&b, 7);
         // Backbone tensors agree whatever the heads are.
-        let nb = a.params.iter().filter(|p| p.name.starts_with("backbone.")).count();
+        let nb = a
+            .params
+            .iter()
+            .filter(|p| p.name.starts_with("backbone."))
+            .count();
         assert_eq!(va[..nb], vb[..nb]);
         // Different tensors of the same shape get different values.
-        let i = a.params.iter().position(|p| p.name == "backbone.layer1.0.conv2.weight").unwrap();
-        let j = a.params.iter().position(|p| p.name == "backbone.layer1.1.conv2.weight").unwrap();
+        let i = a
+            .params
+            .iter()
+            .position(|p| p.name == "backbone.layer1.0.conv2.weight")
+            .unwrap();
+        let j = a
+            .params
+            .iter()
+            .position(|p| p.name == "backbone.layer1.1.conv2.weight")
+            .unwrap();
         assert_ne!(va[i], va[j]);
     }
 }

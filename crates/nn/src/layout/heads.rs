@@ -26,7 +26,12 @@ pub fn head_params(spec: &ModelSpec, t: usize, head: &HeadSpec) -> Vec<ParamInfo
                 (Init::Uniform { bound }, Init::Uniform { bound })
             };
             vec![
-                ParamInfo::new(format!("{p}.weight"), vec![o, feat], ParamKind::Weight, w_init),
+                ParamInfo::new(
+                    format!("{p}.weight"),
+                    vec![o, feat],
+                    ParamKind::Weight,
+                    w_init,
+                ),
                 ParamInfo::new(format!("{p}.bias"), vec![o], ParamKind::Bias, b_init),
             ]
         }

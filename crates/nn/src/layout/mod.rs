@@ -204,7 +204,12 @@ mod tests {
             &HeadsSpec::parse("10,a40,d3").unwrap(),
             InitOptions::default(),
         );
-        let shape = |n: &str| l.get(n).unwrap_or_else(|| panic!("missing {n}")).shape.clone();
+        let shape = |n: &str| {
+            l.get(n)
+                .unwrap_or_else(|| panic!("missing {n}"))
+                .shape
+                .clone()
+        };
         assert_eq!(shape("backbone.conv1.weight"), vec![16, 3, 3, 3]);
         assert_eq!(shape("backbone.bn1.running_var"), vec![16]);
         assert_eq!(shape("backbone.layer1.0.conv1.weight"), vec![16, 16, 1, 1]);
@@ -230,10 +235,18 @@ mod tests {
 
         let spec = ModelSpec::parse("vit-ti:p4:d2").unwrap();
         let l = Layout::new(&spec, &HeadsSpec::parse("10").unwrap(), Default::default());
-        let shape = |n: &str| l.get(n).unwrap_or_else(|| panic!("missing {n}")).shape.clone();
+        let shape = |n: &str| {
+            l.get(n)
+                .unwrap_or_else(|| panic!("missing {n}"))
+                .shape
+                .clone()
+        };
         assert_eq!(shape("backbone.cls_token"), vec![1, 1, 192]);
         assert_eq!(shape("backbone.pos_embed"), vec![1, 65, 192]);
-        assert_eq!(shape("backbone.patch_embed.proj.weight"), vec![192, 3, 4, 4]);
+        assert_eq!(
+            shape("backbone.patch_embed.proj.weight"),
+            vec![192, 3, 4, 4]
+        );
         assert_eq!(shape("backbone.blocks.1.attn.qkv.weight"), vec![576, 192]);
         assert_eq!(shape("backbone.blocks.1.attn.proj.bias"), vec![192]);
         assert_eq!(shape("backbone.blocks.0.mlp.fc1.weight"), vec![768, 192]);

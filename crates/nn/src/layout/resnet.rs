@@ -93,8 +93,19 @@ pub fn resnet_params(spec: &ModelSpec, opts: InitOptions) -> Vec<ParamInfo> {
         bn(&mut out, &format!("{p}.bn1"), b.planes, 1.0);
         conv(&mut out, &format!("{p}.conv2"), b.planes, b.planes, 3);
         bn(&mut out, &format!("{p}.bn2"), b.planes, 1.0);
-        conv(&mut out, &format!("{p}.conv3"), b.planes * EXPANSION, b.planes, 1);
-        bn(&mut out, &format!("{p}.bn3"), b.planes * EXPANSION, last_gamma);
+        conv(
+            &mut out,
+            &format!("{p}.conv3"),
+            b.planes * EXPANSION,
+            b.planes,
+            1,
+        );
+        bn(
+            &mut out,
+            &format!("{p}.bn3"),
+            b.planes * EXPANSION,
+            last_gamma,
+        );
         if b.downsample {
             conv(
                 &mut out,

@@ -15,7 +15,10 @@ pub fn global_grad_norm<G: AsRef<[f32]>>(grads: &[G]) -> f64 {
 /// Scales all gradients by `min(1, max_norm / (norm + 1e-6))` as PyTorch does and returns the
 /// norm before clipping. A non-finite norm is an error (nothing is scaled), so a diverging run
 /// is reported instead of silently turning every parameter into NaN.
-pub fn clip_grad_norm<G: AsMut<[f32]> + AsRef<[f32]>>(grads: &mut [G], max_norm: f32) -> Result<f32> {
+pub fn clip_grad_norm<G: AsMut<[f32]> + AsRef<[f32]>>(
+    grads: &mut [G],
+    max_norm: f32,
+) -> Result<f32> {
     if !(max_norm > 0.0 && max_norm.is_finite()) {
         return Err(NnError::invalid(
             "clip_grad_norm",

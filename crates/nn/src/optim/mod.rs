@@ -145,7 +145,10 @@ impl Optimizer {
 
     /// Per-parameter AdamW step counts (empty for SGD), stored in checkpoint metadata.
     pub fn param_steps(&self) -> BTreeMap<String, u64> {
-        self.adamw.iter().map(|(n, s)| (n.clone(), s.step)).collect()
+        self.adamw
+            .iter()
+            .map(|(n, s)| (n.clone(), s.step))
+            .collect()
     }
 
     /// Replaces the state with tensors named as [`Optimizer::state_tensors`] writes them
@@ -197,10 +200,7 @@ impl Optimizer {
             problems.push("SGD momentum buffers given to an AdamW optimizer".into());
         }
         if !problems.is_empty() {
-            return Err(NnError::invalid(
-                "optimizer state",
-                problems.join("; "),
-            ));
+            return Err(NnError::invalid("optimizer state", problems.join("; ")));
         }
         self.momentum = momentum;
         self.adamw = adamw;

@@ -42,7 +42,12 @@ pub struct Schedule {
 
 impl Schedule {
     /// A checked schedule.
-    pub fn new(base_lr: f64, warmup_steps: u64, total_steps: u64, kind: ScheduleKind) -> Result<Self> {
+    pub fn new(
+        base_lr: f64,
+        warmup_steps: u64,
+        total_steps: u64,
+        kind: ScheduleKind,
+    ) -> Result<Self> {
         let s = Schedule {
             base_lr,
             warmup_steps,

@@ -13,7 +13,11 @@ fn sgd_ref(p: &mut [f64], g: &[f64], buf: &mut Option<Vec<f64>>, c: &SgdConfig, 
     } else {
         let b = match buf {
             None => d.clone(),
-            Some(b) => b.iter().zip(&d).map(|(b, d)| mu * b + (1.0 - damp) * d).collect(),
+            Some(b) => b
+                .iter()
+                .zip(&d)
+                .map(|(b, d)| mu * b + (1.0 - damp) * d)
+                .collect(),
         };
         *buf = Some(b.clone());
         if c.nesterov {
@@ -44,17 +48,24 @@ fn sgd_known_answers() {
     };
     let mut opt = Optimizer::new(OptimizerConfig::Sgd(c), false).unwrap();
     let mut p = [1.0f32];
-    opt.update("w", ParamKind::Weight, &mut p, &[0.5], 0.1).unwrap();
+    opt.update("w", ParamKind::Weight, &mut p, &[0.5], 0.1)
+        .unwrap();
     assert!(close(p[0], 0.94, 1e-6), "{}", p[0]);
-    opt.update("w", ParamKind::Weight, &mut p, &[0.5], 0.1).unwrap();
+    opt.update("w", ParamKind::Weight, &mut p, &[0.5], 0.1)
+        .unwrap();
     assert!(close(p[0], 0.8266, 1e-6), "{}", p[0]);
     // Nesterov.
-    let c = SgdConfig { nesterov: true, ..c };
+    let c = SgdConfig {
+        nesterov: true,
+        ..c
+    };
     let mut opt = Optimizer::new(OptimizerConfig::Sgd(c), false).unwrap();
     let mut p = [1.0f32];
-    opt.update("w", ParamKind::Weight, &mut p, &[0.5], 0.1).unwrap();
+    opt.update("w", ParamKind::Weight, &mut p, &[0.5], 0.1)
+        .unwrap();
     assert!(close(p[0], 0.886, 1e-6), "{}", p[0]);
-    opt.update("w", ParamKind::Weight, &mut p, &[0.5], 0.1).unwrap();
+    opt.update("w", ParamKind::Weight, &mut p, &[0.5], 0.1)
+        .unwrap();
     assert!(close(p[0], 0.725566, 1e-6), "{}", p[0]);
 }
 
@@ -111,7 +122,8 @@ fn adamw_known_answer_and_reference() {
     let mut opt = Optimizer::new(OptimizerConfig::AdamW(c), false).unwrap();
     let mut p = [1.0f32];
     // Step 1: p = 0.99 - lr * m_hat / (sqrt(v_hat) + eps) = 0.99 - 0.1 * 0.5 / 0.5.
-    opt.update("w", ParamKind::Weight, &mut p, &[0.5], 0.1).unwrap();
+    opt.update("w", ParamKind::Weight, &mut p, &[0.5], 0.1)
+        .unwrap();
     assert!(close(p[0], 0.89, 1e-6), "{}", p[0]);
 
     // Many steps against a naive f64 transcription of torch.optim.AdamW.
@@ -124,7 +136,8 @@ fn adamw_known_answer_and_reference() {
     for step in 1..=8 {
         let g = grads(step, n);
         let lr = 1e-2 * step as f64;
-        opt.update("w", ParamKind::Weight, &mut p, &g, lr as f32).unwrap();
+        opt.update("w", ParamKind::Weight, &mut p, &g, lr as f32)
+            .unwrap();
         for i in 0..n {
             let g = g[i] as f64;
             pr[i] *= 1.0 - lr * wd;
@@ -162,12 +175,14 @@ fn no_decay_filter_spares_norms_biases_and_embeddings() {
             assert_eq!(p[0], 2.0, "{kind:?} decayed");
         }
         let mut p = [2.0f32];
-        opt.update("w", ParamKind::Weight, &mut p, &[0.0], 0.1).unwrap();
+        opt.update("w", ParamKind::Weight, &mut p, &[0.0], 0.1)
+            .unwrap();
         assert!(p[0] < 2.0, "weight did not decay");
         // Without the filter, a bias decays too.
         let mut opt = Optimizer::new(config, false).unwrap();
         let mut p = [2.0f32];
-        opt.update("b", ParamKind::Bias, &mut p, &[0.0], 0.1).unwrap();
+        opt.update("b", ParamKind::Bias, &mut p, &[0.0], 0.1)
+            .unwrap();
         assert!(p[0] < 2.0);
     }
 }
@@ -181,7 +196,13 @@ fn bad_input_is_reported() {
         .to_string();
     assert!(e.contains("`w`") && e.contains("2 elements"), "{e}");
     let e = opt
-        .update("bn.running_mean", ParamKind::RunningMean, &mut [1.0], &[1.0], 0.1)
+        .update(
+            "bn.running_mean",
+            ParamKind::RunningMean,
+            &mut [1.0],
+            &[1.0],
+            0.1,
+        )
         .unwrap_err()
         .to_string();
     assert!(e.contains("buffer"), "{e}");
@@ -244,8 +265,14 @@ fn state_round_trips_and_resumes_identically() {
     t.insert("optim.exp_avg.a".to_string(), vec![0.0]);
     t.insert("optim.exp_avg_sq.b".to_string(), vec![0.0]);
     t.insert("optim.momentum.c".to_string(), vec![0.0]);
-    let e = opt.load_state(&t, &BTreeMap::new()).unwrap_err().to_string();
-    assert!(e.contains("optim.exp_avg.a") && e.contains("optim.exp_avg_sq.b"), "{e}");
+    let e = opt
+        .load_state(&t, &BTreeMap::new())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("optim.exp_avg.a") && e.contains("optim.exp_avg_sq.b"),
+        "{e}"
+    );
     assert!(e.contains("SGD momentum"), "{e}");
 }
 
@@ -297,9 +324,10 @@ fn schedules() {
 
 #[test]
 fn configs_deserialize_from_json() {
-    let c: OptimizerConfig =
-        serde_json::from_str(r#"{"kind":"sgd","momentum":0.9,"nesterov":true,"weight_decay":5e-4}"#)
-            .unwrap();
+    let c: OptimizerConfig = serde_json::from_str(
+        r#"{"kind":"sgd","momentum":0.9,"nesterov":true,"weight_decay":5e-4}"#,
+    )
+    .unwrap();
     assert_eq!(
         c,
         OptimizerConfig::Sgd(SgdConfig {
@@ -309,7 +337,8 @@ fn configs_deserialize_from_json() {
             weight_decay: 5e-4
         })
     );
-    let c: OptimizerConfig = serde_json::from_str(r#"{"kind":"adamw","weight_decay":0.05}"#).unwrap();
+    let c: OptimizerConfig =
+        serde_json::from_str(r#"{"kind":"adamw","weight_decay":0.05}"#).unwrap();
     assert_eq!(
         c,
         OptimizerConfig::AdamW(AdamWConfig {
@@ -337,6 +366,11 @@ fn clipping() {
     assert!(close(n, 0.5, 1e-7));
     assert_eq!(g[0], vec![0.3, -0.4]);
     let mut g = vec![vec![f32::NAN]];
-    assert!(clip_grad_norm(&mut g, 1.0).unwrap_err().to_string().contains("non-finite"));
+    assert!(
+        clip_grad_norm(&mut g, 1.0)
+            .unwrap_err()
+            .to_string()
+            .contains("non-finite")
+    );
     assert!(clip_grad_norm(&mut g, 0.0).is_err());
 }

@@ -165,7 +165,9 @@ impl ModelSpec {
         for opt in parts {
             let opt = opt.trim();
             let Some(key) = opt.chars().next() else {
-                return Err(err("empty option (two `:` in a row or a trailing `:`)".into()));
+                return Err(err(
+                    "empty option (two `:` in a row or a trailing `:`)".into()
+                ));
             };
             let key = key.to_ascii_lowercase();
             if seen.contains(key) {
@@ -211,12 +213,12 @@ impl ModelSpec {
             }
         }
         match family {
-            Family::Vit { patch, .. } if resolution % patch != 0 => {
+            Family::Vit { patch, .. } if !resolution.is_multiple_of(patch) => {
                 return Err(err(format!(
                     "resolution {resolution} is not divisible by the patch size {patch}"
                 )));
             }
-            Family::ResNet { .. } if resolution % 8 != 0 => {
+            Family::ResNet { .. } if !resolution.is_multiple_of(8) => {
                 return Err(err(format!(
                     "resolution {resolution} is not divisible by 8 (the ResNet's total stride)"
                 )));
@@ -378,7 +380,10 @@ mod tests {
     #[test]
     fn bad_specs_name_the_bad_part() {
         let e = err_of("resnet27:w1");
-        assert!(e.contains("depth 27") && e.contains("26, 38, 50, 101, 152"), "{e}");
+        assert!(
+            e.contains("depth 27") && e.contains("26, 38, 50, 101, 152"),
+            "{e}"
+        );
         let e = err_of("vgg16");
         assert!(e.contains("`vgg16`") && e.contains("vit-"), "{e}");
         let e = err_of("vit-xl:p4");
@@ -388,7 +393,10 @@ mod tests {
         let e = err_of("vit-ti:w2");
         assert!(e.contains("`w2`") && e.contains("p<patch>"), "{e}");
         let e = err_of("vit-ti:pfour");
-        assert!(e.contains("`pfour`") && e.contains("positive integer"), "{e}");
+        assert!(
+            e.contains("`pfour`") && e.contains("positive integer"),
+            "{e}"
+        );
         let e = err_of("vit-ti:p5");
         assert!(e.contains("not divisible by the patch size 5"), "{e}");
         let e = err_of("resnet26:w0.001");
