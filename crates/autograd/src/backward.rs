@@ -165,7 +165,7 @@ impl<'a> Backward<'a> {
             }
             order.push(node);
         }
-        order.sort_unstable_by(|a, b| b.id.cmp(&a.id));
+        order.sort_unstable_by_key(|n| std::cmp::Reverse(n.id));
         order
     }
 }
