@@ -5,6 +5,7 @@
 //! op instead of panicking.
 
 pub mod cpu;
+pub mod cuda;
 pub mod error;
 
 pub use error::{KernelError, Result};

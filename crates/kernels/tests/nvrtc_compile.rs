@@ -1,0 +1,88 @@
+//! Every `.cu` file under `kernels/` compiles with NVRTC for sm_80 and sm_90 (no GPU needed).
+//!
+//! Without NVRTC the test prints why it skipped; with `SCALARIZE_REQUIRE_NVRTC=1` (set by CI)
+//! a missing NVRTC fails instead.
+
+use scalarize_kernels::cuda::sources::{ALL_SOURCES, CompileFailure, compile_ptx};
+
+fn nvrtc_required() -> bool {
+    std::env::var("SCALARIZE_REQUIRE_NVRTC").is_ok_and(|v| v == "1")
+}
+
+#[test]
+fn every_cu_file_is_embedded() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../kernels");
+    let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".cu"))
+        .collect();
+    on_disk.sort();
+    let mut embedded: Vec<String> = ALL_SOURCES.iter().map(|s| s.name.to_string()).collect();
+    embedded.sort();
+    assert_eq!(
+        on_disk, embedded,
+        "kernels/*.cu and cuda::sources::ALL_SOURCES differ: add the new file to ALL_SOURCES"
+    );
+}
+
+#[test]
+fn every_kernel_compiles_for_sm80_and_sm90() {
+    let mut failures = Vec::new();
+    let mut compiled = 0;
+    for src in ALL_SOURCES {
+        // sm_XX: what CI promises; compute_XX: the PTX target `Gpu` uses at run time.
+        for arch in ["sm_80", "sm_90", "compute_80", "compute_90"] {
+            match compile_ptx(src, arch) {
+                Ok(ptx) => {
+                    let text = ptx.to_src();
+                    assert!(
+                        text.contains(".entry"),
+                        "{} for {arch}: PTX has no kernel entry",
+                        src.name
+                    );
+                    compiled += 1;
+                }
+                Err(CompileFailure::Unavailable(why)) => {
+                    if nvrtc_required() {
+                        panic!("SCALARIZE_REQUIRE_NVRTC=1 but NVRTC is unavailable: {why}");
+                    }
+                    eprintln!("SKIPPED every_kernel_compiles_for_sm80_and_sm90: {why}");
+                    return;
+                }
+                Err(e) => failures.push(e.to_string()),
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    eprintln!("compiled {compiled} (file, arch) pairs with NVRTC");
+}
+
+#[test]
+fn a_broken_kernel_is_rejected_with_the_log() {
+    use scalarize_kernels::cuda::sources::KernelSource;
+    let broken = KernelSource {
+        name: "broken.cu",
+        text: "#include \"common.cuh\"\nextern \"C\" __global__ void k(float* x) { x[0] = undefined_name; }\n",
+    };
+    match compile_ptx(&broken, "sm_80") {
+        Err(CompileFailure::Rejected { log, .. }) => {
+            assert!(log.contains("undefined_name"), "log: {log}")
+        }
+        Err(CompileFailure::Unavailable(why)) => {
+            assert!(!nvrtc_required(), "NVRTC required but unavailable: {why}");
+            eprintln!("SKIPPED a_broken_kernel_is_rejected_with_the_log: {why}");
+        }
+        Err(other) => panic!("unexpected failure: {other}"),
+        Ok(_) => panic!("a kernel with an undefined name compiled"),
+    }
+    let unknown = KernelSource {
+        name: "bad_include.cu",
+        text: "#include \"missing.cuh\"\n",
+    };
+    assert!(matches!(
+        scalarize_kernels::cuda::sources::assemble(&unknown),
+        Err(CompileFailure::UnknownHeader { .. })
+    ));
+}
