@@ -44,5 +44,6 @@ pub use no_grad::{NoGradGuard, is_grad_enabled, no_grad};
 pub use node::NodeId;
 pub use ops::batch_norm::BatchNormMode;
 pub use params::{Entry, EntryKind, ParamStore};
+pub use scalarize_kernels::cpu::{TaskLayout, WeightedLossOutput};
 pub use storage::Storage;
 pub use tensor::Tensor;

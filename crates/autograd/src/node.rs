@@ -66,3 +66,16 @@ pub(crate) fn attach(
     });
     out.with_node(node)
 }
+
+/// Drops a long chain of nodes iteratively: the default recursive drop would overflow the
+/// stack on graphs with very many sequential ops.
+impl Drop for Node {
+    fn drop(&mut self) {
+        let mut stack: Vec<Arc<Node>> = self.inputs.drain(..).flatten().collect();
+        while let Some(node) = stack.pop() {
+            if let Ok(mut owned) = Arc::try_unwrap(node) {
+                stack.extend(owned.inputs.drain(..).flatten());
+            }
+        }
+    }
+}

@@ -495,3 +495,58 @@ fn composite_attention_block() {
         &mut rng,
     );
 }
+
+#[test]
+fn fused_weighted_losses() {
+    use scalarize_autograd::TaskLayout;
+    let mut rng = Rng::new(17);
+    let layout = TaskLayout::from_sizes(&[3, 1, 4]).unwrap();
+    for n in [1, 5] {
+        let ins = [rng.tensor(&[n, 8]).scale(2.0).unwrap()];
+        let targets: Vec<i64> = (0..n)
+            .flat_map(|_| [rng.below(3) as i64, 0, rng.below(4) as i64])
+            .collect();
+        let mut mask = vec![1u8; n * 3];
+        mask[n * 3 - 1] = 0;
+        let weights = [0.5, 0.2, 0.3];
+        check_grads(
+            "weighted_ce_loss",
+            &ins,
+            |t| {
+                Ok(t[0]
+                    .weighted_ce_loss(&layout, &targets, Some(&mask), &weights, -100)?
+                    .0)
+            },
+            H,
+            TOL,
+            &mut rng,
+        );
+        let probs = rng.vec(n * 8, 0.0, 1.0);
+        check_grads(
+            "weighted_bce_loss",
+            &ins,
+            |t| Ok(t[0].weighted_bce_loss(&layout, &probs, None, &weights)?.0),
+            H,
+            TOL,
+            &mut rng,
+        );
+        // The fused total equals Σ p_t · (per-task cross_entropy) built from separate ops.
+        let (total, out) = ins[0]
+            .weighted_ce_loss(&layout, &targets, None, &weights, -100)
+            .unwrap();
+        let mut expected = 0.0;
+        for (t, &(start, len)) in [(0, 3), (3, 1), (4, 4)].iter().enumerate() {
+            let tt: Vec<i64> = (0..n).map(|i| targets[i * 3 + t]).collect();
+            let l = ins[0]
+                .narrow(1, start, len)
+                .unwrap()
+                .cross_entropy(&tt, -100)
+                .unwrap()
+                .item()
+                .unwrap();
+            assert!((out.task_loss[t] - l).abs() < 1e-5);
+            expected += weights[t] * l;
+        }
+        assert!((total.item().unwrap() - expected).abs() < 1e-5);
+    }
+}

@@ -288,3 +288,15 @@ fn models_on_several_threads() {
         assert_close("thread", &h.join().unwrap(), &reference, 1e-6);
     }
 }
+
+#[test]
+fn very_long_chains_backward_and_drop_without_recursion() {
+    let w = Tensor::scalar(1.0).requires_grad();
+    let mut y = w.clone();
+    for _ in 0..100_000 {
+        y = y.scale(1.0).unwrap();
+    }
+    let g = y.backward().unwrap();
+    assert_eq!(g.get(&w).unwrap().item().unwrap(), 1.0);
+    drop(y); // would overflow the test thread's stack with a recursive drop
+}

@@ -15,6 +15,7 @@ pub mod reduce;
 pub mod shape;
 pub mod softmax;
 pub mod upsample;
+pub mod weighted_loss;
 
 use crate::error::{Result, invalid};
 use crate::tensor::Tensor;
