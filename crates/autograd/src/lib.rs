@@ -24,8 +24,32 @@
 //! **Parameters and modes.** A [`ParamStore`] holds a model's parameters (tracked leaves) and
 //! buffers (e.g. BatchNorm running statistics) by PyTorch-style name in insertion order;
 //! gradients are read back by name, and values are updated in place (copy on write if a live
-//! graph still shares them). While a [`NoGradGuard`] from [`no_grad`] lives, nothing is
+//! graph still shares them). While a [`NoGradGuard`] from [`no_grad()`] lives, nothing is
 //! recorded on that thread (evaluation).
+//!
+//! ```
+//! use scalarize_autograd::{ParamStore, Tensor, no_grad};
+//!
+//! let mut store = ParamStore::new();
+//! store.add_parameter("heads.0.weight", Tensor::new(vec![0.1, -0.2, 0.3, 0.4], &[2, 2])?)?;
+//! store.add_parameter("heads.0.bias", Tensor::zeros(&[2])?)?;
+//! let x = Tensor::new(vec![1.0, 2.0, -1.0, 0.5], &[2, 2])?;
+//! let forward = |s: &ParamStore| -> scalarize_autograd::Result<Tensor> {
+//!     let (w, b) = (s.get("heads.0.weight")?, s.get("heads.0.bias")?);
+//!     x.linear(w, Some(b))?.cross_entropy(&[0, 1], -100)
+//! };
+//! let loss = forward(&store)?;
+//! let grads = loss.backward()?;
+//! for name in ["heads.0.weight", "heads.0.bias"] {
+//!     let g = store.grad(&grads, name)?.expect("reached").to_vec();
+//!     for (v, d) in store.values_mut(name)?.iter_mut().zip(g) {
+//!         *v -= 0.1 * d; // plain SGD
+//!     }
+//! }
+//! let _eval = no_grad();
+//! assert!(forward(&store)?.item()? < loss.item()?);
+//! # Ok::<(), scalarize_autograd::AutogradError>(())
+//! ```
 
 pub mod backward;
 pub mod device;

@@ -27,7 +27,15 @@ pub(crate) fn numel_of(op: &'static str, shape: &[usize]) -> Result<usize> {
             format!("empty tensor of shape {shape:?}: every dimension must be at least 1"),
         ));
     }
-    Ok(shape.iter().product())
+    shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| {
+            invalid(
+                op,
+                format!("shape {shape:?} has more elements than fit in memory"),
+            )
+        })
 }
 
 impl Tensor {

@@ -96,3 +96,11 @@ fn loss_errors() {
     let g = l.backward().unwrap();
     assert!(g.get(&leaf).unwrap().to_vec().iter().all(|&v| v == 0.0));
 }
+
+#[test]
+fn overflowing_sizes_are_errors_not_panics() {
+    assert!(Tensor::zeros(&[usize::MAX, 3]).is_err());
+    assert!(t(&[2, 3]).reshape(&[usize::MAX, 2]).is_err());
+    assert!(t(&[4, 3]).narrow(0, usize::MAX, 2).is_err());
+    assert!(t(&[4, 3]).split(0, &[usize::MAX, 5]).is_err());
+}

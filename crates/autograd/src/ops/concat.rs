@@ -66,12 +66,12 @@ impl Tensor {
     pub fn narrow(&self, axis: usize, start: usize, len: usize) -> Result<Tensor> {
         expect_axis("narrow", self, axis)?;
         let (outer, full, inner) = split_at_axis(self.shape(), axis);
-        if len == 0 || start + len > full {
+        if len == 0 || start.checked_add(len).is_none_or(|end| end > full) {
             return Err(invalid(
                 "narrow",
                 format!(
                     "range {start}..{} along axis {axis} of shape {:?}: expected a non-empty range within 0..{full}",
-                    start + len,
+                    start.saturating_add(len),
                     self.shape()
                 ),
             ));
@@ -104,8 +104,8 @@ impl Tensor {
     /// to the axis length).
     pub fn split(&self, axis: usize, sizes: &[usize]) -> Result<Vec<Tensor>> {
         expect_axis("split", self, axis)?;
-        let total: usize = sizes.iter().sum();
-        if total != self.shape()[axis] || sizes.contains(&0) {
+        let total = sizes.iter().try_fold(0usize, |acc, &s| acc.checked_add(s));
+        if total != Some(self.shape()[axis]) || sizes.contains(&0) {
             return Err(invalid(
                 "split",
                 format!(
