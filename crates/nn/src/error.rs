@@ -51,6 +51,9 @@ pub enum NnError {
         /// What was wrong and what was expected.
         msg: String,
     },
+    /// A tensor operation (autograd) refused its inputs.
+    #[error(transparent)]
+    Autograd(#[from] scalarize_autograd::AutogradError),
     /// A numeric kernel reported an error.
     #[error(transparent)]
     Kernel(#[from] scalarize_kernels::KernelError),

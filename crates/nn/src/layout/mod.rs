@@ -2,8 +2,8 @@
 //! initialisation rule), following the torchvision / timm names so checkpoints load in PyTorch.
 
 mod heads;
-mod resnet;
-mod vit;
+pub mod resnet;
+pub mod vit;
 
 use crate::spec::{Family, HeadsSpec, ModelSpec};
 

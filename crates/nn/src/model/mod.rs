@@ -1,0 +1,369 @@
+//! Multi-head models: a ResNet or ViT backbone and one head per task, with their parameters in
+//! an autograd [`ParamStore`] under the checkpoint names.
+
+pub mod heads;
+pub mod resnet;
+pub mod routing;
+pub mod vit;
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
+use std::path::Path;
+
+use scalarize_autograd::{Gradients, ParamStore, Tensor};
+
+use crate::checkpoint::{LoadedCheckpoint, load_checkpoint, read_checkpoint_meta, save_checkpoint};
+use crate::error::{NnError, Result};
+use crate::init::init_values;
+use crate::layout::{InitOptions, Layout, ParamKind};
+use crate::optim::{Optimizer, clip_grad_norm};
+use crate::spec::{Family, HeadsSpec, ModelSpec};
+
+pub use routing::{Routing, Segment};
+
+/// What the backbone produced for a batch.
+#[derive(Clone, Debug)]
+pub struct Features {
+    /// The shared representation `[n, F]`: global-average-pooled map (ResNet) or the class
+    /// token's output (ViT). Linear heads read it.
+    pub pooled: Tensor,
+    /// The spatial feature map `[n, F, h/stride, w/stride]`, kept only when a dense head exists.
+    pub map: Option<Tensor>,
+    /// Input height and width (dense heads upsample to it).
+    pub input_hw: (usize, usize),
+}
+
+/// One head's output on a run of rows.
+#[derive(Clone, Debug)]
+pub struct HeadOutput {
+    /// Head index.
+    pub head: usize,
+    /// Rows of the batch this output covers.
+    pub rows: Range<usize>,
+    /// Logits `[rows, C]` / `[rows, A]`, or a dense map `[rows, K, h, w]`.
+    pub output: Tensor,
+}
+
+/// A forward pass: backbone features and head outputs.
+#[derive(Clone, Debug)]
+pub struct ForwardOutput {
+    /// Backbone features (use `features.pooled` as the shared representation).
+    pub features: Features,
+    /// Head outputs in routing order (for [`Routing::AllHeads`]: one per head, in head order).
+    pub outputs: Vec<HeadOutput>,
+}
+
+/// A backbone with task heads and its parameters.
+#[derive(Clone, Debug)]
+pub struct Model {
+    spec: ModelSpec,
+    heads: HeadsSpec,
+    layout: Layout,
+    index: HashMap<String, usize>,
+    store: ParamStore,
+    train: bool,
+    bn_momentum: f32,
+}
+
+impl Model {
+    /// A freshly initialised model (seeded, reproducible), in training mode.
+    pub fn new(spec: ModelSpec, heads: HeadsSpec, opts: InitOptions, seed: u64) -> Result<Self> {
+        if heads.is_empty() {
+            return Err(NnError::invalid("model", "at least one head is needed"));
+        }
+        let layout = Layout::new(&spec, &heads, opts);
+        let mut store = ParamStore::new();
+        for p in &layout.params {
+            let t = Tensor::new(init_values(p, seed), &p.shape)?;
+            if p.kind.trainable() {
+                store.add_parameter(&p.name, t)?;
+            } else {
+                store.add_buffer(&p.name, t)?;
+            }
+        }
+        let index = layout
+            .params
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.name.clone(), i))
+            .collect();
+        Ok(Model {
+            spec,
+            heads,
+            layout,
+            index,
+            store,
+            train: true,
+            bn_momentum: 0.1,
+        })
+    }
+
+    /// Parses `model` and `heads` specs and builds the model.
+    pub fn from_specs(model: &str, heads: &str, opts: InitOptions, seed: u64) -> Result<Self> {
+        Model::new(
+            ModelSpec::parse(model)?,
+            HeadsSpec::parse(heads)?,
+            opts,
+            seed,
+        )
+    }
+
+    /// Builds the model a checkpoint was written for (from its metadata) and loads it.
+    pub fn from_checkpoint(path: &Path) -> Result<(Self, LoadedCheckpoint)> {
+        let meta = read_checkpoint_meta(path)?;
+        if meta.model.is_empty() || meta.heads.is_empty() {
+            return Err(NnError::Checkpoint {
+                path: path.to_path_buf(),
+                msg: "no `model`/`heads` metadata: build the model from specs and call load".into(),
+            });
+        }
+        let mut m = Model::from_specs(&meta.model, &meta.heads, InitOptions::default(), 0)?;
+        let ck = m.load(path)?;
+        Ok((m, ck))
+    }
+
+    /// The backbone spec.
+    pub fn spec(&self) -> &ModelSpec {
+        &self.spec
+    }
+
+    /// The heads.
+    pub fn heads(&self) -> &HeadsSpec {
+        &self.heads
+    }
+
+    /// The parameter layout (names, shapes, kinds, init rules), in store order.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// The parameters and buffers.
+    pub fn store(&self) -> &ParamStore {
+        &self.store
+    }
+
+    /// Mutable parameters and buffers (e.g. to freeze some).
+    pub fn store_mut(&mut self) -> &mut ParamStore {
+        &mut self.store
+    }
+
+    /// Training mode (BN batch statistics, running statistics updated) or evaluation mode (BN
+    /// running statistics). Wrap evaluation in `scalarize_autograd::no_grad()` to record nothing.
+    pub fn set_train(&mut self, train: bool) {
+        self.train = train;
+    }
+
+    /// True in training mode.
+    pub fn is_train(&self) -> bool {
+        self.train
+    }
+
+    /// BN running-statistics momentum (PyTorch's default 0.1).
+    pub fn set_bn_momentum(&mut self, momentum: f32) {
+        self.bn_momentum = momentum;
+    }
+
+    /// The kind of tensor `name`.
+    pub fn kind_of(&self, name: &str) -> Option<ParamKind> {
+        self.index.get(name).map(|&i| self.layout.params[i].kind)
+    }
+
+    fn check_images(&self, images: &Tensor) -> Result<(usize, usize, usize)> {
+        let s = images.shape();
+        let bad = |msg: String| Err(NnError::invalid(format!("forward of `{}`", self.spec), msg));
+        if s.len() != 4 || s[0] == 0 || s[1] != self.spec.in_channels {
+            return bad(format!(
+                "images have shape {s:?}, expected [n >= 1, {}, h, w]",
+                self.spec.in_channels
+            ));
+        }
+        match self.spec.family {
+            Family::Vit { .. } if s[2] != self.spec.resolution || s[3] != self.spec.resolution => {
+                return bad(format!(
+                    "images are {}x{}, this ViT was built for {r}x{r} (option r{r})",
+                    s[2],
+                    s[3],
+                    r = self.spec.resolution
+                ));
+            }
+            Family::ResNet { .. } if !s[2].is_multiple_of(8) || !s[3].is_multiple_of(8) => {
+                return bad(format!(
+                    "images are {}x{}, a ResNet needs sides divisible by 8",
+                    s[2], s[3]
+                ));
+            }
+            _ => {}
+        }
+        Ok((s[0], s[2], s[3]))
+    }
+
+    /// Runs the backbone on `images` `[n, c, h, w]`.
+    pub fn forward_features(&mut self, images: &Tensor) -> Result<Features> {
+        let (n, h, w) = self.check_images(images)?;
+        let keep_map = self.heads.has_dense();
+        match self.spec.family {
+            Family::ResNet { .. } => {
+                let map = resnet::resnet_forward(
+                    &mut self.store,
+                    &self.spec,
+                    images,
+                    self.train,
+                    self.bn_momentum,
+                )?;
+                Ok(Features {
+                    pooled: map.global_avg_pool()?,
+                    map: keep_map.then_some(map),
+                    input_hw: (h, w),
+                })
+            }
+            Family::Vit { size, patch, .. } => {
+                let tokens = vit::vit_forward(&self.store, &self.spec, images)?;
+                let d = size.dim();
+                let pooled = tokens.narrow(1, 0, 1)?.reshape(&[n, d])?;
+                let map = if keep_map {
+                    let (gh, gw) = (h / patch, w / patch);
+                    Some(
+                        tokens
+                            .narrow(1, 1, gh * gw)?
+                            .permute(&[0, 2, 1])?
+                            .reshape(&[n, d, gh, gw])?,
+                    )
+                } else {
+                    None
+                };
+                Ok(Features {
+                    pooled,
+                    map,
+                    input_hw: (h, w),
+                })
+            }
+        }
+    }
+
+    /// Runs the heads on `features` of a batch of `n` rows, routed by `routing`.
+    pub fn forward_heads(&self, features: &Features, routing: &Routing) -> Result<Vec<HeadOutput>> {
+        let n = features.pooled.shape()[0];
+        let mut outputs = Vec::new();
+        for (head, rows) in routing.plan(n, self.heads.len())? {
+            let whole = rows.start == 0 && rows.end == n;
+            let cut = |t: &Tensor| -> Result<Tensor> {
+                Ok(if whole {
+                    t.clone()
+                } else {
+                    t.narrow(0, rows.start, rows.len())?
+                })
+            };
+            let pooled = cut(&features.pooled)?;
+            let map = features.map.as_ref().map(&cut).transpose()?;
+            let output = heads::head_forward(
+                &self.store,
+                head,
+                &self.heads.0[head],
+                &pooled,
+                map.as_ref(),
+                features.input_hw,
+            )?;
+            outputs.push(HeadOutput { head, rows, output });
+        }
+        Ok(outputs)
+    }
+
+    /// Backbone then heads.
+    pub fn forward(&mut self, images: &Tensor, routing: &Routing) -> Result<ForwardOutput> {
+        let features = self.forward_features(images)?;
+        let outputs = self.forward_heads(&features, routing)?;
+        Ok(ForwardOutput { features, outputs })
+    }
+
+    /// All trainable parameters' gradients in store order (zeros where backward did not reach).
+    pub fn flat_grads(&self, grads: &Gradients) -> Vec<f32> {
+        self.store.flat_grads(grads)
+    }
+
+    /// Applies one optimizer update from a flat gradient in store order (e.g. an MTO method's
+    /// combined gradient). Drop the forward graph first, or the parameters are copied.
+    pub fn step_flat(&mut self, opt: &mut Optimizer, flat: &[f32], lr: f32) -> Result<()> {
+        let expected = self.store.num_trainable_elements();
+        if flat.len() != expected {
+            return Err(NnError::invalid(
+                "optimizer step",
+                format!(
+                    "flat gradient has {} elements, the trainable parameters {expected}",
+                    flat.len()
+                ),
+            ));
+        }
+        let names: Vec<String> = self
+            .store
+            .trainable()
+            .map(|e| e.name().to_string())
+            .collect();
+        let mut offset = 0;
+        for name in names {
+            let kind = self.kind_of(&name).unwrap_or(ParamKind::Weight);
+            let value = self.store.values_mut(&name)?;
+            let len = value.len();
+            opt.update(&name, kind, value, &flat[offset..offset + len], lr)?;
+            offset += len;
+        }
+        Ok(())
+    }
+
+    /// Applies one optimizer update from backward's gradients, clipping the global gradient
+    /// norm to `max_grad_norm` if given; returns the norm before clipping.
+    pub fn step(
+        &mut self,
+        opt: &mut Optimizer,
+        grads: &Gradients,
+        lr: f32,
+        max_grad_norm: Option<f32>,
+    ) -> Result<f32> {
+        let mut flat = self.flat_grads(grads);
+        let norm = match max_grad_norm {
+            Some(m) => clip_grad_norm(&mut [&mut flat[..]], m)?,
+            None => crate::optim::global_grad_norm(&[&flat[..]]) as f32,
+        };
+        self.step_flat(opt, &flat, lr)?;
+        Ok(norm)
+    }
+
+    /// Saves parameters, BN statistics, optimizer state and `step` atomically.
+    pub fn save(
+        &self,
+        path: &Path,
+        opt: Option<&Optimizer>,
+        step: u64,
+        extra: &BTreeMap<String, String>,
+    ) -> Result<()> {
+        let values = self
+            .layout
+            .params
+            .iter()
+            .map(|p| self.store.values(&p.name))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        save_checkpoint(
+            path,
+            &self.spec.to_string(),
+            &self.heads.to_string(),
+            &self.layout,
+            &values,
+            opt,
+            step,
+            extra,
+        )
+    }
+
+    /// Loads parameters and BN statistics from `path` (validated against this model's layout;
+    /// nothing changes on error). The returned checkpoint gives the step and optimizer.
+    pub fn load(&mut self, path: &Path) -> Result<LoadedCheckpoint> {
+        let mut ck = load_checkpoint(path, &self.layout)?;
+        for (p, v) in self.layout.params.iter().zip(&ck.values) {
+            self.store.set_values(&p.name, v)?;
+        }
+        ck.values = Vec::new();
+        Ok(ck)
+    }
+}
+
+#[cfg(test)]
+mod tests;
