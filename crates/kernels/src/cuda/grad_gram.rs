@@ -36,16 +36,11 @@ pub(crate) fn work_items(p: usize, segment_ends: &[usize]) -> (Vec<i64>, Vec<i64
     (starts, ends, seg_items)
 }
 
-/// Per-segment and whole-vector Gram matrices of the rows of `g` (T x P row-major, on `gpu`).
-/// Same contract as [`crate::cpu::grad_gram`]; T must be at most [`MAX_T`].
-pub fn grad_gram(
-    gpu: &Gpu,
-    g: &CudaSlice<f32>,
-    t: usize,
-    p: usize,
-    segment_ends: &[usize],
-) -> Result<SegmentedGram> {
-    const OP: &str = "cuda::grad_gram";
+/// Op name in errors.
+const OP: &str = "cuda::grad_gram";
+
+/// Checks shapes: T in 1..=MAX_T, P >= 1, `g` holds T x P, valid segment ends.
+fn validate(g_len: usize, t: usize, p: usize, segment_ends: &[usize]) -> Result<()> {
     if t == 0 || p == 0 {
         return Err(KernelError::new(
             OP,
@@ -61,9 +56,50 @@ pub fn grad_gram(
     let len = t
         .checked_mul(p)
         .ok_or_else(|| KernelError::new(OP, format!("t * p overflows: t = {t}, p = {p}")))?;
-    check_len(OP, "g", g.len(), len)?;
+    check_len(OP, "g", g_len, len)?;
     check_segments(OP, p, segment_ends)?;
+    Ok(())
+}
+
+/// Per-segment and whole-vector Gram matrices of the rows of `g` (T x P row-major, on `gpu`).
+/// Same contract as [`crate::cpu::grad_gram`]; T must be at most [`MAX_T`]. Synchronises to
+/// read the L x T x T result back.
+pub fn grad_gram(
+    gpu: &Gpu,
+    g: &CudaSlice<f32>,
+    t: usize,
+    p: usize,
+    segment_ends: &[usize],
+) -> Result<SegmentedGram> {
+    validate(g.len(), t, p, segment_ends)?;
+    // SAFETY: grad_gram_device overwrites every element of `out`.
+    let mut out =
+        unsafe { gpu.stream().alloc::<f64>(segment_ends.len() * t * t) }.map_err(cuda_err(OP))?;
+    grad_gram_device(gpu, g, t, p, segment_ends, &mut out)?;
+    let host = gpu.stream().clone_dtoh(&out).map_err(cuda_err(OP))?;
+    let segments: Vec<Vec<f64>> = host.chunks_exact(t * t).map(|c| c.to_vec()).collect();
+    let mut total = vec![0.0f64; t * t];
+    for m in &segments {
+        for (a, b) in total.iter_mut().zip(m) {
+            *a += b;
+        }
+    }
+    Ok(SegmentedGram { t, segments, total })
+}
+
+/// Like [`grad_gram`] but leaves the result on the device: `out` (L x T x T f64, every element
+/// overwritten) receives each segment's full symmetric Gram matrix. Does not synchronise.
+pub fn grad_gram_device(
+    gpu: &Gpu,
+    g: &CudaSlice<f32>,
+    t: usize,
+    p: usize,
+    segment_ends: &[usize],
+    out: &mut CudaSlice<f64>,
+) -> Result<()> {
+    validate(g.len(), t, p, segment_ends)?;
     let l_count = segment_ends.len();
+    check_len(OP, "out", out.len(), l_count * t * t)?;
     let (starts, ends, seg_items) = work_items(p, segment_ends);
     let items = starts.len();
     let too_many = |what: &str| KernelError::new(OP, format!("too many {what} for one launch"));
@@ -76,9 +112,8 @@ pub fn grad_gram(
     let d_ends = s.clone_htod(&ends).map_err(&err)?;
     let d_seg_items = s.clone_htod(&seg_items).map_err(&err)?;
     // SAFETY: gg_partial writes every upper-triangle entry of every item, the only entries
-    // gg_reduce reads; gg_reduce writes all of `out`.
+    // gg_reduce reads.
     let mut partial = unsafe { s.alloc::<f64>(items * t * t) }.map_err(&err)?;
-    let mut out = unsafe { s.alloc::<f64>(l_count * t * t) }.map_err(&err)?;
     let (p64, t32) = (p as i64, t as i32);
 
     let f = gpu.function(&GRAD_GRAM, "gg_partial")?;
@@ -99,7 +134,7 @@ pub fn grad_gram(
 
     let f = gpu.function(&GRAD_GRAM, "gg_reduce")?;
     let mut b = s.launch_builder(&f);
-    b.arg(&partial).arg(&d_seg_items).arg(&t32).arg(&mut out);
+    b.arg(&partial).arg(&d_seg_items).arg(&t32).arg(out);
     let cfg = LaunchConfig {
         grid_dim: (grid_segs, 1, 1),
         block_dim: (256, 1, 1),
@@ -107,14 +142,47 @@ pub fn grad_gram(
     };
     // SAFETY: as above.
     unsafe { b.launch(cfg) }.map_err(&err)?;
+    Ok(())
+}
 
-    let host = s.clone_dtoh(&out).map_err(&err)?;
-    let segments: Vec<Vec<f64>> = host.chunks_exact(t * t).map(|c| c.to_vec()).collect();
-    let mut total = vec![0.0f64; t * t];
-    for m in &segments {
-        for (a, b) in total.iter_mut().zip(m) {
-            *a += b;
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn work_items_tile_each_segment_in_order() {
+        for (p, ends) in [
+            (1usize, vec![1usize]),
+            (64, vec![1, 2, 64]),
+            (
+                25_000_000,
+                (1..=160).map(|l| l * 156_250).collect::<Vec<_>>(),
+            ),
+            (1_000_000_000, vec![64, 128, 2_000_128, 1_000_000_000]),
+        ] {
+            let (starts, stops, seg_items) = work_items(p, &ends);
+            assert_eq!(seg_items.len(), ends.len() + 1);
+            assert_eq!(*seg_items.last().unwrap() as usize, starts.len());
+            let mut s0 = 0i64;
+            for (l, &e) in ends.iter().enumerate() {
+                let (b, f) = (seg_items[l] as usize, seg_items[l + 1] as usize);
+                assert!(f > b, "segment {l} has no item");
+                assert_eq!(starts[b], s0);
+                for w in b..f {
+                    assert!(stops[w] > starts[w]);
+                    if w + 1 < f {
+                        assert_eq!(stops[w], starts[w + 1]);
+                    }
+                }
+                assert_eq!(stops[f - 1], e as i64);
+                s0 = e as i64;
+            }
+            // Partials stay bounded: about TARGET_ITEMS plus one per segment.
+            assert!(
+                starts.len() <= TARGET_ITEMS + 2 * ends.len(),
+                "{}",
+                starts.len()
+            );
         }
     }
-    Ok(SegmentedGram { t, segments, total })
 }

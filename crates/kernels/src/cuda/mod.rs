@@ -14,6 +14,6 @@ pub mod weighted_loss;
 
 pub use device::{CudaDeviceInfo, devices};
 pub use gpu::Gpu;
-pub use grad_gram::grad_gram;
+pub use grad_gram::{grad_gram, grad_gram_device};
 pub use libs::{CudaUnavailable, LibraryStatus, library_status};
 pub use weighted_loss::{CudaBceInput, CudaCeInput, weighted_bce_loss, weighted_ce_loss};

@@ -1,0 +1,308 @@
+//! CUDA kernels against their CPU twins on fresh random inputs, outputs poisoned with NaN
+//! before each run. Without a usable GPU every test prints why it skipped; with
+//! `SCALARIZE_REQUIRE_GPU=1` (set by scripts/gpu-check.sh) a skip is a failure.
+
+use std::sync::Arc;
+
+use cudarc::driver::CudaSlice;
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use scalarize_kernels::cpu::{self, TaskLayout, WeightedBceInput, WeightedCeInput};
+use scalarize_kernels::cuda::{self, CudaBceInput, CudaCeInput, Gpu};
+
+const IGNORE: i64 = -100;
+
+/// The shared GPU handle, or None after printing why the test is skipped.
+fn gpu_or_skip(test: &str) -> Option<Arc<Gpu>> {
+    match Gpu::shared(0) {
+        Ok(g) => Some(g),
+        Err(why) => {
+            if std::env::var("SCALARIZE_REQUIRE_GPU").is_ok_and(|v| v == "1") {
+                panic!("{test}: SCALARIZE_REQUIRE_GPU=1 but no usable GPU: {why}");
+            }
+            eprintln!("SKIPPED {test}: {why}");
+            None
+        }
+    }
+}
+
+fn up<T: cudarc::driver::DeviceRepr>(gpu: &Gpu, v: &[T]) -> CudaSlice<T> {
+    gpu.stream().clone_htod(v).unwrap()
+}
+
+fn down<T: cudarc::driver::DeviceRepr + Default + Clone>(gpu: &Gpu, d: &CudaSlice<T>) -> Vec<T> {
+    gpu.stream().clone_dtoh(d).unwrap()
+}
+
+#[test]
+fn devices_reports_without_panicking() {
+    match cuda::devices() {
+        Ok(list) => {
+            for d in &list {
+                assert!(!d.name.is_empty());
+                assert!(d.compute_capability.0 >= 3);
+                assert!(d.total_memory > 0);
+                eprintln!("device {}: {d:?}", d.ordinal);
+            }
+        }
+        Err(why) => eprintln!("no CUDA: {why}"),
+    }
+    let s = cuda::library_status();
+    eprintln!("libraries: {s:?}");
+}
+
+#[test]
+fn grad_gram_matches_cpu() {
+    let Some(gpu) = gpu_or_skip("grad_gram_matches_cpu") else {
+        return;
+    };
+    let mut rng = StdRng::seed_from_u64(21);
+    let cases: &[(usize, usize)] = &[
+        (2, 1),
+        (3, 63),
+        (5, 4097),
+        (8, 100_003),
+        (16, 33_333),
+        (17, 5_000),
+        (33, 2_049),
+        (64, 70_001),
+        (2, 3_000_017),
+    ];
+    for &(t, p) in cases {
+        let g: Vec<f32> = (0..t * p).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+        let mut ends: Vec<usize> = (0..rng.random_range(0..20))
+            .map(|_| rng.random_range(1..=p))
+            .collect();
+        ends.push(p);
+        if p > 200 {
+            ends.extend([64, 128]); // bias-sized segments next to big ones
+        }
+        ends.sort_unstable();
+        ends.dedup();
+        let want = cpu::grad_gram(&g, t, p, &ends).unwrap();
+        let dg = up(&gpu, &g);
+        let l = ends.len();
+        let mut out = up(&gpu, &vec![f64::NAN; l * t * t]);
+        cuda::grad_gram_device(&gpu, &dg, t, p, &ends, &mut out).unwrap();
+        let got = down(&gpu, &out);
+        for seg in 0..l {
+            for i in 0..t {
+                for j in 0..t {
+                    let w = want.dot(seg, i, j);
+                    let v = got[seg * t * t + i * t + j];
+                    let scale = (want.dot(seg, i, i) * want.dot(seg, j, j)).sqrt();
+                    assert!(
+                        (v - w).abs() <= 1e-5 * scale.max(f64::MIN_POSITIVE),
+                        "t={t} p={p} seg {seg} ({i},{j}): cuda {v} cpu {w}"
+                    );
+                }
+            }
+        }
+        // The host-returning wrapper agrees and is reproducible bit for bit.
+        let a = cuda::grad_gram(&gpu, &dg, t, p, &ends).unwrap();
+        let b = cuda::grad_gram(&gpu, &dg, t, p, &ends).unwrap();
+        assert_eq!(a, b, "t={t} p={p}: two runs differ");
+        assert_eq!(&a.segments.concat(), &got);
+    }
+}
+
+#[test]
+fn grad_gram_rejects_bad_input() {
+    let Some(gpu) = gpu_or_skip("grad_gram_rejects_bad_input") else {
+        return;
+    };
+    let dg = up(&gpu, &vec![1.0f32; 65 * 2]);
+    let e = cuda::grad_gram(&gpu, &dg, 65, 2, &[2]).unwrap_err();
+    assert!(e.to_string().contains("at most 64"), "{e}");
+    let e = cuda::grad_gram(&gpu, &dg, 2, 65, &[3, 2]).unwrap_err();
+    assert!(e.to_string().contains("segment_ends[1]"), "{e}");
+}
+
+/// Max |a - b| over a task's gradient block, relative to its scale p_t / n_t.
+fn check_grad(
+    got: &[f32],
+    want: &[f32],
+    layout: &TaskLayout,
+    n: usize,
+    scales: &[f64],
+    what: &str,
+) {
+    let w = layout.width();
+    for i in 0..n {
+        for (t, &scale) in scales.iter().enumerate() {
+            for c in layout.range(t) {
+                let (g, r) = (got[i * w + c] as f64, want[i * w + c] as f64);
+                let tol = 1e-5 * scale.max(r.abs()) + 1e-12;
+                assert!(
+                    (g - r).abs() <= tol,
+                    "{what}: row {i} task {t} col {c}: cuda {g} cpu {r}"
+                );
+            }
+        }
+    }
+}
+
+fn check_losses(got: &cpu::WeightedLossOutput, want: &cpu::WeightedLossOutput, what: &str) {
+    assert_eq!(got.counts, want.counts, "{what}");
+    for (t, (a, b)) in got.task_loss.iter().zip(&want.task_loss).enumerate() {
+        assert!(
+            ((a - b) as f64).abs() <= 1e-5 * (b.abs() as f64) + 1e-7,
+            "{what}: task {t} loss cuda {a} cpu {b}"
+        );
+    }
+    assert!(((got.total - want.total) as f64).abs() <= 1e-5 * (want.total.abs() as f64) + 1e-7);
+}
+
+#[test]
+fn weighted_ce_matches_cpu() {
+    let Some(gpu) = gpu_or_skip("weighted_ce_matches_cpu") else {
+        return;
+    };
+    let mut rng = StdRng::seed_from_u64(22);
+    let cases: &[(usize, &[usize])] = &[
+        (1, &[3, 2]),
+        (37, &[10, 1, 5, 33]),
+        (1001, &[1000]),
+        (257, &[2; 40]),
+        (4096, &[7, 100, 65]),
+    ];
+    for &(n, sizes) in cases {
+        for (extreme, use_mask) in [(false, false), (true, true), (false, true)] {
+            let layout = TaskLayout::from_sizes(sizes).unwrap();
+            let (t, w) = (layout.num_tasks(), layout.width());
+            let logits: Vec<f32> = (0..n * w)
+                .map(|_| {
+                    if extreme && rng.random_bool(0.2) {
+                        if rng.random_bool(0.5) { 1e4 } else { -1e4 }
+                    } else {
+                        rng.random_range(-8.0f32..8.0)
+                    }
+                })
+                .collect();
+            let targets: Vec<i64> = (0..n * t)
+                .map(|k| {
+                    if rng.random_bool(0.1) {
+                        IGNORE
+                    } else {
+                        rng.random_range(0..sizes[k % t] as i64)
+                    }
+                })
+                .collect();
+            // Task 0 is empty when masked (a domain absent from the batch).
+            let mask: Vec<u8> = (0..n * t)
+                .map(|k| u8::from(k % t != 0 && rng.random_bool(0.7)))
+                .collect();
+            let weights: Vec<f32> = (0..t).map(|_| rng.random_range(0.05f32..2.0)).collect();
+            let cpu_in = WeightedCeInput {
+                layout: &layout,
+                n,
+                logits: &logits,
+                targets: &targets,
+                mask: use_mask.then_some(&mask[..]),
+                weights: &weights,
+                ignore_index: IGNORE,
+            };
+            let mut want_grad = vec![0.0f32; n * w];
+            let want = cpu::weighted_ce_loss(&cpu_in, Some(&mut want_grad)).unwrap();
+            let (dl, dt, dm) = (up(&gpu, &logits), up(&gpu, &targets), up(&gpu, &mask));
+            let cu_in = CudaCeInput {
+                layout: &layout,
+                n,
+                logits: &dl,
+                targets: &dt,
+                mask: use_mask.then_some(&dm),
+                weights: &weights,
+                ignore_index: IGNORE,
+            };
+            let mut dgrad = up(&gpu, &vec![f32::NAN; n * w]);
+            let got = cuda::weighted_ce_loss(&gpu, &cu_in, Some(&mut dgrad)).unwrap();
+            let what = format!("ce n={n} sizes={sizes:?} extreme={extreme} mask={use_mask}");
+            check_losses(&got, &want, &what);
+            let scales: Vec<f64> = (0..t)
+                .map(|k| weights[k] as f64 / want.counts[k].max(1) as f64)
+                .collect();
+            check_grad(&down(&gpu, &dgrad), &want_grad, &layout, n, &scales, &what);
+            // Loss-only call, and reproducibility.
+            let only = cuda::weighted_ce_loss(&gpu, &cu_in, None).unwrap();
+            assert_eq!(only, got, "{what}: loss-only call differs");
+        }
+    }
+}
+
+#[test]
+fn weighted_ce_reports_bad_targets() {
+    let Some(gpu) = gpu_or_skip("weighted_ce_reports_bad_targets") else {
+        return;
+    };
+    let layout = TaskLayout::from_sizes(&[3, 2]).unwrap();
+    let (dl, dt) = (up(&gpu, &[0.5f32; 10]), up(&gpu, &[0i64, 1, 2, 7]));
+    let input = CudaCeInput {
+        layout: &layout,
+        n: 2,
+        logits: &dl,
+        targets: &dt,
+        mask: None,
+        weights: &[1.0, 1.0],
+        ignore_index: IGNORE,
+    };
+    let e = cuda::weighted_ce_loss(&gpu, &input, None).unwrap_err();
+    assert!(e.to_string().contains("targets[row 1, task 1]"), "{e}");
+}
+
+#[test]
+fn weighted_bce_matches_cpu() {
+    let Some(gpu) = gpu_or_skip("weighted_bce_matches_cpu") else {
+        return;
+    };
+    let mut rng = StdRng::seed_from_u64(23);
+    let cases: &[(usize, &[usize])] = &[(1, &[1, 1]), (513, &[1; 40]), (65, &[3, 1, 70])];
+    for &(n, sizes) in cases {
+        let layout = TaskLayout::from_sizes(sizes).unwrap();
+        let (t, w) = (layout.num_tasks(), layout.width());
+        let logits: Vec<f32> = (0..n * w)
+            .map(|_| match rng.random_range(0..8) {
+                0 => 1e4,
+                1 => -1e4,
+                _ => rng.random_range(-10.0f32..10.0),
+            })
+            .collect();
+        let targets: Vec<f32> = (0..n * w)
+            .map(|_| match rng.random_range(0..3) {
+                0 => 0.0,
+                1 => 1.0,
+                _ => rng.random_range(0.0f32..1.0),
+            })
+            .collect();
+        let mask: Vec<u8> = (0..n * t)
+            .map(|k| u8::from(k % t != 0 && rng.random_bool(0.8)))
+            .collect();
+        let weights: Vec<f32> = (0..t).map(|_| rng.random_range(0.05f32..2.0)).collect();
+        let cpu_in = WeightedBceInput {
+            layout: &layout,
+            n,
+            logits: &logits,
+            targets: &targets,
+            mask: Some(&mask),
+            weights: &weights,
+        };
+        let mut want_grad = vec![0.0f32; n * w];
+        let want = cpu::weighted_bce_loss(&cpu_in, Some(&mut want_grad)).unwrap();
+        let (dl, dt, dm) = (up(&gpu, &logits), up(&gpu, &targets), up(&gpu, &mask));
+        let cu_in = CudaBceInput {
+            layout: &layout,
+            n,
+            logits: &dl,
+            targets: &dt,
+            mask: Some(&dm),
+            weights: &weights,
+        };
+        let mut dgrad = up(&gpu, &vec![f32::NAN; n * w]);
+        let got = cuda::weighted_bce_loss(&gpu, &cu_in, Some(&mut dgrad)).unwrap();
+        let what = format!("bce n={n} sizes={sizes:?}");
+        check_losses(&got, &want, &what);
+        let scales: Vec<f64> = (0..t)
+            .map(|k| weights[k] as f64 / (want.counts[k].max(1) * layout.range(k).len()) as f64)
+            .collect();
+        check_grad(&down(&gpu, &dgrad), &want_grad, &layout, n, &scales, &what);
+    }
+}
