@@ -79,6 +79,8 @@ fn concat_narrow_split_errors() {
     assert!(msg(t(&[4, 3]).narrow(0, 3, 2)).contains("narrow"));
     assert!(msg(t(&[4, 3]).narrow(0, 1, 0)).contains("non-empty"));
     assert!(msg(t(&[4, 3]).split(0, &[1, 2])).contains("split"));
+    assert!(msg(t(&[4, 3]).select_rows(&[1, 4])).contains("index 4"));
+    assert!(msg(t(&[4, 3]).select_rows(&[])).contains("select_rows"));
 }
 
 #[test]

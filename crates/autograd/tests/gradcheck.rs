@@ -134,6 +134,14 @@ fn concat_narrow_split() {
     check_grads("narrow0", &ins, |t| t[0].narrow(0, 1, 3), H, TOL, &mut rng);
     check_grads("narrow1", &ins, |t| t[0].narrow(1, 0, 1), H, TOL, &mut rng);
     check_grads("narrow2", &ins, |t| t[0].narrow(2, 2, 2), H, TOL, &mut rng);
+    check_grads(
+        "select_rows",
+        &ins,
+        |t| t[0].select_rows(&[4, 0, 4, 2]),
+        H,
+        TOL,
+        &mut rng,
+    );
     // Split pieces recombined with different weights so every piece's gradient matters.
     check_grads(
         "split",

@@ -300,3 +300,20 @@ fn very_long_chains_backward_and_drop_without_recursion() {
     assert_eq!(g.get(&w).unwrap().item().unwrap(), 1.0);
     drop(y); // would overflow the test thread's stack with a recursive drop
 }
+
+#[test]
+fn no_grad_is_per_thread() {
+    let (s, x, _) = setup();
+    let _guard = no_grad();
+    let tracked_elsewhere = std::thread::spawn(move || {
+        assert!(is_grad_enabled());
+        forward(&s, &x).0.is_tracked()
+    })
+    .join()
+    .unwrap();
+    assert!(
+        tracked_elsewhere,
+        "another thread's no_grad must not affect this one"
+    );
+    assert!(!is_grad_enabled());
+}

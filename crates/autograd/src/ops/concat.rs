@@ -123,4 +123,55 @@ impl Tensor {
         }
         Ok(out)
     }
+
+    /// Rows `indices` of `self` along axis 0, in that order, repeats allowed (routing samples
+    /// of one domain or task that are not contiguous in the batch). Pure data movement; the
+    /// backward adds each output row's gradient back to its source row.
+    pub fn select_rows(&self, indices: &[usize]) -> Result<Tensor> {
+        if self.rank() == 0 || indices.is_empty() {
+            return Err(invalid(
+                "select_rows",
+                format!(
+                    "{} indices into shape {:?}: expected at least one index and rank >= 1",
+                    indices.len(),
+                    self.shape()
+                ),
+            ));
+        }
+        let rows = self.shape()[0];
+        if let Some(&bad) = indices.iter().find(|&&i| i >= rows) {
+            return Err(invalid(
+                "select_rows",
+                format!(
+                    "index {bad} out of range for shape {:?} (rows 0..{rows})",
+                    self.shape()
+                ),
+            ));
+        }
+        let row = self.numel() / rows;
+        let x = self.values();
+        let mut y = Vec::with_capacity(indices.len() * row);
+        for &i in indices {
+            y.extend_from_slice(&x[i * row..(i + 1) * row]);
+        }
+        let mut shape = self.shape().to_vec();
+        shape[0] = indices.len();
+        let idx = indices.to_vec();
+        Ok(attach(
+            "select_rows",
+            Tensor::from_parts(y, shape),
+            &[self],
+            Box::new(move |dy, _| {
+                let mut dx = zeros(rows * row);
+                for (k, &i) in idx.iter().enumerate() {
+                    cpu::axpy_acc(
+                        1.0,
+                        &dy[k * row..(k + 1) * row],
+                        &mut dx[i * row..(i + 1) * row],
+                    )?;
+                }
+                Ok(vec![Some(dx)])
+            }),
+        ))
+    }
 }
