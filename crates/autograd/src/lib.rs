@@ -51,6 +51,8 @@
 //! # Ok::<(), scalarize_autograd::AutogradError>(())
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod backward;
 pub mod device;
 pub mod error;
