@@ -9,6 +9,7 @@
 pub mod checkpoint;
 pub mod error;
 pub mod init;
+pub mod inspect;
 pub mod layout;
 pub mod loss;
 pub mod model;

@@ -6,7 +6,8 @@
 //! Loading validates the file against the model's [`Layout`] and reports *all* missing,
 //! extra, wrongly shaped and wrongly typed tensors in one error naming the file. A file
 //! without scalarize metadata (e.g. a PyTorch `state_dict` saved with `safetensors.torch`)
-//! loads too, with step 0 and no optimizer state.
+//! loads too, with step 0 and no optimizer state; its BN `num_batches_tracked` counters are
+//! ignored.
 
 pub mod io;
 
@@ -225,6 +226,13 @@ pub fn load_checkpoint(path: &Path, layout: &Layout) -> Result<LoadedCheckpoint>
             .strip_prefix(MOMENTUM_PREFIX)
             .or_else(|| name.strip_prefix(EXP_AVG_SQ_PREFIX))
             .or_else(|| name.strip_prefix(EXP_AVG_PREFIX));
+        // PyTorch's BN counter buffer: unused here (momentum is fixed), so a torch
+        // state_dict loads as is.
+        if let Some(bn) = name.strip_suffix(".num_batches_tracked")
+            && layout.get(&format!("{bn}.running_mean")).is_some()
+        {
+            continue;
+        }
         let target = param
             .and_then(|p| layout.get(p))
             .filter(|p| p.kind.trainable());
