@@ -36,6 +36,14 @@ fn devices_lists_the_cpu_and_a_cuda_answer() {
         .expect("a threads line");
     let n: usize = threads.split_whitespace().next().unwrap().parse().unwrap();
     assert!(n >= 1);
+    let cuda = text
+        .lines()
+        .find(|l| l.starts_with("cuda: "))
+        .expect("a cuda line");
+    assert!(
+        cuda == "cuda: no CUDA driver found" || cuda.starts_with("cuda: driver found"),
+        "{cuda}"
+    );
 }
 
 #[test]

@@ -68,5 +68,39 @@ pub fn run() -> Result<()> {
         logical,
         rayon::current_num_threads()
     );
+    print_cuda();
     Ok(())
+}
+
+/// Prints the CUDA libraries found and each device; a machine without CUDA is a normal answer.
+fn print_cuda() {
+    use scalarize_kernels::cuda;
+    let libs = cuda::library_status();
+    let found = |b: bool| if b { "found" } else { "not found" };
+    if !libs.driver {
+        println!("cuda: no CUDA driver found");
+        return;
+    }
+    println!(
+        "cuda: driver found, nvrtc {}, cublas {}",
+        found(libs.nvrtc),
+        found(libs.cublas)
+    );
+    match cuda::devices() {
+        Ok(devs) if devs.is_empty() => println!("  no CUDA device"),
+        Ok(devs) => {
+            for d in devs {
+                println!(
+                    "  [{}] {}: compute capability {}.{}, {:.1} GiB, {} SMs",
+                    d.ordinal,
+                    d.name,
+                    d.compute_capability.0,
+                    d.compute_capability.1,
+                    d.total_memory as f64 / (1u64 << 30) as f64,
+                    d.multiprocessors
+                );
+            }
+        }
+        Err(e) => println!("  unavailable: {e}"),
+    }
 }
