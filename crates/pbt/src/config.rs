@@ -34,8 +34,9 @@ pub struct PbtConfig {
     pub workers: usize,
     /// Units (steps or epochs) trained between decisions.
     pub interval: u64,
-    /// Total units over all members. Synchronous runs do
-    /// `floor(budget / (population * interval))` generations.
+    /// Total units over all members. Each member trains
+    /// `floor(budget / (population * interval))` intervals (the generations, in synchronous
+    /// mode; in asynchronous mode each member's equal share, so a slow member is not starved).
     pub budget_units: u64,
     /// No member is exploited before its model has trained this many units (failed members
     /// are still replaced).

@@ -7,7 +7,7 @@
 //! draw comes from a stream keyed by (seed, generation or interval count, member). A killed
 //! run therefore restarts from the last commit and makes the same draws again.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
@@ -477,49 +477,37 @@ impl Pbt {
         pool: &mut Pool,
         mut members: Vec<MemberSummary>,
     ) -> Result<()> {
-        let budget = self.config.budget_units;
+        // Every member gets the same share of the budget, so a slow member is not starved.
         let interval = self.config.interval;
-        let mut used: u64 = members.iter().map(|m| m.units).sum();
+        let share = self.config.generations() * interval;
         let mut in_flight: HashSet<usize> = HashSet::new();
-        let mut queue: VecDeque<usize> = (0..members.len()).collect();
         loop {
-            // Replace failed members waiting for a source, then start what the budget allows.
+            // Replace failed members waiting for a source, then start what the shares allow.
             let history = self.history(store)?;
             for f in 0..members.len() {
                 if members[f].failed && !in_flight.contains(&f) {
-                    if let Some(d) = self.decide_one(&members, &history, f, members[f].intervals)? {
+                    let key = members[f].intervals;
+                    if let Some(d) = self.decide_one(&members, &history, f, key)? {
                         let src = members[d.source].clone();
-                        let (entry, state) =
-                            self.apply_decision(store, &members[f], &src, d, members[f].intervals);
+                        let (entry, state) = self.apply_decision(store, &members[f], &src, d, key);
                         store.apply(&[Write::Policy(entry), Write::Member(state.clone())])?;
                         members[f] = state;
-                        queue.push_back(f);
                     }
                 }
             }
-            let mut waiting = VecDeque::new();
-            while let Some(m) = queue.pop_front() {
-                if members[m].failed || in_flight.contains(&m) {
-                    waiting.push_back(m);
-                    continue;
+            for m in 0..members.len() {
+                let me = &members[m];
+                if !me.failed && !in_flight.contains(&m) && me.units + interval <= share {
+                    self.dispatch(pool, me)?;
+                    in_flight.insert(m);
                 }
-                if used + (in_flight.len() as u64 + 1) * interval > budget {
-                    break;
-                }
-                self.dispatch(pool, &members[m])?;
-                in_flight.insert(m);
             }
-            queue.extend(waiting);
             if in_flight.is_empty() {
-                if used + interval <= budget {
-                    Self::all_failed(&members)?;
-                }
-                return Ok(());
+                return Self::all_failed(&members);
             }
             let r = self.receive(pool)?;
             let m = r.member;
             in_flight.remove(&m);
-            used += interval;
             let (entry, mut next) = self.record(store, &members[m], r);
             let old = members[m].checkpoint.clone();
             let mut writes = vec![Write::Interval(entry)];
@@ -536,7 +524,6 @@ impl Pbt {
             let own = members[m].checkpoint.clone();
             members[m] = next;
             self.release(&members, [old, own])?;
-            queue.push_back(m);
         }
     }
 }

@@ -26,6 +26,7 @@ pub mod rng;
 pub mod simplex;
 pub mod space;
 pub mod store;
+pub mod toys;
 pub mod trainable;
 pub mod value;
 mod worker;
