@@ -31,22 +31,20 @@ pub fn combine_segments(grads: &TaskGradients, weights: &[Vec<f64>]) -> Vec<f32>
 
 /// Writes `sum_t w_t g_t[start..start + out.len()]` into `out`.
 fn combine_range(grads: &TaskGradients, w: &[f64], start: usize, out: &mut [f32]) {
-    out.par_chunks_mut(CHUNK)
-        .enumerate()
-        .for_each(|(c, dst)| {
-            let off = start + c * CHUNK;
-            let mut acc = vec![0f64; dst.len()];
-            for (t, &wt) in w.iter().enumerate() {
-                if wt == 0.0 {
-                    continue;
-                }
-                let src = &grads.row(t)[off..off + dst.len()];
-                for (a, &g) in acc.iter_mut().zip(src) {
-                    *a += wt * g as f64;
-                }
+    out.par_chunks_mut(CHUNK).enumerate().for_each(|(c, dst)| {
+        let off = start + c * CHUNK;
+        let mut acc = vec![0f64; dst.len()];
+        for (t, &wt) in w.iter().enumerate() {
+            if wt == 0.0 {
+                continue;
             }
-            for (d, a) in dst.iter_mut().zip(&acc) {
-                *d = *a as f32;
+            let src = &grads.row(t)[off..off + dst.len()];
+            for (a, &g) in acc.iter_mut().zip(src) {
+                *a += wt * g as f64;
             }
-        });
+        }
+        for (d, a) in dst.iter_mut().zip(&acc) {
+            *d = *a as f32;
+        }
+    });
 }

@@ -92,8 +92,7 @@ impl ConflictRecord {
             .enumerate()
             .map(|(l, k)| GroupConflict::from_matrix(k, t, names.map(|n| n[l].clone())))
             .collect();
-        let total =
-            GroupConflict::from_matrix(&gram.total, t, names.map(|_| "total".to_string()));
+        let total = GroupConflict::from_matrix(&gram.total, t, names.map(|_| "total".to_string()));
         Ok(Self {
             step,
             tasks: t,

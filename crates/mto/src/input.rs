@@ -57,7 +57,10 @@ impl<'a> TaskGradients<'a> {
             ));
         }
         let expected = tasks.checked_mul(params).ok_or_else(|| {
-            MtoError::invalid(M, format!("tasks {tasks} x params {params} overflows usize"))
+            MtoError::invalid(
+                M,
+                format!("tasks {tasks} x params {params} overflows usize"),
+            )
         })?;
         if data.len() != expected {
             return Err(MtoError::invalid(
@@ -178,7 +181,10 @@ impl<'a> AggregateInput<'a> {
     pub(crate) fn check_losses(&self, method: &'static str, tasks: Option<usize>) -> Result<usize> {
         let t = self.losses.len();
         if t == 0 {
-            return Err(MtoError::invalid(method, "no task losses given, expected T >= 1"));
+            return Err(MtoError::invalid(
+                method,
+                "no task losses given, expected T >= 1",
+            ));
         }
         if let Some(expected) = tasks
             && expected != t
@@ -208,7 +214,10 @@ impl<'a> AggregateInput<'a> {
     /// The gradients, or an error saying the method needs them.
     pub(crate) fn require_grads(&self, method: &'static str) -> Result<&TaskGradients<'a>> {
         self.grads.as_ref().ok_or_else(|| {
-            MtoError::invalid(method, "this method needs per-task gradients, none were given")
+            MtoError::invalid(
+                method,
+                "this method needs per-task gradients, none were given",
+            )
         })
     }
 

@@ -95,7 +95,7 @@ pub fn cholesky_solve(a: &[f64], n: usize, b: &[f64]) -> Option<Vec<f64>> {
                 s -= l[i * n + k] * l[j * n + k];
             }
             if i == j {
-                if !(s > 0.0) || !s.is_finite() {
+                if s <= 0.0 || !s.is_finite() {
                     return None;
                 }
                 l[i * n + i] = s.sqrt();
@@ -164,7 +164,11 @@ mod tests {
         for i in 0..n {
             for j in 0..n {
                 let r: f64 = (0..n).map(|k| v[i * n + k] * vals[k] * v[j * n + k]).sum();
-                assert!((r - a[i * n + j]).abs() < 1e-10, "{i},{j}: {r} vs {}", a[i * n + j]);
+                assert!(
+                    (r - a[i * n + j]).abs() < 1e-10,
+                    "{i},{j}: {r} vs {}",
+                    a[i * n + j]
+                );
             }
         }
     }

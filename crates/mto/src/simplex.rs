@@ -21,9 +21,7 @@ pub fn min_norm_weights(k: &[f64], t: usize) -> Vec<f64> {
     for _ in 0..2000 {
         let kw = matvec(k, t, &w);
         // Toward vertex: smallest (Kw)_s; away vertex: largest (Kw)_a among the support.
-        let s = (0..t)
-            .min_by(|&a, &b| kw[a].total_cmp(&kw[b]))
-            .unwrap_or(0);
+        let s = (0..t).min_by(|&a, &b| kw[a].total_cmp(&kw[b])).unwrap_or(0);
         let a = (0..t)
             .filter(|&i| w[i] > 0.0)
             .max_by(|&x, &y| kw[x].total_cmp(&kw[y]))
@@ -84,7 +82,11 @@ pub fn minimize_on_simplex(
             let trial: Vec<f64> = x.iter().zip(&g).map(|(xi, gi)| xi - step * gi).collect();
             let y = project_simplex(&trial);
             let fy = f(&y);
-            let lin: f64 = g.iter().zip(y.iter().zip(&x)).map(|(gi, (yi, xi))| gi * (yi - xi)).sum();
+            let lin: f64 = g
+                .iter()
+                .zip(y.iter().zip(&x))
+                .map(|(gi, (yi, xi))| gi * (yi - xi))
+                .sum();
             let dist2: f64 = y.iter().zip(&x).map(|(yi, xi)| (yi - xi) * (yi - xi)).sum();
             if fy <= fx + lin + dist2 / (2.0 * step) + 1e-15 * fx.abs() {
                 accepted = Some((y, fy, dist2));

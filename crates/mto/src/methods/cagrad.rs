@@ -81,7 +81,10 @@ pub(crate) fn cagrad_weights(k: &[f64], t: usize, c: f64, rescale: CaGradRescale
         let grad = |x: &[f64]| {
             let kx = matvec(&kn, t, x);
             let nrm = (kx.iter().zip(x).map(|(a, b)| a * b).sum::<f64>().max(0.0) + eps).sqrt();
-            kb.iter().zip(&kx).map(|(b, a)| b + sq_phi * a / nrm).collect()
+            kb.iter()
+                .zip(&kx)
+                .map(|(b, a)| b + sq_phi * a / nrm)
+                .collect()
         };
         let x = minimize_on_simplex(f, grad, mean.clone(), 1000);
         let gw_norm = quad(&kn, t, &x).max(0.0).sqrt();

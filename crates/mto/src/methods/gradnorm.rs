@@ -97,7 +97,10 @@ impl Aggregator for GradNorm {
             GradNormLayer::Segment(l) => gram.segments.get(l).ok_or_else(|| {
                 MtoError::invalid(
                     "gradnorm",
-                    format!("segment {l} requested, the gradients have {}", gram.segments.len()),
+                    format!(
+                        "segment {l} requested, the gradients have {}",
+                        gram.segments.len()
+                    ),
                 )
             })?,
         };
@@ -117,12 +120,21 @@ impl Aggregator for GradNorm {
             .map(|(l, l0)| if *l0 > 0.0 { l / l0 } else { 1.0 })
             .collect();
         let mean_ratio = ratio.iter().sum::<f64>() / t as f64;
-        let g: Vec<f64> = self.weights.iter().zip(&norms).map(|(w, n)| w * n).collect();
+        let g: Vec<f64> = self
+            .weights
+            .iter()
+            .zip(&norms)
+            .map(|(w, n)| w * n)
+            .collect();
         let gbar = g.iter().sum::<f64>() / t as f64;
         self.targets = ratio
             .iter()
             .map(|r| {
-                let rel = if mean_ratio > 0.0 { r / mean_ratio } else { 1.0 };
+                let rel = if mean_ratio > 0.0 {
+                    r / mean_ratio
+                } else {
+                    1.0
+                };
                 gbar * rel.powf(self.alpha)
             })
             .collect();

@@ -104,6 +104,8 @@ impl Aggregator for GradVac {
                 row[i] = 1.0;
             }
         }
+        // `i` indexes the coefficient rows of every group at once.
+        #[allow(clippy::needless_range_loop)]
         for i in 0..t {
             let order = shuffled_others(&mut self.rng, i, t);
             for (gi, k) in groups.iter().enumerate() {

@@ -19,7 +19,10 @@ impl Linear {
     /// Fixed weights p (finite, non-negative, not all zero; not renormalised).
     pub fn new(weights: Vec<f64>) -> Result<Self> {
         if weights.is_empty() {
-            return Err(MtoError::invalid("linear", "no weights given, expected T >= 1"));
+            return Err(MtoError::invalid(
+                "linear",
+                "no weights given, expected T >= 1",
+            ));
         }
         if let Some((i, w)) = weights
             .iter()

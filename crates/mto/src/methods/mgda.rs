@@ -65,7 +65,12 @@ impl Default for Mgda {
 }
 
 /// MGDA's effective weights for Gram matrix `k`, losses and normalisation.
-pub(crate) fn mgda_weights(k: &[f64], t: usize, losses: &[f64], norm: MgdaNormalization) -> Vec<f64> {
+pub(crate) fn mgda_weights(
+    k: &[f64],
+    t: usize,
+    losses: &[f64],
+    norm: MgdaNormalization,
+) -> Vec<f64> {
     let n: Vec<f64> = (0..t)
         .map(|i| {
             let g = k[i * t + i].max(0.0).sqrt();
@@ -78,7 +83,9 @@ pub(crate) fn mgda_weights(k: &[f64], t: usize, losses: &[f64], norm: MgdaNormal
             if v > 0.0 && v.is_finite() { v } else { 1.0 }
         })
         .collect();
-    let kn: Vec<f64> = (0..t * t).map(|idx| k[idx] / (n[idx / t] * n[idx % t])).collect();
+    let kn: Vec<f64> = (0..t * t)
+        .map(|idx| k[idx] / (n[idx / t] * n[idx % t]))
+        .collect();
     let w = min_norm_weights(&kn, t);
     w.iter().zip(&n).map(|(a, b)| a / b).collect()
 }

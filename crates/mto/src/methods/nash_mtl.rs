@@ -76,7 +76,9 @@ pub(crate) fn nash_solve(a: &[f64], n: usize, start: Vec<f64>, max_iter: usize) 
         let ax = matvec(a, n, &x);
         let g: Vec<f64> = (0..n).map(|i| ax[i] - 1.0 / x[i]).collect();
         // Scale-free residual of (A x)_i x_i = 1.
-        let res = (0..n).map(|i| (ax[i] * x[i] - 1.0).abs()).fold(0.0, f64::max);
+        let res = (0..n)
+            .map(|i| (ax[i] * x[i] - 1.0).abs())
+            .fold(0.0, f64::max);
         if res < 1e-13 {
             break;
         }
@@ -145,12 +147,12 @@ impl Aggregator for NashMtl {
                 ka[i * n + i] += RIDGE;
             }
             let start = match &self.warm {
-                Some(prev)
-                    if prev.len() == n && prev.iter().all(|v| v.is_finite() && *v > 0.0) =>
-                {
+                Some(prev) if prev.len() == n && prev.iter().all(|v| v.is_finite() && *v > 0.0) => {
                     prev.clone()
                 }
-                _ => (0..n).map(|i| 1.0 / (ka[i * n + i] * n as f64).sqrt()).collect(),
+                _ => (0..n)
+                    .map(|i| 1.0 / (ka[i * n + i] * n as f64).sqrt())
+                    .collect(),
             };
             let alpha_n = nash_solve(&ka, n, start, self.max_iter);
             let s = fro.sqrt();

@@ -21,7 +21,10 @@ impl Uncertainty {
     /// `tasks` log-variances, all 0.
     pub fn new(tasks: usize) -> Result<Self> {
         if tasks == 0 {
-            return Err(MtoError::invalid("uncertainty", "tasks = 0, expected T >= 1"));
+            return Err(MtoError::invalid(
+                "uncertainty",
+                "tasks = 0, expected T >= 1",
+            ));
         }
         Ok(Self {
             log_var: vec![0.0; tasks],
