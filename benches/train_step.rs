@@ -1,0 +1,130 @@
+//! Whole training steps: images/s of ResNet-26 w0.25 and ViT-Ti/4 depth 6 at batch 64, 32x32
+//! images, two 10-class heads, SGD (momentum 0.9, weight decay 5e-4), and the same models in
+//! PyTorch (benches/train_step_torch.py) in the same run when `python3` can import torch.
+//! See benches/README.md. Environment: SCALARIZE_BENCH_STEPS (timed steps, default 5),
+//! SCALARIZE_BENCH_MODELS (comma-separated specs), RAYON_NUM_THREADS (threads, also passed to
+//! PyTorch), SCALARIZE_BENCH_NO_TORCH=1 to skip the PyTorch side.
+
+use std::process::Command;
+use std::time::Instant;
+
+use scalarize_autograd::Tensor;
+use scalarize_nn::layout::InitOptions;
+use scalarize_nn::loss::{Target, head_loss, weighted_sum};
+use scalarize_nn::optim::{Optimizer, OptimizerConfig, SgdConfig};
+use scalarize_nn::{Model, Routing};
+
+const BATCH: usize = 64;
+const DEFAULT_MODELS: &str = "resnet26:w0.25,vit-ti:p4:d6";
+
+/// Deterministic pseudo-random numbers (xorshift), enough for benchmark inputs.
+fn noise(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+        })
+        .collect()
+}
+
+fn step(m: &mut Model, opt: &mut Optimizer, x: &Tensor, labels: &[Vec<i64>]) -> f32 {
+    let out = m.forward(x, &Routing::AllHeads).expect("forward");
+    let losses: Vec<Tensor> = out
+        .outputs
+        .iter()
+        .zip(labels)
+        .map(|(o, l)| {
+            head_loss(&m.heads().0[o.head], &o.output, &Target::Classes(l.clone())).expect("loss")
+        })
+        .collect();
+    let loss = weighted_sum(&losses, &[0.5, 0.5]).expect("weighted loss");
+    let value = loss.item().expect("scalar");
+    let grads = loss.backward().expect("backward");
+    drop((out, losses, loss));
+    m.step(opt, &grads, 0.05, None).expect("optimizer step");
+    value
+}
+
+fn bench_ours(spec: &str, steps: usize) -> f64 {
+    let mut m = Model::from_specs(spec, "10,10", InitOptions::default(), 0).expect("model");
+    let r = m.spec().resolution;
+    let x = Tensor::new(noise(BATCH * 3 * r * r, 1), &[BATCH, 3, r, r]).expect("images");
+    let labels: Vec<Vec<i64>> = (0..2)
+        .map(|t| {
+            noise(BATCH, 7 + t)
+                .iter()
+                .map(|v| ((v + 1.0) * 5.0) as i64 % 10)
+                .collect()
+        })
+        .collect();
+    let config = OptimizerConfig::Sgd(SgdConfig {
+        momentum: 0.9,
+        weight_decay: 5e-4,
+        ..Default::default()
+    });
+    let mut opt = Optimizer::new(config, false).expect("optimizer");
+    for _ in 0..2 {
+        step(&mut m, &mut opt, &x, &labels);
+    }
+    let t0 = Instant::now();
+    let mut loss = 0.0;
+    for _ in 0..steps {
+        loss = step(&mut m, &mut opt, &x, &labels);
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let ips = (steps * BATCH) as f64 / secs;
+    println!(
+        "scalarize  {spec:<22} {ips:8.1} images/s  ({:.1} ms/step, final loss {loss:.3})",
+        secs * 1e3 / steps as f64
+    );
+    ips
+}
+
+fn bench_torch(spec: &str, steps: usize, threads: usize) -> Option<f64> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/train_step_torch.py");
+    let out = Command::new(std::env::var("PYTHON").unwrap_or_else(|_| "python3".into()))
+        .args([
+            script,
+            "--model",
+            spec,
+            "--steps",
+            &steps.to_string(),
+            "--threads",
+            &threads.to_string(),
+        ])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    if !out.status.success() {
+        println!(
+            "pytorch    {spec:<22} skipped: {}",
+            String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("failed")
+        );
+        return None;
+    }
+    print!("{text}");
+    text.split_whitespace()
+        .zip(text.split_whitespace().skip(1))
+        .find(|(_, unit)| *unit == "images/s")
+        .and_then(|(v, _)| v.parse().ok())
+}
+
+fn main() {
+    let steps: usize = std::env::var("SCALARIZE_BENCH_STEPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
+    let models = std::env::var("SCALARIZE_BENCH_MODELS").unwrap_or_else(|_| DEFAULT_MODELS.into());
+    let threads = rayon::current_num_threads();
+    let with_torch = std::env::var("SCALARIZE_BENCH_NO_TORCH").is_err();
+    println!("train step: batch {BATCH}, 32x32, heads 10,10, SGD; {steps} timed steps; {threads} threads");
+    for spec in models.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let ours = bench_ours(spec, steps);
+        if with_torch && let Some(theirs) = bench_torch(spec, steps, threads) {
+            println!("ratio      {spec:<22} {:8.2}x PyTorch", ours / theirs);
+        }
+    }
+}
