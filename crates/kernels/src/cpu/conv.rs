@@ -5,6 +5,7 @@ use super::checks::{buf, numel};
 use super::gemm::gemm_serial;
 use crate::error::{KernelError, Result};
 use rayon::prelude::*;
+use std::cell::RefCell;
 
 /// Output pixels per GEMM below which several images are packed into one product (a product
 /// with few columns runs far below the machine's peak).
@@ -173,6 +174,35 @@ impl Conv2dShape {
     }
 }
 
+/// Per-thread buffers reused across calls, so that a training step does not allocate, zero and
+/// page-fault a fresh im2col matrix for every convolution.
+#[derive(Default)]
+struct Scratch {
+    col: Vec<f32>,
+    tmp: Vec<f32>,
+    dyc: Vec<f32>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+/// Runs `f` with this thread's scratch buffers (a fresh set if they are already in use).
+fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut sc) => f(&mut sc),
+        Err(_) => f(&mut Scratch::default()),
+    })
+}
+
+/// The first `n` elements of `v`, growing it (never shrinking) as needed.
+fn grow(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
+    if v.len() < n {
+        v.resize(n, 0.0);
+    }
+    &mut v[..n]
+}
+
 /// For kernel column `kj`: the output columns `lo..hi` whose input column is inside the image.
 fn valid_range(kj: usize, pad: usize, stride: usize, size: usize, out: usize) -> (usize, usize) {
     let lo = if kj >= pad {
@@ -200,6 +230,15 @@ fn im2col(s: &Conv2dShape, x: &[f32], nb: usize, col: &mut [f32]) {
                 let r = (ci * s.kh + ki) * s.kw + kj;
                 let row = &mut col[r * p..(r + 1) * p];
                 let (lo, hi) = valid_range(kj, s.pad, s.stride, s.w, ow);
+                if s.stride == 1 && ow == s.w {
+                    let (oy0, oy1) = valid_range(ki, s.pad, 1, s.h, oh);
+                    for img in 0..nb {
+                        let plane = &x[(img * s.c_in + ci) * hw..][..hw];
+                        let dst = &mut row[img * ohw..][..ohw];
+                        shifted_copy(plane, dst, (ki, kj), s.pad, ow, (oy0, oy1), (lo, hi));
+                    }
+                    continue;
+                }
                 for img in 0..nb {
                     let plane = &x[(img * s.c_in + ci) * hw..][..hw];
                     for oy in 0..oh {
@@ -225,6 +264,49 @@ fn im2col(s: &Conv2dShape, x: &[f32], nb: usize, col: &mut [f32]) {
                         }
                     }
                 }
+            }
+        }
+    }
+}
+
+/// One im2col row of one image for a stride-1 conv whose output width equals the input width:
+/// the row is the input plane shifted by (ki − pad)·w + (kj − pad), so it is one contiguous
+/// copy, then zeros where the window hangs over the border (rows outside `oy0..oy1`, columns
+/// outside `lo..hi`, which the shift wrapped around from the neighbouring row).
+fn shifted_copy(
+    plane: &[f32],
+    dst: &mut [f32],
+    (ki, kj): (usize, usize),
+    pad: usize,
+    ow: usize,
+    (oy0, oy1): (usize, usize),
+    (lo, hi): (usize, usize),
+) {
+    let (a, b) = (oy0 * ow, oy1 * ow);
+    dst[..a].fill(0.0);
+    dst[b..].fill(0.0);
+    if a < b {
+        let shift = (ki * ow + kj) as isize - (pad * ow + pad) as isize;
+        let sa = (a as isize + shift).max(0) as usize;
+        let sb = ((b as isize + shift).max(0) as usize).min(plane.len());
+        let (da, db) = (
+            (sa as isize - shift) as usize,
+            (sb as isize - shift) as usize,
+        );
+        if da < db {
+            dst[da..db].copy_from_slice(&plane[sa..sb]);
+            dst[a..da].fill(0.0);
+            dst[db..b].fill(0.0);
+        } else {
+            dst[a..b].fill(0.0);
+        }
+        for oy in oy0..oy1 {
+            let r = &mut dst[oy * ow..(oy + 1) * ow];
+            for v in &mut r[..lo] {
+                *v = 0.0;
+            }
+            for v in &mut r[hi..] {
+                *v = 0.0;
             }
         }
     }
@@ -300,15 +382,14 @@ pub fn conv2d_forward(
     let y_img = c_out * ohw;
     y.par_chunks_mut(nb * y_img)
         .zip(x.par_chunks(nb * x_img))
-        .for_each_init(
-            || (Vec::new(), Vec::new()),
-            |(col, tmp), (yc, xc)| {
+        .for_each(|(yc, xc)| {
+            with_scratch(|sc| {
                 let nbc = yc.len() / y_img;
                 let p = nbc * ohw;
                 let colm: &[f32] = if s.is_pointwise() && nbc == 1 {
                     xc
                 } else {
-                    col.resize(k * p, 0.0);
+                    let col = grow(&mut sc.col, k * p);
                     im2col(s, xc, nbc, col);
                     col
                 };
@@ -316,7 +397,7 @@ pub fn conv2d_forward(
                     gemm_serial(c_out, k, p, w, false, colm, false, yc, 1.0, 0.0);
                 } else {
                     // tmp is [c_out, nbc·ohw]; scatter it to [nbc, c_out, ohw].
-                    tmp.resize(c_out * p, 0.0);
+                    let tmp = grow(&mut sc.tmp, c_out * p);
                     gemm_serial(c_out, k, p, w, false, colm, false, tmp, 1.0, 0.0);
                     for img in 0..nbc {
                         for co in 0..c_out {
@@ -325,24 +406,15 @@ pub fn conv2d_forward(
                         }
                     }
                 }
-                if let Some(b) = bias {
-                    for (i, plane) in yc.chunks_mut(ohw).enumerate() {
-                        let bv = b[i % c_out];
-                        plane.iter_mut().for_each(|v| *v += bv);
-                    }
+            });
+            if let Some(b) = bias {
+                for (i, plane) in yc.chunks_mut(ohw).enumerate() {
+                    let bv = b[i % c_out];
+                    plane.iter_mut().for_each(|v| *v += bv);
                 }
-            },
-        );
+            }
+        });
     Ok(())
-}
-
-/// Per-thread scratch and partial weight gradient of the backward pass.
-#[derive(Default)]
-struct BackState {
-    col: Vec<f32>,
-    dcol: Vec<f32>,
-    dyc: Vec<f32>,
-    dw: Vec<f32>,
 }
 
 /// Backward convolution. Writes (overwrites) whichever of dx [n, c_in, h, w],
@@ -415,52 +487,53 @@ pub fn conv2d_backward(
     let partials: Vec<Vec<f32>> = dx_chunks
         .into_par_iter()
         .enumerate()
-        .fold(BackState::default, |mut st, (ci, dxc)| {
+        .fold(Vec::new, |mut dw_acc: Vec<f32>, (ci, dxc)| {
             let img0 = ci * nb;
             let nbc = nb.min(s.n - img0);
             let p = nbc * ohw;
             let xc = &x[img0 * x_img..(img0 + nbc) * x_img];
             let dyc_src = &dy[img0 * y_img..(img0 + nbc) * y_img];
-            // dy of the chunk as [c_out, nbc·ohw].
-            let dyc: &[f32] = if nbc == 1 {
-                dyc_src
-            } else {
-                st.dyc.resize(c_out * p, 0.0);
-                for img in 0..nbc {
-                    for co in 0..c_out {
-                        st.dyc[co * p + img * ohw..][..ohw]
-                            .copy_from_slice(&dyc_src[(img * c_out + co) * ohw..][..ohw]);
+            with_scratch(|sc| {
+                // dy of the chunk as [c_out, nbc·ohw].
+                let dyc: &[f32] = if nbc == 1 {
+                    dyc_src
+                } else {
+                    let buf = grow(&mut sc.dyc, c_out * p);
+                    for img in 0..nbc {
+                        for co in 0..c_out {
+                            buf[co * p + img * ohw..][..ohw]
+                                .copy_from_slice(&dyc_src[(img * c_out + co) * ohw..][..ohw]);
+                        }
+                    }
+                    buf
+                };
+                if want_dw {
+                    let colm: &[f32] = if s.is_pointwise() && nbc == 1 {
+                        xc
+                    } else {
+                        let col = grow(&mut sc.col, k * p);
+                        im2col(s, xc, nbc, col);
+                        col
+                    };
+                    let beta = if dw_acc.is_empty() { 0.0 } else { 1.0 };
+                    dw_acc.resize(c_out * k, 0.0);
+                    // dw [c_out, k] += dyc [c_out, p] · colᵀ [p, k].
+                    gemm_serial(c_out, p, k, dyc, false, colm, true, &mut dw_acc, 1.0, beta);
+                }
+                if let Some(dxc) = dxc {
+                    if s.is_pointwise() && nbc == 1 {
+                        // dx [c_in, hw] = wᵀ [c_in, c_out] · dy [c_out, hw].
+                        gemm_serial(k, c_out, p, w, true, dyc, false, dxc, 1.0, 0.0);
+                    } else {
+                        let dcol = grow(&mut sc.tmp, k * p);
+                        gemm_serial(k, c_out, p, w, true, dyc, false, dcol, 1.0, 0.0);
+                        dxc.fill(0.0);
+                        col2im(s, dcol, nbc, dxc);
                     }
                 }
-                &st.dyc
-            };
-            if want_dw {
-                let colm: &[f32] = if s.is_pointwise() && nbc == 1 {
-                    xc
-                } else {
-                    st.col.resize(k * p, 0.0);
-                    im2col(s, xc, nbc, &mut st.col);
-                    &st.col
-                };
-                let beta = if st.dw.is_empty() { 0.0 } else { 1.0 };
-                st.dw.resize(c_out * k, 0.0);
-                // dw [c_out, k] += dyc [c_out, p] · colᵀ [p, k].
-                gemm_serial(c_out, p, k, dyc, false, colm, true, &mut st.dw, 1.0, beta);
-            }
-            if let Some(dxc) = dxc {
-                if s.is_pointwise() && nbc == 1 {
-                    // dx [c_in, hw] = wᵀ [c_in, c_out] · dy [c_out, hw].
-                    gemm_serial(k, c_out, p, w, true, dyc, false, dxc, 1.0, 0.0);
-                } else {
-                    st.dcol.resize(k * p, 0.0);
-                    gemm_serial(k, c_out, p, w, true, dyc, false, &mut st.dcol, 1.0, 0.0);
-                    dxc.fill(0.0);
-                    col2im(s, &st.dcol, nbc, dxc);
-                }
-            }
-            st
+            });
+            dw_acc
         })
-        .map(|st| st.dw)
         .collect();
 
     if let Some(dw) = dw {

@@ -55,7 +55,7 @@ fn relu_and_gelu_forward_backward() {
     let mut y = [0.0f32; 2];
     gelu_forward(&[1.0, -1.0], &mut y).unwrap();
     assert!(
-        (y[0] - 0.841_344_75).abs() < 1e-6 && (y[1] + 0.158_655_25).abs() < 1e-6,
+        (y[0] as f64 - 0.841_344_746).abs() < 1e-6 && (y[1] as f64 + 0.158_655_254).abs() < 1e-6,
         "{y:?}"
     );
 }
