@@ -69,7 +69,7 @@ pub(crate) fn find_file(dir: &Path, names: &[String], expected: &str) -> Result<
 
 /// Splits a fixed-record binary file into whole records, naming the offset of a partial one.
 pub(crate) fn check_records(path: &Path, len: usize, record: usize) -> Result<usize> {
-    if len % record != 0 {
+    if !len.is_multiple_of(record) {
         return Err(DataError::Size {
             path: path.to_path_buf(),
             offset: (len / record * record) as u64,

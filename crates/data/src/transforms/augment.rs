@@ -11,8 +11,8 @@ use crate::transforms::resize::{Interp, resize_image, resize_labels, resize_valu
 /// Label written where a crop reaches into the padding of a segmentation map.
 pub const IGNORE_LABEL: u16 = u16::MAX;
 
-/// Augmentation settings for one source of a loader.
-#[derive(Clone, Debug)]
+/// Augmentation settings for one source of a loader (default: none, output as input).
+#[derive(Clone, Debug, Default)]
 pub struct Augment {
     /// Resize every image first (rows, cols, method); dense targets follow with the method
     /// their task needs (nearest for labels).
@@ -29,20 +29,6 @@ pub struct Augment {
     pub mean: Vec<f32>,
     /// Per-channel standard deviation of `v / 255` (empty: 1).
     pub std: Vec<f32>,
-}
-
-impl Default for Augment {
-    fn default() -> Self {
-        Augment {
-            resize: None,
-            channels: None,
-            pad: 0,
-            crop: None,
-            flip: false,
-            mean: Vec::new(),
-            std: Vec::new(),
-        }
-    }
 }
 
 /// Output of [`Augment::apply`].
