@@ -3,6 +3,9 @@
 //! Readers take the layouts people already have on disk (the torchvision conventions) and hand
 //! out [`Sample`]s through the [`Dataset`] trait; [`Loader`] turns one or several datasets into
 //! deterministic, augmented, multi-task [`Batch`]es with background workers.
+//!
+//! # Usage (from the crate README)
+#![doc = include_str!("../README.md")]
 
 pub mod error;
 pub mod image;
