@@ -6,6 +6,8 @@
 //! with `scalarize_autograd`, then [`Model::step`] with an [`optim::Optimizer`] and a learning
 //! rate from an [`optim::Schedule`]; [`Model::save`] / [`Model::load`] for checkpoints.
 
+#![warn(missing_docs)]
+
 pub mod checkpoint;
 pub mod error;
 pub mod init;

@@ -348,3 +348,17 @@ fn losses_for_binary_and_dense_heads() {
     .to_string();
     assert!(e.contains("Classes") && e.contains("a3"), "{e}");
 }
+
+#[test]
+fn models_and_optimizers_move_between_threads() {
+    // PBT trains population members on worker threads.
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Model>();
+    assert_send_sync::<Optimizer>();
+    let mut m = model("vit-ti:p8:d1:r16", "3");
+    let handle = std::thread::spawn(move || {
+        let out = m.forward(&images(1, 3, 16, 0), &Routing::AllHeads).unwrap();
+        out.outputs[0].output.shape().to_vec()
+    });
+    assert_eq!(handle.join().unwrap(), vec![1, 3]);
+}
