@@ -1,0 +1,181 @@
+//! Batched segmented Gram matrices: throughput on the CPU, and on the GPU when one is usable,
+//! next to a copy of the same size measured in the same run.
+//!
+//! GB/s counts the T x P gradient matrix read once and the L x T x T result written once.
+//! Summary lines go to stderr and, if `SCALARIZE_BENCH_SUMMARY` names a file, are appended to
+//! it as JSON. `SCALARIZE_REQUIRE_GPU=1` makes a missing GPU an error.
+
+use std::hint::black_box;
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput};
+use rayon::prelude::*;
+use scalarize_kernels::cpu;
+
+/// Small deterministic generator.
+struct Lcg(u64);
+
+impl Lcg {
+    fn uniform(&mut self) -> f32 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        ((self.0 >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0) as f32
+    }
+}
+
+/// `l` segments over `p` columns: big "conv" segments alternating with 64-float "biases".
+fn layer_segments(p: usize, l: usize) -> Vec<usize> {
+    let pairs = l / 2;
+    let big = (p - pairs * 64) / pairs;
+    let mut ends = Vec::with_capacity(l);
+    let mut e = 0;
+    for _ in 0..pairs {
+        e += big;
+        ends.push(e);
+        e += 64;
+        ends.push(e);
+    }
+    *ends.last_mut().expect("l >= 2") = p;
+    ends
+}
+
+fn par_copy(src: &[f32], dst: &mut [f32]) {
+    dst.par_chunks_mut(1 << 16)
+        .zip(src.par_chunks(1 << 16))
+        .for_each(|(d, s)| d.copy_from_slice(s));
+}
+
+fn median_secs(reps: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    let mut times: Vec<f64> = (0..reps)
+        .map(|_| {
+            let t0 = Instant::now();
+            f();
+            t0.elapsed().as_secs_f64()
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
+}
+
+fn report(bench: &str, device: &str, shape: &str, gbps: f64, copy_gbps: f64) {
+    let ratio = 100.0 * gbps / copy_gbps;
+    eprintln!(
+        "SUMMARY {bench} [{device}] {shape}: {gbps:.1} GB/s, copy {copy_gbps:.1} GB/s ({ratio:.0}% of copy)"
+    );
+    if let Ok(path) = std::env::var("SCALARIZE_BENCH_SUMMARY") {
+        let line = format!(
+            "{{\"bench\":\"{bench}\",\"device\":\"{device}\",\"shape\":\"{shape}\",\"gbps\":{gbps:.3},\"copy_gbps\":{copy_gbps:.3},\"ratio_pct\":{ratio:.1}}}\n"
+        );
+        let ok = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(line.as_bytes()));
+        if let Err(e) = ok {
+            eprintln!("cannot append to {path}: {e}");
+        }
+    }
+}
+
+fn cpu_benches(c: &mut Criterion) {
+    let mut g = c.benchmark_group("grad_gram_cpu");
+    for (t, p, l) in [
+        (2usize, 1usize << 24, 160usize),
+        (8, 1 << 22, 160),
+        (16, 1 << 21, 160),
+    ] {
+        let mut rng = Lcg(t as u64);
+        let data: Vec<f32> = (0..t * p).map(|_| rng.uniform()).collect();
+        let ends = layer_segments(p, l);
+        let shape = format!("T={t} P={p} L={l}");
+        let bytes = (t * p * 4 + l * t * t * 8) as u64;
+        g.throughput(Throughput::Bytes(bytes));
+        g.bench_function(format!("gram {shape}"), |b| {
+            b.iter(|| black_box(cpu::grad_gram(&data, t, p, &ends).expect("ok")))
+        });
+        // A copy moving the same number of bytes (read half, write half).
+        let half = t * p / 2;
+        let mut dst = vec![0.0f32; half];
+        g.throughput(Throughput::Bytes((2 * half * 4) as u64));
+        g.bench_function(format!("copy {shape}"), |b| {
+            b.iter(|| par_copy(black_box(&data[..half]), &mut dst))
+        });
+        let secs = median_secs(9, || {
+            black_box(cpu::grad_gram(&data, t, p, &ends).expect("ok"));
+        });
+        let copy = median_secs(9, || par_copy(&data[..half], &mut dst));
+        report(
+            "grad_gram",
+            "cpu",
+            &shape,
+            bytes as f64 / secs / 1e9,
+            (2 * half * 4) as f64 / copy / 1e9,
+        );
+    }
+    g.finish();
+}
+
+fn gpu_benches(c: &mut Criterion) {
+    use scalarize_kernels::cuda::{self, Gpu};
+    let gpu = match Gpu::shared(0) {
+        Ok(g) => g,
+        Err(why) => {
+            if std::env::var("SCALARIZE_REQUIRE_GPU").is_ok_and(|v| v == "1") {
+                panic!("SCALARIZE_REQUIRE_GPU=1 but no usable GPU: {why}");
+            }
+            eprintln!("SKIPPED GPU benchmarks: {why}");
+            return;
+        }
+    };
+    let s = gpu.stream().clone();
+    let mut g = c.benchmark_group("grad_gram_gpu");
+    // The large size: T = 8 x P = 25M with 160 segments (800 MB), plus T = 32.
+    for (t, p, l) in [(8usize, 25_000_000usize, 160usize), (32, 6_250_000, 160)] {
+        let mut rng = Lcg(t as u64);
+        let data: Vec<f32> = (0..t * p).map(|_| rng.uniform()).collect();
+        let ends = layer_segments(p, l);
+        let shape = format!("T={t} P={p} L={l}");
+        let dg = s.clone_htod(&data).expect("upload");
+        let mut out = s.alloc_zeros::<f64>(l * t * t).expect("alloc");
+        let half = t * p / 2;
+        let mut dcopy = s.alloc_zeros::<f32>(half).expect("alloc");
+        let bytes = (t * p * 4 + l * t * t * 8) as u64;
+        let mut run = || {
+            cuda::grad_gram_device(&gpu, &dg, t, p, &ends, &mut out).expect("ok");
+            s.synchronize().expect("sync");
+        };
+        g.throughput(Throughput::Bytes(bytes));
+        g.bench_function(format!("gram {shape}"), |b| b.iter(&mut run));
+        let secs = median_secs(21, &mut run);
+        let mut copy_once = || {
+            s.memcpy_dtod(&dg.slice(..half), &mut dcopy).expect("copy");
+            s.synchronize().expect("sync");
+        };
+        g.throughput(Throughput::Bytes((2 * half * 4) as u64));
+        g.bench_function(format!("copy {shape}"), |b| b.iter(&mut copy_once));
+        let copy = median_secs(21, &mut copy_once);
+        report(
+            "grad_gram",
+            "gpu",
+            &shape,
+            bytes as f64 / secs / 1e9,
+            (2 * half * 4) as f64 / copy / 1e9,
+        );
+    }
+    g.finish();
+}
+
+fn main() {
+    let mut c = Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .configure_from_args();
+    cpu_benches(&mut c);
+    gpu_benches(&mut c);
+    c.final_summary();
+}

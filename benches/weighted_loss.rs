@@ -1,0 +1,270 @@
+//! Fused weighted multi-task loss (forward + backward): throughput on the CPU, and on the GPU
+//! when one is usable, next to a copy of the same size measured in the same run.
+//!
+//! GB/s counts each input read once and each output written once: logits and targets read,
+//! d(logits) written. Besides criterion's report, a summary line per kernel goes to stderr and,
+//! if `SCALARIZE_BENCH_SUMMARY` names a file, is appended to it as JSON (scripts/gpu-check.sh
+//! builds its table from it). `SCALARIZE_REQUIRE_GPU=1` makes a missing GPU an error.
+
+use std::hint::black_box;
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput};
+use rayon::prelude::*;
+use scalarize_kernels::cpu::{self, TaskLayout, WeightedBceInput, WeightedCeInput};
+
+/// Small deterministic generator (benchmarks need no statistical quality).
+struct Lcg(u64);
+
+impl Lcg {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        self.0 >> 11
+    }
+    fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
+        lo + (hi - lo) * (self.next_u64() as f64 / (1u64 << 53) as f64) as f32
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+}
+
+/// A CE problem: n rows, heads of `sizes` classes, no mask, 5% ignored labels.
+struct CeProblem {
+    layout: TaskLayout,
+    n: usize,
+    logits: Vec<f32>,
+    targets: Vec<i64>,
+    weights: Vec<f32>,
+}
+
+fn ce_problem(n: usize, sizes: &[usize]) -> CeProblem {
+    let mut rng = Lcg(42);
+    let layout = TaskLayout::from_sizes(sizes).expect("valid sizes");
+    let (t, w) = (layout.num_tasks(), layout.width());
+    let logits = (0..n * w).map(|_| rng.uniform(-5.0, 5.0)).collect();
+    let targets = (0..n * t)
+        .map(|k| {
+            if rng.below(20) == 0 {
+                -100
+            } else {
+                rng.below(sizes[k % t]) as i64
+            }
+        })
+        .collect();
+    let weights = (0..t).map(|_| rng.uniform(0.1, 1.0)).collect();
+    CeProblem {
+        layout,
+        n,
+        logits,
+        targets,
+        weights,
+    }
+}
+
+/// Bytes a CE call moves: logits + targets read, gradient written.
+fn ce_bytes(n: usize, w: usize, t: usize) -> u64 {
+    (n * w * 4 + n * t * 8 + n * w * 4) as u64
+}
+
+/// Bytes a BCE call moves: logits + targets + mask read, gradient written.
+fn bce_bytes(n: usize, w: usize, t: usize) -> u64 {
+    (n * w * 4 + n * w * 4 + n * t + n * w * 4) as u64
+}
+
+/// Parallel copy: the machine's achievable bandwidth for the same access pattern.
+fn par_copy(src: &[f32], dst: &mut [f32]) {
+    dst.par_chunks_mut(1 << 16)
+        .zip(src.par_chunks(1 << 16))
+        .for_each(|(d, s)| d.copy_from_slice(s));
+}
+
+/// Median wall time of `reps` calls after one warm-up call.
+fn median_secs(reps: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    let mut times: Vec<f64> = (0..reps)
+        .map(|_| {
+            let t0 = Instant::now();
+            f();
+            t0.elapsed().as_secs_f64()
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
+}
+
+/// Prints a summary line and appends it as JSON to `SCALARIZE_BENCH_SUMMARY` if set.
+fn report(bench: &str, device: &str, shape: &str, gbps: f64, copy_gbps: f64) {
+    let ratio = 100.0 * gbps / copy_gbps;
+    eprintln!(
+        "SUMMARY {bench} [{device}] {shape}: {gbps:.1} GB/s, copy {copy_gbps:.1} GB/s ({ratio:.0}% of copy)"
+    );
+    if let Ok(path) = std::env::var("SCALARIZE_BENCH_SUMMARY") {
+        let line = format!(
+            "{{\"bench\":\"{bench}\",\"device\":\"{device}\",\"shape\":\"{shape}\",\"gbps\":{gbps:.3},\"copy_gbps\":{copy_gbps:.3},\"ratio_pct\":{ratio:.1}}}\n"
+        );
+        let ok = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(line.as_bytes()));
+        if let Err(e) = ok {
+            eprintln!("cannot append to {path}: {e}");
+        }
+    }
+}
+
+fn cpu_benches(c: &mut Criterion) {
+    // 16384 x 1000 f32 = 64 MiB of logits: far beyond the caches.
+    let ce_cases: [(usize, &[usize], &str); 2] = [
+        (16_384, &[1000], "n=16384 C=1000"),
+        (65_536, &[10; 40], "n=65536 40 heads x 10"),
+    ];
+    let mut g = c.benchmark_group("weighted_loss_cpu");
+    for (n, sizes, shape) in ce_cases {
+        let pr = ce_problem(n, sizes);
+        let (t, w) = (pr.layout.num_tasks(), pr.layout.width());
+        let input = WeightedCeInput {
+            layout: &pr.layout,
+            n: pr.n,
+            logits: &pr.logits,
+            targets: &pr.targets,
+            mask: None,
+            weights: &pr.weights,
+            ignore_index: -100,
+        };
+        let mut grad = vec![0.0f32; n * w];
+        let bytes = ce_bytes(n, w, t);
+        g.throughput(Throughput::Bytes(bytes));
+        g.bench_function(format!("ce {shape}"), |b| {
+            b.iter(|| black_box(cpu::weighted_ce_loss(&input, Some(&mut grad)).expect("ok")))
+        });
+        let mut dst = vec![0.0f32; n * w];
+        g.throughput(Throughput::Bytes((2 * n * w * 4) as u64));
+        g.bench_function(format!("copy {shape}"), |b| {
+            b.iter(|| par_copy(black_box(&pr.logits), &mut dst))
+        });
+        let secs = median_secs(9, || {
+            black_box(cpu::weighted_ce_loss(&input, Some(&mut grad)).expect("ok"));
+        });
+        let copy = median_secs(9, || par_copy(&pr.logits, &mut dst));
+        report(
+            "weighted_ce",
+            "cpu",
+            shape,
+            bytes as f64 / secs / 1e9,
+            (2 * n * w * 4) as f64 / copy / 1e9,
+        );
+    }
+
+    // Binary attributes (CelebA-like): 40 one-logit tasks.
+    let (n, t) = (262_144, 40);
+    let mut rng = Lcg(7);
+    let layout = TaskLayout::from_sizes(&[1; 40]).expect("valid");
+    let logits: Vec<f32> = (0..n * t).map(|_| rng.uniform(-6.0, 6.0)).collect();
+    let targets: Vec<f32> = (0..n * t).map(|_| rng.below(2) as f32).collect();
+    let mask: Vec<u8> = (0..n * t).map(|_| u8::from(rng.below(10) != 0)).collect();
+    let weights = vec![1.0f32 / 40.0; t];
+    let input = WeightedBceInput {
+        layout: &layout,
+        n,
+        logits: &logits,
+        targets: &targets,
+        mask: Some(&mask),
+        weights: &weights,
+    };
+    let mut grad = vec![0.0f32; n * t];
+    let bytes = bce_bytes(n, t, t);
+    g.throughput(Throughput::Bytes(bytes));
+    g.bench_function("bce n=262144 40 attributes", |b| {
+        b.iter(|| black_box(cpu::weighted_bce_loss(&input, Some(&mut grad)).expect("ok")))
+    });
+    let secs = median_secs(9, || {
+        black_box(cpu::weighted_bce_loss(&input, Some(&mut grad)).expect("ok"));
+    });
+    let mut dst = vec![0.0f32; n * t];
+    let copy = median_secs(9, || par_copy(&logits, &mut dst));
+    report(
+        "weighted_bce",
+        "cpu",
+        "n=262144 40 attributes",
+        bytes as f64 / secs / 1e9,
+        (2 * n * t * 4) as f64 / copy / 1e9,
+    );
+    g.finish();
+}
+
+fn gpu_benches(c: &mut Criterion) {
+    use scalarize_kernels::cuda::{self, CudaCeInput, Gpu};
+    let gpu = match Gpu::shared(0) {
+        Ok(g) => g,
+        Err(why) => {
+            if std::env::var("SCALARIZE_REQUIRE_GPU").is_ok_and(|v| v == "1") {
+                panic!("SCALARIZE_REQUIRE_GPU=1 but no usable GPU: {why}");
+            }
+            eprintln!("SKIPPED GPU benchmarks: {why}");
+            return;
+        }
+    };
+    let s = gpu.stream().clone();
+    // The large size: 65,536 rows x 1,000 classes (256 MiB of logits).
+    let (n, sizes, shape) = (65_536usize, [1000usize], "n=65536 C=1000");
+    let pr = ce_problem(n, &sizes);
+    let (t, w) = (pr.layout.num_tasks(), pr.layout.width());
+    let dl = s.clone_htod(&pr.logits).expect("upload");
+    let dt = s.clone_htod(&pr.targets).expect("upload");
+    let mut dgrad = s.alloc_zeros::<f32>(n * w).expect("alloc");
+    let mut dcopy = s.alloc_zeros::<f32>(n * w).expect("alloc");
+    let input = CudaCeInput {
+        layout: &pr.layout,
+        n,
+        logits: &dl,
+        targets: &dt,
+        mask: None,
+        weights: &pr.weights,
+        ignore_index: -100,
+    };
+    let bytes = ce_bytes(n, w, t);
+    let mut g = c.benchmark_group("weighted_loss_gpu");
+    g.throughput(Throughput::Bytes(bytes));
+    g.bench_function(format!("ce {shape}"), |b| {
+        b.iter(|| black_box(cuda::weighted_ce_loss(&gpu, &input, Some(&mut dgrad)).expect("ok")))
+    });
+    g.throughput(Throughput::Bytes((2 * n * w * 4) as u64));
+    g.bench_function(format!("copy {shape}"), |b| {
+        b.iter(|| {
+            s.memcpy_dtod(&dl, &mut dcopy).expect("copy");
+            s.synchronize().expect("sync");
+        })
+    });
+    g.finish();
+    let secs = median_secs(21, || {
+        black_box(cuda::weighted_ce_loss(&gpu, &input, Some(&mut dgrad)).expect("ok"));
+    });
+    let copy = median_secs(21, || {
+        s.memcpy_dtod(&dl, &mut dcopy).expect("copy");
+        s.synchronize().expect("sync");
+    });
+    report(
+        "weighted_ce",
+        "gpu",
+        shape,
+        bytes as f64 / secs / 1e9,
+        (2 * n * w * 4) as f64 / copy / 1e9,
+    );
+}
+
+fn main() {
+    let mut c = Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .configure_from_args();
+    cpu_benches(&mut c);
+    gpu_benches(&mut c);
+    c.final_summary();
+}
