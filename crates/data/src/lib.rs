@@ -6,6 +6,7 @@
 //!
 //! # Usage (from the crate README)
 #![doc = include_str!("../README.md")]
+#![warn(missing_docs)]
 
 pub mod error;
 pub mod image;

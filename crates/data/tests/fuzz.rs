@@ -80,3 +80,23 @@ fn lying_idx_header_is_refused_without_allocating() {
     // Bad gzip after a valid magic is an error, not a panic.
     assert!(parse_idx(&[0x1f, 0x8b, 1, 2, 3], Path::new("x.gz")).is_err());
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// Resizing and augmenting any small shape, including empty ones, never panics.
+    #[test]
+    fn resize_and_augment_never_panic(h in 0usize..6, w in 0usize..6, c in 1usize..4, oh in 0usize..7, ow in 0usize..7, pad in 0usize..3, crop in proptest::option::of((0usize..9, 0usize..9))) {
+        use scalarize_data::transforms::{Interp, resize_values};
+        use scalarize_data::{Augment, Image, Sample};
+        for interp in [Interp::Bilinear, Interp::Area, Interp::Nearest] {
+            let out = resize_values(&vec![1.0; h * w * c], h, w, c, oh, ow, interp);
+            prop_assert_eq!(out.len(), oh * ow * c);
+        }
+        let aug = Augment { pad, crop, flip: true, resize: Some((oh, ow, Interp::Area)), ..Default::default() };
+        let s = Sample { image: Image::new(h, w, c, vec![3; h * w * c]), targets: vec![] };
+        if let Ok(a) = aug.apply(s, 1, 2, 3, 4) {
+            prop_assert_eq!(a.chw.len(), a.shape.iter().product::<usize>());
+        }
+    }
+}

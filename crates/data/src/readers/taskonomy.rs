@@ -121,13 +121,15 @@ impl Taskonomy {
         let (oh, ow) = self.size;
         Ok(Some(match task {
             "segment_semantic" => {
-                let labels = img.into_luma16().into_raw();
-                // 8-bit PNGs come back scaled by 257 in luma16; undo that.
-                let bits16 = labels.iter().any(|&v| v % 257 != 0);
-                let labels: Vec<u16> = if bits16 {
-                    labels
-                } else {
-                    labels.iter().map(|v| v / 257).collect()
+                // 8-bit label PNGs are the norm; 16-bit ones are read as they are.
+                let labels: Vec<u16> = match img {
+                    image::DynamicImage::ImageLuma16(buf) => buf.into_raw(),
+                    other => other
+                        .into_luma8()
+                        .into_raw()
+                        .into_iter()
+                        .map(u16::from)
+                        .collect(),
                 };
                 Target::Segmentation(LabelMap {
                     height: oh,

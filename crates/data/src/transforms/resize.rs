@@ -64,6 +64,10 @@ pub fn resize_values(
     if h == oh && w == ow {
         return src.to_vec();
     }
+    if h == 0 || w == 0 {
+        // Nothing to sample from: an empty source gives a zero image rather than a panic.
+        return vec![0.0; oh * ow * c];
+    }
     let ty = taps(h, oh, interp);
     let tx = taps(w, ow, interp);
     // Vertical pass: oh x w x c.
@@ -110,6 +114,9 @@ pub fn resize_image(img: &Image, oh: usize, ow: usize, interp: Interp) -> Image 
 
 /// Resizes a label map with nearest neighbour (labels must never be blended).
 pub fn resize_labels(src: &[u16], h: usize, w: usize, oh: usize, ow: usize) -> Vec<u16> {
+    if h == 0 || w == 0 {
+        return vec![u16::MAX; oh * ow];
+    }
     let ty = taps(h, oh, Interp::Nearest);
     let tx = taps(w, ow, Interp::Nearest);
     let mut out = Vec::with_capacity(oh * ow);
