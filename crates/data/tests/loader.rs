@@ -251,3 +251,118 @@ fn a_zero_probability_domain_is_never_drawn() {
     assert!(plan.iter().flatten().all(|&(d, _)| d == 1));
     assert_eq!(synthetic(3, 1, 1, 1, "x", 0).len(), 3);
 }
+
+/// Dense and segmentation targets are collated CHW / HW, flipped with the image, and masked.
+#[test]
+fn dense_targets_collate_and_follow_the_flip() {
+    use scalarize_data::{DenseMap, Image, LabelMap, Sample, Target, TaskKind};
+    struct Dense;
+    impl Dataset for Dense {
+        fn len(&self) -> usize {
+            6
+        }
+        fn tasks(&self) -> Vec<TaskSpec> {
+            vec![
+                TaskSpec {
+                    name: "normal".into(),
+                    kind: TaskKind::Dense { channels: 2 },
+                },
+                TaskSpec {
+                    name: "seg".into(),
+                    kind: TaskKind::Segmentation { num_classes: 5 },
+                },
+            ]
+        }
+        fn get(&self, i: usize) -> scalarize_data::Result<Sample> {
+            let (h, w) = (2, 3);
+            let image = Image::new(h, w, 1, (0..6).map(|p| (p * 10 + i) as u8).collect());
+            // values[(y*w+x)*2 + c] = 100*c + 10*y + x + 1
+            let values = (0..6)
+                .flat_map(|p| {
+                    [
+                        (10 * (p / 3) + p % 3 + 1) as f32,
+                        (100 + 10 * (p / 3) + p % 3 + 1) as f32,
+                    ]
+                })
+                .collect();
+            let normal = DenseMap {
+                height: h,
+                width: w,
+                channels: 2,
+                values,
+                flip_negates: Some(0),
+            };
+            let seg = LabelMap {
+                height: h,
+                width: w,
+                labels: (0..6).collect(),
+            };
+            let seg = if i % 2 == 0 {
+                Some(Target::Segmentation(seg))
+            } else {
+                None
+            };
+            Ok(Sample {
+                image,
+                targets: vec![Some(Target::Dense(normal)), seg],
+            })
+        }
+    }
+    let aug = Augment {
+        flip: true,
+        ..Default::default()
+    };
+    let cfg = LoaderConfig {
+        batch_size: 6,
+        shuffle: false,
+        workers: 1,
+        seed: 4,
+        ..Default::default()
+    };
+    let b = Loader::new(vec![Source::new(Dense, aug)], cfg)
+        .unwrap()
+        .epoch(0)
+        .next()
+        .unwrap()
+        .unwrap();
+    let TaskBatch::Dense {
+        values,
+        shape,
+        mask,
+    } = &b.targets[0]
+    else {
+        panic!()
+    };
+    let TaskBatch::Segmentation {
+        labels,
+        mask: seg_mask,
+        ..
+    } = &b.targets[1]
+    else {
+        panic!()
+    };
+    assert_eq!(*shape, [2, 2, 3]);
+    assert!(mask.iter().all(|&m| m));
+    let mut flipped = 0;
+    for s in 0..6 {
+        // Flip state from the image: pixel (0,0) is 0*10+s unflipped, 2*10+s flipped.
+        let flip = b.images[s * 6] == (20 + s) as f32 / 255.0;
+        flipped += flip as usize;
+        for y in 0..2 {
+            for x in 0..3 {
+                let sx = if flip { 2 - x } else { x };
+                let sign = if flip { -1.0 } else { 1.0 };
+                assert_eq!(values[s * 12 + y * 3 + x], sign * (10 * y + sx + 1) as f32);
+                assert_eq!(
+                    values[s * 12 + 6 + y * 3 + x],
+                    (100 + 10 * y + sx + 1) as f32
+                );
+                if s % 2 == 0 {
+                    assert_eq!(labels[s * 6 + y * 3 + x], (y * 3 + sx) as u16);
+                }
+            }
+        }
+        assert_eq!(seg_mask[s], s % 2 == 0);
+    }
+    assert!(flipped > 0 && flipped < 6, "flips: {flipped}");
+}

@@ -54,3 +54,56 @@ fn shipped_digits_counts() {
         [36, 36, 35, 37, 36, 36, 36, 36, 35, 36]
     );
 }
+
+/// The README's two-domain setup on the shipped data, and MultiMNIST built from it.
+#[test]
+fn shipped_two_domains_and_multimnist_through_the_loader() {
+    use scalarize_data::readers::MultiMnist;
+    use scalarize_data::transforms::Interp;
+    use scalarize_data::{Augment, DomainSampler, Loader, LoaderConfig, Source, Target, TaskBatch};
+    let m = mnist::open(&datasets().join("mnist"), Split::Test).unwrap();
+    let d = digits::open(&datasets().join("digits"), Split::Test).unwrap();
+    let norm = Augment {
+        mean: vec![0.13],
+        std: vec![0.31],
+        pad: 2,
+        crop: Some((28, 28)),
+        flip: false,
+        ..Default::default()
+    };
+    let up = Augment {
+        resize: Some((28, 28, Interp::Bilinear)),
+        ..norm.clone()
+    };
+    let loader = Loader::new(
+        vec![Source::new(m.clone(), norm), Source::new(d, up)],
+        LoaderConfig {
+            batch_size: 32,
+            workers: 2,
+            seed: 5,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let sampler = DomainSampler::new(&[0.5, 0.5], 3).unwrap();
+    let batches: Vec<_> = loader
+        .epoch_sampled(0, &sampler)
+        .unwrap()
+        .map(|b| b.unwrap())
+        .collect();
+    assert_eq!(batches.len(), 3);
+    for b in &batches {
+        assert_eq!(b.shape, [32, 1, 28, 28]);
+        assert!(b.images.iter().all(|v| v.is_finite()));
+        let TaskBatch::Class { labels, mask } = &b.targets[0] else {
+            panic!()
+        };
+        assert!(labels.iter().all(|&l| l < 10) && mask.iter().all(|&m| m));
+    }
+    let mm = MultiMnist::new(m, 100, 0, Some(28)).unwrap();
+    let s = mm.get(3).unwrap();
+    assert_eq!((s.image.height, s.image.width), (28, 28));
+    let (a, b, _, _) = mm.layout(3);
+    assert_eq!(s.targets[0], Some(Target::Class(mm.class_of(3).unwrap())));
+    assert!(a == 3 && b < 2000);
+}
