@@ -297,7 +297,7 @@ fn dense_targets_collate_and_follow_the_flip() {
                 width: w,
                 labels: (0..6).collect(),
             };
-            let seg = if i % 2 == 0 {
+            let seg = if i.is_multiple_of(2) {
                 Some(Target::Segmentation(seg))
             } else {
                 None
