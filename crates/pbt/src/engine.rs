@@ -495,11 +495,10 @@ impl Pbt {
                     }
                 }
             }
-            for m in 0..members.len() {
-                let me = &members[m];
-                if !me.failed && !in_flight.contains(&m) && me.units + interval <= share {
+            for me in &members {
+                if !me.failed && !in_flight.contains(&me.member) && me.units + interval <= share {
                     self.dispatch(pool, me)?;
-                    in_flight.insert(m);
+                    in_flight.insert(me.member);
                 }
             }
             if in_flight.is_empty() {

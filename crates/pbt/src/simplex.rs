@@ -82,17 +82,23 @@ pub fn perturb_multiplicative(
     floor: f64,
     rng: &mut PbtRng,
 ) -> Vec<f64> {
-    let mut out: Vec<f64> = w
+    let chosen: Vec<f64> = w
         .iter()
-        .map(|&x| {
-            let f = if factors.is_empty() {
+        .map(|_| {
+            if factors.is_empty() {
                 1.0
             } else {
                 factors[rng.random_range(0..factors.len())]
-            };
-            x * f
+            }
         })
         .collect();
+    if chosen.windows(2).all(|p| p[0] == p[1]) {
+        // Equal factors cancel in the renormalisation: keep the weights bit for bit.
+        let mut out = w.to_vec();
+        project(&mut out, floor);
+        return out;
+    }
+    let mut out: Vec<f64> = w.iter().zip(&chosen).map(|(x, f)| x * f).collect();
     let s: f64 = out.iter().sum();
     if s > 0.0 && s.is_finite() {
         out.iter_mut().for_each(|x| *x /= s);

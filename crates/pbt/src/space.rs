@@ -189,10 +189,10 @@ impl Domain {
                     return bad(format!("simplex has {} weights, expected {dim}", w.len()));
                 }
                 let s: f64 = w.iter().sum();
-                if !(s - 1.0).abs().le(&SIMPLEX_TOL) {
+                if s.is_nan() || (s - 1.0).abs() > SIMPLEX_TOL {
                     return bad(format!("simplex weights sum to {s}, expected 1"));
                 }
-                if let Some(x) = w.iter().find(|x| !(**x >= floor - SIMPLEX_TOL)) {
+                if let Some(x) = w.iter().find(|x| x.is_nan() || **x < floor - SIMPLEX_TOL) {
                     return bad(format!("simplex weight {x} below the floor {floor}"));
                 }
             }

@@ -12,7 +12,7 @@ use scalarize_pbt::{BoxError, Mode, Pbt, PbtError};
 fn run(fault: Fault, mode: Mode, burn_in: u64) -> scalarize_pbt::RunReport {
     let fired = Arc::new(AtomicBool::new(false));
     let dir = tempfile::tempdir().unwrap();
-    let r = Pbt::builder(dir.path(), MovingOptimum::space())
+    Pbt::builder(dir.path(), MovingOptimum::space())
         .population(4)
         .workers(2)
         .interval(5)
@@ -24,8 +24,7 @@ fn run(fault: Fault, mode: Mode, burn_in: u64) -> scalarize_pbt::RunReport {
         .build()
         .unwrap()
         .run(|m| Ok(Faulty::new(MovingOptimum::new(), m, 2, 10, fault, &fired)))
-        .unwrap();
-    r
+        .unwrap()
 }
 
 #[test]
