@@ -30,7 +30,22 @@ fn noise(n: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
-fn step(m: &mut Model, opt: &mut Optimizer, x: &Tensor, labels: &[Vec<i64>]) -> f32 {
+/// Wall time of the three phases of a step, accumulated over the timed steps.
+#[derive(Default)]
+struct Phases {
+    forward: f64,
+    backward: f64,
+    update: f64,
+}
+
+fn step(
+    m: &mut Model,
+    opt: &mut Optimizer,
+    x: &Tensor,
+    labels: &[Vec<i64>],
+    phases: &mut Phases,
+) -> f32 {
+    let t0 = Instant::now();
     let out = m.forward(x, &Routing::AllHeads).expect("forward");
     let losses: Vec<Tensor> = out
         .outputs
@@ -42,9 +57,16 @@ fn step(m: &mut Model, opt: &mut Optimizer, x: &Tensor, labels: &[Vec<i64>]) -> 
         .collect();
     let loss = weighted_sum(&losses, &[0.5, 0.5]).expect("weighted loss");
     let value = loss.item().expect("scalar");
+    let t1 = Instant::now();
     let grads = loss.backward().expect("backward");
+    // Dropping the graph first lets the optimizer update parameters in place (no copy).
     drop((out, losses, loss));
+    let t2 = Instant::now();
     m.step(opt, &grads, 0.05, None).expect("optimizer step");
+    let t3 = Instant::now();
+    phases.forward += (t1 - t0).as_secs_f64();
+    phases.backward += (t2 - t1).as_secs_f64();
+    phases.update += (t3 - t2).as_secs_f64();
     value
 }
 
@@ -67,18 +89,24 @@ fn bench_ours(spec: &str, steps: usize) -> f64 {
     });
     let mut opt = Optimizer::new(config, false).expect("optimizer");
     for _ in 0..2 {
-        step(&mut m, &mut opt, &x, &labels);
+        step(&mut m, &mut opt, &x, &labels, &mut Phases::default());
     }
+    let mut phases = Phases::default();
     let t0 = Instant::now();
     let mut loss = 0.0;
     for _ in 0..steps {
-        loss = step(&mut m, &mut opt, &x, &labels);
+        loss = step(&mut m, &mut opt, &x, &labels, &mut phases);
     }
     let secs = t0.elapsed().as_secs_f64();
     let ips = (steps * BATCH) as f64 / secs;
+    let ms = |t: f64| t * 1e3 / steps as f64;
     println!(
-        "scalarize  {spec:<22} {ips:8.1} images/s  ({:.1} ms/step, final loss {loss:.3})",
-        secs * 1e3 / steps as f64
+        "scalarize  {spec:<22} {ips:8.1} images/s  ({:.1} ms/step: forward {:.1}, backward {:.1}, \
+         update {:.1}; final loss {loss:.3})",
+        ms(secs),
+        ms(phases.forward),
+        ms(phases.backward),
+        ms(phases.update)
     );
     ips
 }
@@ -101,7 +129,10 @@ fn bench_torch(spec: &str, steps: usize, threads: usize) -> Option<f64> {
     if !out.status.success() {
         println!(
             "pytorch    {spec:<22} skipped: {}",
-            String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("failed")
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or("failed")
         );
         return None;
     }
@@ -120,7 +151,9 @@ fn main() {
     let models = std::env::var("SCALARIZE_BENCH_MODELS").unwrap_or_else(|_| DEFAULT_MODELS.into());
     let threads = rayon::current_num_threads();
     let with_torch = std::env::var("SCALARIZE_BENCH_NO_TORCH").is_err();
-    println!("train step: batch {BATCH}, 32x32, heads 10,10, SGD; {steps} timed steps; {threads} threads");
+    println!(
+        "train step: batch {BATCH}, 32x32, heads 10,10, SGD; {steps} timed steps; {threads} threads"
+    );
     for spec in models.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let ours = bench_ours(spec, steps);
         if with_torch && let Some(theirs) = bench_torch(spec, steps, threads) {
