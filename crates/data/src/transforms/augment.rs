@@ -133,7 +133,8 @@ impl Augment {
         })
     }
 
-    /// Crop, flip and normalise into CHW through a 256-entry lookup table per channel.
+    /// Crop, flip and normalise into CHW: `v * scale_c + bias_c` with
+    /// `scale_c = 1 / (255 std_c)`, `bias_c = -mean_c / std_c`.
     fn normalise(&self, img: &Image, g: &Geometry) -> Result<Vec<f32>> {
         let c = img.channels;
         for (name, v) in [("mean", &self.mean), ("std", &self.std)] {
@@ -144,33 +145,33 @@ impl Augment {
                 )));
             }
         }
-        let mut lut = vec![0f32; 256 * c];
+        let mut scale = vec![1.0 / 255.0; c];
+        let mut bias = vec![0.0f32; c];
         for ch in 0..c {
             let m = self.mean.get(ch).copied().unwrap_or(0.0);
             let s = self.std.get(ch).copied().unwrap_or(1.0);
-            for v in 0..256 {
-                lut[ch * 256 + v] = (v as f32 / 255.0 - m) / s;
-            }
+            scale[ch] = 1.0 / (255.0 * s);
+            bias[ch] = -m / s;
         }
         let plane = g.out_h * g.out_w;
         let mut out = vec![0f32; c * plane];
+        for ch in 0..c {
+            out[ch * plane..(ch + 1) * plane].fill(bias[ch]);
+        }
+        // Only the rows and columns that land inside the image are written; padding keeps bias.
         for y in 0..g.out_h {
-            let sy = g.src(y, g.dy, img.height);
+            let Some(sy) = g.src(y, g.dy, img.height) else {
+                continue;
+            };
+            let row = &img.data[sy * img.width * c..(sy + 1) * img.width * c];
             for x in 0..g.out_w {
-                let sx = g.src(g.col(x), g.dx, img.width);
+                let Some(sx) = g.src(g.col(x), g.dx, img.width) else {
+                    continue;
+                };
+                let p = &row[sx * c..(sx + 1) * c];
                 let o = y * g.out_w + x;
-                match (sy, sx) {
-                    (Some(sy), Some(sx)) => {
-                        let p = &img.data[(sy * img.width + sx) * c..(sy * img.width + sx + 1) * c];
-                        for ch in 0..c {
-                            out[ch * plane + o] = lut[ch * 256 + p[ch] as usize];
-                        }
-                    }
-                    _ => {
-                        for ch in 0..c {
-                            out[ch * plane + o] = lut[ch * 256];
-                        }
-                    }
+                for ch in 0..c {
+                    out[ch * plane + o] = p[ch] as f32 * scale[ch] + bias[ch];
                 }
             }
         }
