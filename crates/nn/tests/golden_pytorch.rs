@@ -3,6 +3,9 @@
 //! the forward pass, the losses and the gradients in CI, where torch is not installed (the full
 //! tensor-by-tensor comparison is `tests/interop.rs`). Images: `x[i] = (37 i mod 101) / 50 - 1`.
 
+// The constants are PyTorch's values printed as Python floats, copied verbatim.
+#![allow(clippy::excessive_precision)]
+
 use scalarize_autograd::Tensor;
 use scalarize_nn::layout::InitOptions;
 use scalarize_nn::loss::{Target, head_loss, weighted_sum};
