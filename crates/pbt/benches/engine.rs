@@ -10,10 +10,11 @@ use std::time::Instant;
 
 use criterion::{Criterion, Throughput};
 use scalarize_pbt::decision::{DecisionInput, candidates, decide};
+use scalarize_pbt::explore::Observation;
 use scalarize_pbt::report::MemberSummary;
 use scalarize_pbt::rng::{Purpose, stream};
 use scalarize_pbt::{
-    BoxError, Domain, Exploit, Explore, Hyperparams, Interval, Pbt, Perturb, SearchSpace,
+    BoxError, Domain, Exploit, Explore, Hyperparams, Interval, Pb2, Pbt, Perturb, SearchSpace,
     Trainable, Truncation,
 };
 
@@ -129,6 +130,38 @@ fn bench_decision(c: &mut Criterion) {
                     exploit: exploit.as_ref(),
                     explore: explore.as_ref(),
                     history: &[],
+                    burn_in: 0,
+                    interval: 1,
+                };
+                for m in 0..MEMBERS {
+                    let mut rng = stream(3, Purpose::Decision, 7, m as u64);
+                    black_box(decide(&input, m, &mut rng).ok());
+                }
+            })
+        },
+    );
+    // PB2 with 200 observations: the GP is fitted once per generation and reused.
+    let pb2: Box<dyn Explore> = Box::new(Pb2::default());
+    let history: Vec<Observation> = (0..200)
+        .map(|i| Observation {
+            member: i % MEMBERS,
+            step_end: 10 + i as u64 / 8,
+            hp: members[i % MEMBERS].hp.clone(),
+            reward_change: ((i * 13 % 17) as f64 - 8.0) / 8.0,
+        })
+        .collect();
+    g.bench_function(
+        "truncation+pb2 (200 observations), 64 members, all decisions of a generation",
+        |b| {
+            b.iter(|| {
+                let cands = candidates(&members);
+                let input = DecisionInput {
+                    members: &members,
+                    candidates: &cands,
+                    space: &s,
+                    exploit: exploit.as_ref(),
+                    explore: pb2.as_ref(),
+                    history: &history,
                     burn_in: 0,
                     interval: 1,
                 };

@@ -14,6 +14,8 @@
 //!
 //! See `README.md` and `examples/toy.rs` for a complete standalone example.
 
+#![warn(missing_docs)]
+
 pub mod checkpoint;
 pub mod config;
 pub mod decision;

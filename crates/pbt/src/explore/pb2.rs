@@ -2,6 +2,8 @@
 //! interval as a function of (time, hyperparameters); the new hyperparameters maximise an
 //! upper confidence bound over random candidates.
 
+use std::sync::{Arc, Mutex};
+
 use super::gp::Gp;
 use super::{Explore, ExploreContext, Perturb};
 use crate::rng::PbtRng;
@@ -11,7 +13,7 @@ use crate::value::Hyperparams;
 /// GP-UCB explore over candidates drawn from the space and from perturbations of the copied
 /// hyperparameters. Numeric domains are modelled (choices as their index); falls back to
 /// `fallback` while there are fewer than `min_points` observations.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Pb2 {
     /// UCB exploration weight: score = mean + kappa * std.
     pub kappa: f64,
@@ -25,6 +27,40 @@ pub struct Pb2 {
     pub min_points: usize,
     /// The explore used for perturbed candidates and as a fallback.
     pub fallback: Perturb,
+    /// The last fit, reused while the data and time are unchanged (all decisions of a
+    /// synchronous generation share one fit; the fit is deterministic, so reuse changes
+    /// nothing but the cost).
+    cache: Mutex<Option<(u64, Arc<Gp>)>>,
+}
+
+impl Clone for Pb2 {
+    fn clone(&self) -> Self {
+        Self {
+            kappa: self.kappa,
+            random_candidates: self.random_candidates,
+            perturbed_candidates: self.perturbed_candidates,
+            window: self.window,
+            min_points: self.min_points,
+            fallback: self.fallback.clone(),
+            cache: Mutex::new(None),
+        }
+    }
+}
+
+/// A fingerprint of the model inputs, targets and prediction time (FNV-1a over the bits).
+fn data_key(x: &[Vec<f64>], y: &[f64], t_next: u64) -> u64 {
+    let mut h: u64 = 0xCBF2_9CE4_8422_2325;
+    let mut eat = |v: u64| {
+        h ^= v;
+        h = h.wrapping_mul(0x0000_0100_0000_01B3);
+    };
+    eat(t_next);
+    eat(x.len() as u64);
+    for (xi, yi) in x.iter().zip(y) {
+        xi.iter().for_each(|v| eat(v.to_bits()));
+        eat(yi.to_bits());
+    }
+    h
 }
 
 impl Default for Pb2 {
@@ -36,7 +72,29 @@ impl Default for Pb2 {
             window: 200,
             min_points: 4,
             fallback: Perturb::default(),
+            cache: Mutex::new(None),
         }
+    }
+}
+
+impl Pb2 {
+    fn fit(&self, x: &[Vec<f64>], y: &[f64], key: u64) -> Option<Arc<Gp>> {
+        if let Ok(c) = self.cache.lock()
+            && let Some((k, gp)) = c.as_ref()
+            && *k == key
+        {
+            return Some(gp.clone());
+        }
+        let gp = Arc::new(Gp::fit(
+            x,
+            y,
+            &[0.1, 0.2, 0.4, 0.8, 1.6],
+            &[1e-3, 1e-2, 1e-1, 0.5],
+        )?);
+        if let Ok(mut c) = self.cache.lock() {
+            *c = Some((key, gp.clone()));
+        }
+        Some(gp)
     }
 }
 
@@ -82,7 +140,7 @@ impl Explore for Pb2 {
         };
         let x: Vec<Vec<f64>> = data.iter().map(|o| encode(o.step_end, &o.hp)).collect();
         let y: Vec<f64> = data.iter().map(|o| o.reward_change).collect();
-        let Some(gp) = Gp::fit(&x, &y, &[0.1, 0.2, 0.4, 0.8, 1.6], &[1e-3, 1e-2, 1e-1, 0.5]) else {
+        let Some(gp) = self.fit(&x, &y, data_key(&x, &y, t_next)) else {
             return Ok(self.fallback.perturb(ctx.space, hp, rng));
         };
         let mut best: Option<(f64, Hyperparams)> = None;
