@@ -74,8 +74,11 @@ fn run_job<T: Trainable>(slot: &mut Slot<T>, job: &Job) -> Result<(f64, Hyperpar
         return Err(format!("evaluate: non-finite score {score}"));
     }
     let temp = checkpoint::temp_path(&job.save);
-    t.save(&temp)
-        .map_err(|e| format!("save {}: {}", temp.display(), message(e)))?;
+    if let Err(e) = t.save(&temp) {
+        // Leave no partial file behind.
+        let _ = checkpoint::remove(&temp);
+        return Err(format!("save {}: {}", temp.display(), message(e)));
+    }
     checkpoint::commit(&temp, &job.save, job.sync_writes).map_err(|e| e.to_string())?;
     slot.state = Some(job.save.clone());
     Ok((score, t.hyperparameters()))

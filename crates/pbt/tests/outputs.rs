@@ -201,3 +201,26 @@ fn custom_explore_functions_drive_the_run_and_are_checked() {
     let msg = err.to_string();
     assert!(msg.contains("custom(out)") && msg.contains("lr"), "{msg}");
 }
+
+#[test]
+fn reloading_before_every_interval_changes_nothing_for_a_checkpointed_trainable() {
+    let results: Vec<RunReport> = [false, true]
+        .into_iter()
+        .map(|reload| {
+            let dir = tempfile::tempdir().unwrap();
+            Pbt::builder(dir.path(), MovingOptimum::space())
+                .population(5)
+                .workers(2)
+                .interval(7)
+                .budget_units(5 * 7 * 6)
+                .always_reload(reload)
+                .sync_writes(false)
+                .build()
+                .unwrap()
+                .run(|_| Ok(MovingOptimum::new()))
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(results[0].members, results[1].members);
+    assert_eq!(results[0].best_schedule, results[1].best_schedule);
+}
