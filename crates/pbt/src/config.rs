@@ -37,6 +37,7 @@ pub struct PbtConfig {
     /// Total units over all members. Each member trains
     /// `floor(budget / (population * interval))` intervals (the generations, in synchronous
     /// mode; in asynchronous mode each member's equal share, so a slow member is not starved).
+    /// A failed interval counts against the budget.
     pub budget_units: u64,
     /// No member is exploited before its model has trained this many units (failed members
     /// are still replaced).

@@ -29,7 +29,8 @@ pub trait Trainable {
     /// Applies hyperparameters; called before every interval (after any `load`).
     fn set_hyperparameters(&mut self, hp: &Hyperparams) -> Result<(), BoxError>;
 
-    /// The hyperparameters in effect (after any rounding the trainable applies).
+    /// The hyperparameters in effect (after any rounding the trainable applies); the engine
+    /// records them in the interval history, from which schedules are replayed.
     fn hyperparameters(&self) -> Hyperparams;
 
     /// Trains for `interval.units` units.

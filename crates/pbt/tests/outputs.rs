@@ -66,6 +66,15 @@ fn policy_log_summary_and_export_are_consistent() {
     }
     // Per-member logs partition the whole log.
     let store = pbt.store().unwrap();
+    // No interval failed: in particular every copied checkpoint was still there to load
+    // (pruning never removed one a pending exploit needed).
+    let errors: Vec<_> = store
+        .intervals(None)
+        .unwrap()
+        .into_iter()
+        .filter_map(|i| i.error)
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}");
     let total: usize = (0..6).map(|m| store.policy(Some(m)).unwrap().len()).sum();
     assert_eq!(total, report.policy.len());
     assert_eq!(
