@@ -3,6 +3,8 @@
 //! `cargo run --release -p scalarize-data --example stats -- <format> <dir> [max_images]`
 //! formats: cifar10 cifar100 stl10 mnist digits domainnet celeba taskonomy. `max_images`
 //! (default 20000) caps how many images per split are decoded for mean/std (evenly spaced).
+//! DomainNet images are resized (area) to 64x64 and Taskonomy RGB to 128x128 before the
+//! statistics, as a loader would see them; the other formats use their stored pixels.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -31,6 +33,12 @@ fn report(name: &str, ds: &dyn Dataset, max_images: usize) -> Result<()> {
                         task.name,
                         shown.join(" ")
                     );
+                    let present = counts.iter().filter(|&&c| c > 0).count();
+                    let (min, max) = (
+                        counts.iter().min().unwrap_or(&0),
+                        counts.iter().max().unwrap_or(&0),
+                    );
+                    println!("  classes present {present}/{num_classes}, min {min}, max {max}");
                 }
             }
             TaskKind::Attributes { names } => {
