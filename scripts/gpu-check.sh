@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# GPU check: run on a machine with an NVIDIA GPU (CI has none). Builds the workspace, runs every
+# test that needs CUDA with skips turned into failures, runs the GPU kernel benchmarks (each
+# compares with PyTorch in the same run when torch is installed), and prints a short table last.
+#
+#     scripts/gpu-check.sh            # everything
+#     SCALARIZE_GPU_CHECK_NO_BENCH=1 scripts/gpu-check.sh   # tests only
+#
+# Every later GPU feature adds itself to CUDA_TESTS / GPU_BENCHES below. Benchmarks append JSON
+# lines to $OUT/summary.jsonl (see benches/weighted_loss.rs); the table is built from it.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+# Test targets that need CUDA, as "package:test-target".
+CUDA_TESTS=(
+    "scalarize-kernels:nvrtc_compile"
+    "scalarize-kernels:cuda_kernels"
+)
+# Criterion benchmarks (root package) with a GPU group.
+GPU_BENCHES=(
+    weighted_loss
+    grad_gram
+)
+
+OUT="${SCALARIZE_GPU_CHECK_OUT:-target/gpu-check}"
+mkdir -p "$OUT"
+SUMMARY="$PWD/$OUT/summary.jsonl"
+STATUS="$PWD/$OUT/status.tsv"
+: >"$SUMMARY"
+: >"$STATUS"
+
+# cudarc dlopens libcuda, libnvrtc and libcublas by name: put every folder that holds NVRTC or
+# cuBLAS (CUDA toolkit, pip wheels such as torch's nvidia-* packages, CI's NVRTC wheel) on
+# LD_LIBRARY_PATH, CUDA 13 folders first (the cudarc build targets CUDA 13.0).
+lib_dirs=()
+for d in .ci/local/nvrtc/nvidia/cu13/lib /usr/local/cuda/lib64 /usr/local/cuda-13*/lib64 \
+    /usr/local/cuda-12*/lib64; do
+    [ -d "$d" ] && lib_dirs+=("$(cd "$d" && pwd)")
+done
+if command -v python3 >/dev/null; then
+    while IFS= read -r d; do
+        [ -n "$d" ] && lib_dirs+=("$d")
+    done < <(python3 - <<'EOF' 2>/dev/null
+import glob, os, site, sys
+roots = site.getsitepackages() + [site.getusersitepackages()]
+dirs = []
+for r in roots:
+    dirs += sorted(glob.glob(os.path.join(r, "nvidia", "cu13", "lib")))
+    dirs += sorted(glob.glob(os.path.join(r, "nvidia", "*", "lib")))
+seen = set()
+for d in dirs:
+    if d not in seen and glob.glob(os.path.join(d, "lib*.so*")):
+        seen.add(d)
+        print(d)
+EOF
+    )
+fi
+for d in "${lib_dirs[@]}"; do
+    if ls "$d"/libnvrtc.so* "$d"/libcublas.so* >/dev/null 2>&1; then
+        LD_LIBRARY_PATH="${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}$d"
+    fi
+done
+export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:-}"
+export SCALARIZE_REQUIRE_GPU=1 SCALARIZE_REQUIRE_NVRTC=1
+echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
+
+failed=0
+# step NAME COMMAND...: runs it, logs to $OUT/NAME.log, records status and seconds.
+step() {
+    local name="$1"
+    shift
+    echo "== $name: $*"
+    local t0=$SECONDS
+    if "$@" 2>&1 | tee "$OUT/$name.log"; then
+        printf '%s\tok\t%ss\n' "$name" "$((SECONDS - t0))" >>"$STATUS"
+    else
+        printf '%s\tFAILED\t%ss\n' "$name" "$((SECONDS - t0))" >>"$STATUS"
+        failed=1
+    fi
+}
+
+step nvidia-smi nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
+step build cargo build --workspace --release --locked --all-targets
+step devices cargo run --release --locked -- devices
+for entry in "${CUDA_TESTS[@]}"; do
+    pkg="${entry%%:*}"
+    target="${entry#*:}"
+    step "test-$target" cargo test --release --locked -p "$pkg" --test "$target" -- --nocapture
+done
+if [ -z "${SCALARIZE_GPU_CHECK_NO_BENCH:-}" ]; then
+    for b in "${GPU_BENCHES[@]}"; do
+        step "bench-$b" env SCALARIZE_BENCH_SUMMARY="$SUMMARY" cargo bench --locked --bench "$b"
+    done
+fi
+
+echo
+echo "== summary ($OUT)"
+python3 - "$STATUS" "$SUMMARY" <<'EOF' || { cat "$STATUS"; cat "$SUMMARY"; }
+import json, sys
+status, summary = sys.argv[1], sys.argv[2]
+print(f"{'step':<28} {'result':<8} time")
+for line in open(status):
+    name, res, secs = line.rstrip("\n").split("\t")
+    print(f"{name:<28} {res:<8} {secs}")
+rows = [json.loads(l) for l in open(summary) if l.strip()]
+bw = [r for r in rows if "gbps" in r]
+vs = [r for r in rows if "speedup" in r]
+if bw:
+    print()
+    print(f"{'kernel':<14} {'dev':<4} {'shape':<28} {'GB/s':>8} {'copy GB/s':>10} {'% copy':>7} target")
+    for r in bw:
+        target = "80%" if r["device"] == "gpu" else "60%"
+        print(f"{r['bench']:<14} {r['device']:<4} {r['shape']:<28} {r['gbps']:>8.1f} "
+              f"{r['copy_gbps']:>10.1f} {r['ratio_pct']:>6.0f}% {target}")
+if vs:
+    print()
+    print(f"{'comparison':<22} {'shape':<26} {'ours ms':>9} {'baseline':<24} {'ms':>9} {'speedup':>8} goal")
+    for r in vs:
+        print(f"{r['bench']:<22} {r['shape']:<26} {r['ours_ms']:>9.3f} {r['baseline']:<24} "
+              f"{r['baseline_ms']:>9.3f} {r['speedup']:>7.2f}x {r['goal']}x")
+EOF
+exit "$failed"
