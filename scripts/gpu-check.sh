@@ -55,14 +55,19 @@ for d in dirs:
 EOF
     )
 fi
+# A driver older than CUDA 13 cannot load PTX from NVRTC 13: then use only CUDA 12 libraries.
+drv_cuda="$(nvidia-smi 2>/dev/null | grep -o 'CUDA Version: [0-9]*' | grep -o '[0-9]*$' || true)"
 for d in "${lib_dirs[@]}"; do
-    if ls "$d"/libnvrtc.so* "$d"/libcublas.so* >/dev/null 2>&1; then
+    if [ -n "$drv_cuda" ] && [ "$drv_cuda" -lt 13 ] && [[ "$d" == *cu13* || "$d" == *cuda-13* ]]; then
+        continue
+    fi
+    if compgen -G "$d/libnvrtc.so*" >/dev/null || compgen -G "$d/libcublas.so*" >/dev/null; then
         LD_LIBRARY_PATH="${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}$d"
     fi
 done
 export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:-}"
 export SCALARIZE_REQUIRE_GPU=1 SCALARIZE_REQUIRE_NVRTC=1
-echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
+echo "driver CUDA version: ${drv_cuda:-unknown}; LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
 
 failed=0
 # step NAME COMMAND...: runs it, logs to $OUT/NAME.log, records status and seconds.
