@@ -2,7 +2,7 @@
 //
 // G is T x P row-major f32 (T <= 64, P up to ~1e9: all column indices are 64-bit). The host
 // cuts the columns into work items, each inside one segment (a layer), and launches:
-//   1. gg_partial: one block per item. Tiles of GG_K columns of all T rows are staged in
+//   1. gg_partial: one block per item. Tiles of K columns of all T rows are staged in
 //      shared memory (each input element is read from DRAM once); each thread owns a 4 x 4
 //      block of (i, j) pairs and a strided subset of the tile's columns, sums the tile in f32
 //      and accumulates tiles in f64; the block then reduces its column groups in a fixed order
@@ -12,9 +12,12 @@
 // No atomics: the result is bit-for-bit reproducible.
 #include "common.cuh"
 
-#define GG_K 64
 #define GG_MAXT 64
 #define GG_THREADS 256
+// Floats of the shared-memory column tile (T rows padded to a multiple of 4, times K columns):
+// wide tiles for small T keep more loads in flight per synchronisation.
+#define GG_TILE_FLOATS 4096
+#define GG_MAX_K 512
 
 // Decodes upper block-triangular tile q of an RB x RB block grid into (bi, bj), bi <= bj.
 __device__ __forceinline__ void gg_tile(int q, int RB, int& bi, int& bj) {
@@ -29,7 +32,7 @@ __device__ __forceinline__ void gg_tile(int q, int RB, int& bi, int& bj) {
 extern "C" __global__ void __launch_bounds__(GG_THREADS)
     gg_partial(const float* __restrict__ g, i64 p, int T, const i64* __restrict__ item_start,
                const i64* __restrict__ item_end, double* __restrict__ partial) {
-    // 32 KiB: the column tile (at most 64 x 64 f32) and, after the loop, the reduction buffer.
+    // 32 KiB: the column tile (GG_TILE_FLOATS f32) and, after the loop, the reduction buffer.
     __shared__ double smem[GG_THREADS * 16];
     float* tile = reinterpret_cast<float*>(smem);
 
@@ -44,18 +47,19 @@ extern "C" __global__ void __launch_bounds__(GG_THREADS)
     int bi, bj;
     gg_tile(q, RB, bi, bj);
     const int Tpad = RB * 4;
+    const int K = min(GG_MAX_K, GG_TILE_FLOATS / Tpad);
 
     double dacc[16];
 #pragma unroll
     for (int e = 0; e < 16; ++e) dacc[e] = 0.0;
 
     const i64 c0 = item_start[w], c1 = item_end[w];
-    for (i64 base = c0; base < c1; base += GG_K) {
+    for (i64 base = c0; base < c1; base += K) {
         const i64 rem = c1 - base;
-        const int kk = rem < GG_K ? (int)rem : GG_K;
+        const int kk = rem < K ? (int)rem : K;
         __syncthreads();  // the previous tile has been consumed
-        for (int e = tid; e < Tpad * GG_K; e += GG_THREADS) {
-            const int r = e / GG_K, k = e % GG_K;
+        for (int e = tid; e < Tpad * K; e += GG_THREADS) {
+            const int r = e / K, k = e % K;
             tile[e] = (r < T && k < kk) ? g[(i64)r * p + base + k] : 0.0f;
         }
         __syncthreads();
@@ -67,8 +71,8 @@ extern "C" __global__ void __launch_bounds__(GG_THREADS)
                 float a[4], b[4];
 #pragma unroll
                 for (int u = 0; u < 4; ++u) {
-                    a[u] = tile[(4 * bi + u) * GG_K + k];
-                    b[u] = tile[(4 * bj + u) * GG_K + k];
+                    a[u] = tile[(4 * bi + u) * K + k];
+                    b[u] = tile[(4 * bj + u) * K + k];
                 }
 #pragma unroll
                 for (int u = 0; u < 4; ++u)

@@ -78,6 +78,7 @@ extern "C" __global__ void wl_ce_rows(const float* __restrict__ logits,
         }
         // Online max / sum of exp per lane, then a symmetric warp merge.
         float m = NEG_INF, s = 0.0f;
+#pragma unroll 4
         for (int j = o0 + lane; j < o1; j += 32) {
             const float v = x[j];
             if (v > m) {
@@ -97,6 +98,7 @@ extern "C" __global__ void wl_ce_rows(const float* __restrict__ logits,
         if (d) {
             const float scale = weights[t] / (float)counts[t];
             const float inv = scale / s;
+#pragma unroll 4
             for (int j = o0 + lane; j < o1; j += 32) {
                 float gv = expf(x[j] - m) * inv;
                 if (j == yc) gv -= scale;
