@@ -81,6 +81,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     })?;
     let best = report.best_member().ok_or("no member finished")?;
     println!("run folder: {}", dir.display());
+    print!("{}", report.summary_table());
     println!(
         "best member {} score {:.6} with {}",
         best.member,

@@ -70,7 +70,7 @@ impl Pbt {
 
     /// Opens the run's database (for queries while or after it runs).
     pub fn store(&self) -> Result<Store> {
-        Store::open(&self.dir, false)
+        Store::open_existing(&self.dir)
     }
 
     /// The settings that define the run: a resumed run must match them exactly.

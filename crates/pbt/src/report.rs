@@ -117,6 +117,26 @@ impl RunReport {
         self.best.and_then(|b| self.members.get(b))
     }
 
+    /// A plain-text table of the population, best first.
+    pub fn summary_table(&self) -> String {
+        let mut rows: Vec<&MemberSummary> = self.members.iter().collect();
+        rows.sort_by(|a, b| {
+            let key = |m: &MemberSummary| m.score.unwrap_or(f64::NEG_INFINITY);
+            key(b).total_cmp(&key(a)).then(a.member.cmp(&b.member))
+        });
+        let mut out = String::from("member  step  score         parent  status  hyperparameters\n");
+        for m in rows {
+            let score = m.score.map_or("-".to_string(), |s| format!("{s:.6}"));
+            let parent = m.parent.map_or("-".to_string(), |p| p.to_string());
+            let status = if m.failed { "failed" } else { "ok" };
+            out.push_str(&format!(
+                "{:>6}  {:>4}  {:<12}  {:>6}  {:<6}  {}\n",
+                m.member, m.step, score, parent, status, m.hp
+            ));
+        }
+        out
+    }
+
     /// The policy log of one member.
     pub fn policy_of(&self, member: usize) -> Vec<&PolicyEntry> {
         self.policy.iter().filter(|p| p.member == member).collect()
@@ -254,6 +274,26 @@ mod tests {
             error: None,
             parent: None,
         };
+        let report = RunReport {
+            finished: true,
+            members: vec![
+                m(0, Some(1.0), false),
+                m(1, None, true),
+                m(2, Some(2.5), false),
+            ],
+            best: Some(2),
+            best_schedule: vec![],
+            policy: vec![],
+            intervals_recorded: 0,
+        };
+        let table = report.summary_table();
+        let order: Vec<&str> = table
+            .lines()
+            .skip(1)
+            .map(|l| l.split_whitespace().next().unwrap())
+            .collect();
+        assert_eq!(order, vec!["2", "0", "1"], "{table}");
+        assert!(table.contains("failed"));
         let ms = vec![
             m(0, Some(1.0), false),
             m(1, Some(3.0), false),

@@ -112,6 +112,19 @@ impl Store {
         Ok(store)
     }
 
+    /// Opens the database of an existing run folder (an error if there is none).
+    pub fn open_existing(dir: &Path) -> Result<Store> {
+        let path = dir.join(DB_FILE);
+        if !path.is_file() {
+            return Err(PbtError::Io {
+                op: "open run state (no PBT run in this folder)",
+                path,
+                source: std::io::Error::from(std::io::ErrorKind::NotFound),
+            });
+        }
+        Store::open(dir, false)
+    }
+
     /// Path of the database file.
     pub fn path(&self) -> &Path {
         &self.path
@@ -477,5 +490,9 @@ mod tests {
         let s = Store::open(dir.path(), false).unwrap();
         assert_eq!(s.members().unwrap()[0].hp.f64("lr"), Some(0.1 + 0.2));
         assert_eq!(s.next_seq, 2);
+        let err = Store::open_existing(&dir.path().join("missing"))
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("state.sqlite"), "{err}");
     }
 }
