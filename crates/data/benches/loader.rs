@@ -74,6 +74,10 @@ fn decode_resize(c: &mut Criterion) {
         ((375, 500), 224),
     ] {
         let bytes = jpeg_bytes(src.0, src.1);
+        // Decode alone, to separate decoder cost from resize cost.
+        g.bench_function(format!("{}x{}_decode_only", src.0, src.1), |b| {
+            b.iter(|| decode_image(black_box(&bytes), 3, Path::new("bench.jpg")).expect("decode"))
+        });
         g.bench_function(format!("{}x{}_to_{dst}_area", src.0, src.1), |b| {
             b.iter(|| {
                 let img =

@@ -3,8 +3,8 @@
 //! `cargo run --release -p scalarize-data --example stats -- <format> <dir> [max_images]`
 //! formats: cifar10 cifar100 stl10 mnist digits domainnet celeba taskonomy. `max_images`
 //! (default 20000) caps how many images per split are decoded for mean/std (evenly spaced).
-//! DomainNet images are resized (area) to 64x64 and Taskonomy RGB to 128x128 before the
-//! statistics, as a loader would see them; the other formats use their stored pixels.
+//! DomainNet images are resized to 64x64 (area when shrinking) and Taskonomy RGB to 128x128
+//! before the statistics, as a loader would see them; the other formats use stored pixels.
 
 use std::path::Path;
 use std::process::ExitCode;

@@ -49,7 +49,7 @@ pub enum DataError {
     Label {
         /// The file holding the label.
         path: PathBuf,
-        /// Record (0-based sample number or 1-based line, as `location` says).
+        /// Record: 0-based sample number in binary files, 1-based line number in text files.
         record: usize,
         /// The offending value.
         value: i64,

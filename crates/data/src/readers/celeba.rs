@@ -133,7 +133,11 @@ impl CelebA {
             }
             let file = fields[0];
             let p = *partition.get(file).ok_or_else(|| {
-                format_err(&part_path, 0, format!("no partition entry for {file}"))
+                format_err(
+                    &attr_path,
+                    lineno,
+                    format!("{file} has no entry in {}", part_path.display()),
+                )
             })?;
             let mut row = Vec::with_capacity(columns.len());
             for (k, f) in fields[1..].iter().enumerate() {
