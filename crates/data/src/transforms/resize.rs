@@ -51,6 +51,111 @@ fn taps(src: usize, dst: usize, interp: Interp) -> Vec<Vec<(usize, f32)>> {
         .collect()
 }
 
+/// An axis' taps flattened: output `o` reads `weights[o*k .. o*k+k]` at `start[o] ..`.
+struct FlatTaps {
+    start: Vec<usize>,
+    weights: Vec<f32>,
+    k: usize,
+}
+
+fn flat_taps(src: usize, dst: usize, interp: Interp) -> FlatTaps {
+    let lists = taps(src, dst, interp);
+    let k = lists
+        .iter()
+        .map(|t| t.last().map_or(1, |l| l.0 + 1) - t.first().map_or(0, |f| f.0))
+        .max()
+        .unwrap_or(1);
+    let mut start = Vec::with_capacity(dst);
+    let mut weights = vec![0f32; dst * k];
+    for (o, t) in lists.iter().enumerate() {
+        // Shift windows that would run past the end; the extra taps get weight 0.
+        let s = t.first().map_or(0, |f| f.0).min(src.saturating_sub(k));
+        for &(i, wt) in t {
+            weights[o * k + i - s] += wt;
+        }
+        start.push(s);
+    }
+    FlatTaps { start, weights, k }
+}
+
+/// Separable resize, one output row at a time (vertical taps into a row buffer, then
+/// horizontal taps), with the channel count a compile-time constant for the common cases.
+fn resize_core<T: Copy + Into<f32>, const C: usize>(
+    src: &[T],
+    w: usize,
+    oh: usize,
+    ow: usize,
+    ty: &FlatTaps,
+    tx: &FlatTaps,
+) -> Vec<f32> {
+    let wc = w * C;
+    let mut row = vec![0f32; wc];
+    let mut out = vec![0f32; oh * ow * C];
+    for oy in 0..oh {
+        row.fill(0.0);
+        let sy = ty.start[oy];
+        for j in 0..ty.k {
+            let wt = ty.weights[oy * ty.k + j];
+            if wt == 0.0 {
+                continue;
+            }
+            let s = &src[(sy + j) * wc..(sy + j + 1) * wc];
+            for (m, &v) in row.iter_mut().zip(s) {
+                *m += wt * v.into();
+            }
+        }
+        let orow = &mut out[oy * ow * C..(oy + 1) * ow * C];
+        for (ox, o) in orow.chunks_exact_mut(C).enumerate() {
+            let sx = tx.start[ox];
+            let ws = &tx.weights[ox * tx.k..(ox + 1) * tx.k];
+            let mut acc = [0f32; C];
+            for (j, &wt) in ws.iter().enumerate() {
+                let p = &row[(sx + j) * C..(sx + j + 1) * C];
+                for ch in 0..C {
+                    acc[ch] += wt * p[ch];
+                }
+            }
+            o.copy_from_slice(&acc);
+        }
+    }
+    out
+}
+
+/// Dispatches on the channel count (1, 2, 3, 4 specialised; others go through a per-channel split).
+fn resize_any<T: Copy + Into<f32>>(
+    src: &[T],
+    h: usize,
+    w: usize,
+    c: usize,
+    oh: usize,
+    ow: usize,
+    interp: Interp,
+) -> Vec<f32> {
+    if h == 0 || w == 0 || c == 0 {
+        // Nothing to sample from: an empty source gives a zero image rather than a panic.
+        return vec![0.0; oh * ow * c];
+    }
+    let ty = flat_taps(h, oh, interp);
+    let tx = flat_taps(w, ow, interp);
+    match c {
+        1 => resize_core::<T, 1>(src, w, oh, ow, &ty, &tx),
+        2 => resize_core::<T, 2>(src, w, oh, ow, &ty, &tx),
+        3 => resize_core::<T, 3>(src, w, oh, ow, &ty, &tx),
+        4 => resize_core::<T, 4>(src, w, oh, ow, &ty, &tx),
+        _ => {
+            let mut out = vec![0f32; oh * ow * c];
+            for ch in 0..c {
+                let plane: Vec<f32> = src.iter().skip(ch).step_by(c).map(|&v| v.into()).collect();
+                let r = resize_core::<f32, 1>(&plane, w, oh, ow, &ty, &tx);
+                for (i, v) in r.into_iter().enumerate() {
+                    out[i * c + ch] = v;
+                }
+            }
+            out
+        }
+    }
+}
+
 /// Resizes HWC f32 values (`h x w x c`) to `oh x ow`, separably (rows then columns).
 pub fn resize_values(
     src: &[f32],
@@ -64,35 +169,7 @@ pub fn resize_values(
     if h == oh && w == ow {
         return src.to_vec();
     }
-    if h == 0 || w == 0 {
-        // Nothing to sample from: an empty source gives a zero image rather than a panic.
-        return vec![0.0; oh * ow * c];
-    }
-    let ty = taps(h, oh, interp);
-    let tx = taps(w, ow, interp);
-    // Vertical pass: oh x w x c.
-    let mut mid = vec![0f32; oh * w * c];
-    for (oy, t) in ty.iter().enumerate() {
-        let row = &mut mid[oy * w * c..(oy + 1) * w * c];
-        for &(sy, wt) in t {
-            for (m, s) in row.iter_mut().zip(&src[sy * w * c..(sy + 1) * w * c]) {
-                *m += wt * s;
-            }
-        }
-    }
-    let mut out = vec![0f32; oh * ow * c];
-    for oy in 0..oh {
-        for (ox, t) in tx.iter().enumerate() {
-            let o = &mut out[(oy * ow + ox) * c..(oy * ow + ox + 1) * c];
-            for &(sx, wt) in t {
-                let s = &mid[(oy * w + sx) * c..(oy * w + sx + 1) * c];
-                for (a, b) in o.iter_mut().zip(s) {
-                    *a += wt * b;
-                }
-            }
-        }
-    }
-    out
+    resize_any(src, h, w, c, oh, ow, interp)
 }
 
 /// Resizes an 8-bit image, rounding to nearest and clamping.
@@ -100,14 +177,21 @@ pub fn resize_image(img: &Image, oh: usize, ow: usize, interp: Interp) -> Image 
     if img.height == oh && img.width == ow {
         return img.clone();
     }
-    let src: Vec<f32> = img.data.iter().map(|&v| v as f32).collect();
-    let out = resize_values(&src, img.height, img.width, img.channels, oh, ow, interp);
+    let out = resize_any(
+        &img.data,
+        img.height,
+        img.width,
+        img.channels,
+        oh,
+        ow,
+        interp,
+    );
     Image::new(
         oh,
         ow,
         img.channels,
         out.iter()
-            .map(|v| v.round().clamp(0.0, 255.0) as u8)
+            .map(|v| (v + 0.5).clamp(0.0, 255.0) as u8)
             .collect(),
     )
 }
@@ -186,6 +270,36 @@ mod tests {
                     + fy * ((1.0 - fx) * at(y1, x0) + fx * at(y1, x1));
                 let got = out[oy * ow + ox] as f64;
                 assert!((got - want).abs() < 1e-3, "({oy},{ox}) {got} vs {want}");
+            }
+        }
+    }
+
+    #[test]
+    fn u8_path_many_channels_and_f32_path_agree() {
+        for c in [1usize, 3, 5] {
+            let (h, w) = (9, 11);
+            let data: Vec<u8> = (0..h * w * c).map(|i| ((i * 53 + 7) % 256) as u8).collect();
+            let img = Image::new(h, w, c, data.clone());
+            let f: Vec<f32> = data.iter().map(|&v| v as f32).collect();
+            for interp in [Interp::Bilinear, Interp::Area, Interp::Nearest] {
+                for (oh, ow) in [(4, 5), (13, 7), (9, 3)] {
+                    let a = resize_image(&img, oh, ow, interp);
+                    let b = resize_values(&f, h, w, c, oh, ow, interp);
+                    for (x, y) in a.data.iter().zip(&b) {
+                        assert!(
+                            (*x as f32 - y).abs() <= 0.5 + 1e-3,
+                            "{c} {interp:?} {x} {y}"
+                        );
+                    }
+                    // Channel ch of the result equals resizing channel ch alone.
+                    for ch in 0..c {
+                        let plane: Vec<f32> = f.iter().skip(ch).step_by(c).copied().collect();
+                        let r = resize_values(&plane, h, w, 1, oh, ow, interp);
+                        for (i, v) in r.iter().enumerate() {
+                            assert!((b[i * c + ch] - v).abs() < 1e-3);
+                        }
+                    }
+                }
             }
         }
     }
