@@ -257,9 +257,7 @@ fn im2col(s: &Conv2dShape, x: &[f32], nb: usize, col: &mut [f32]) {
                             if s.stride == 1 {
                                 dst[lo..hi].copy_from_slice(&src[first..first + hi - lo]);
                             } else {
-                                for (j, d) in dst[lo..hi].iter_mut().enumerate() {
-                                    *d = src[first + j * s.stride];
-                                }
+                                gather(&mut dst[lo..hi], &src[first..], s.stride);
                             }
                         }
                     }
@@ -312,6 +310,43 @@ fn shifted_copy(
     }
 }
 
+/// dst[i] = src[i·stride]; a separate small function so that the loop stays in registers, and
+/// stride 2 (the ResNet downsampling) as a constant so that it vectorises.
+#[inline(never)]
+fn gather(dst: &mut [f32], src: &[f32], stride: usize) {
+    let Some(last) = dst.len().checked_sub(1) else {
+        return;
+    };
+    if stride == 2 {
+        for (d, pair) in dst[..last].iter_mut().zip(src.chunks_exact(2)) {
+            *d = pair[0];
+        }
+    } else {
+        for (d, v) in dst[..last].iter_mut().zip(src.iter().step_by(stride)) {
+            *d = *v;
+        }
+    }
+    dst[last] = src[last * stride];
+}
+
+/// dst[i·stride] += src[i] (the adjoint of `gather`).
+#[inline(never)]
+fn scatter_add(dst: &mut [f32], src: &[f32], stride: usize) {
+    let Some(last) = src.len().checked_sub(1) else {
+        return;
+    };
+    if stride == 2 {
+        for (pair, v) in dst.chunks_exact_mut(2).zip(&src[..last]) {
+            pair[0] += *v;
+        }
+    } else {
+        for (d, v) in dst.iter_mut().step_by(stride).zip(&src[..last]) {
+            *d += *v;
+        }
+    }
+    dst[last * stride] += src[last];
+}
+
 /// Adds the im2col-shaped gradient `col` back onto the `nb` images `dx` (which the caller
 /// zeroed first).
 fn col2im(s: &Conv2dShape, col: &[f32], nb: usize, dx: &mut [f32]) {
@@ -342,9 +377,7 @@ fn col2im(s: &Conv2dShape, col: &[f32], nb: usize, dx: &mut [f32]) {
                                 *d += *v;
                             }
                         } else {
-                            for (j, v) in src.iter().enumerate() {
-                                dst[first + j * s.stride] += *v;
-                            }
+                            scatter_add(&mut dst[first..], src, s.stride);
                         }
                     }
                 }
