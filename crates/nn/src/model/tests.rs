@@ -41,6 +41,12 @@ fn output_shapes_for_every_head_kind() {
         let out = m.forward(&x, &Routing::AllHeads).unwrap();
         assert!(out.features.map.is_none());
     }
+    // Single-channel inputs (MNIST-like) with option c1.
+    for spec in ["resnet26:w0.125:c1:r16", "vit-ti:p4:d1:r16:c1"] {
+        let mut m = model(spec, "10");
+        let out = m.forward(&images(2, 1, 16, 1), &Routing::AllHeads).unwrap();
+        assert_eq!(out.outputs[0].output.shape(), &[2, 10], "{spec}");
+    }
     // Batch 1 and a non-square ResNet input work too.
     let mut m = model("resnet26:w0.125", "5,d1");
     let x = Tensor::new(vec![0.5; 3 * 8 * 24], &[1, 3, 8, 24]).unwrap();

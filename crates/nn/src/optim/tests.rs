@@ -374,3 +374,72 @@ fn clipping() {
     );
     assert!(clip_grad_norm(&mut g, 0.0).is_err());
 }
+
+/// Parameters after six steps of torch.optim (PyTorch 2.15) on the same gradients and
+/// per-step learning rates, printed by a short script and copied here.
+#[test]
+#[allow(clippy::excessive_precision)]
+fn matches_torch_optim_after_six_steps() {
+    let lrs = [0.1f32, 0.05, 0.1, 0.02, 0.1, 0.07];
+    let cases: [(OptimizerConfig, f32, [f64; 5]); 3] = [
+        (
+            OptimizerConfig::Sgd(SgdConfig {
+                momentum: 0.9,
+                dampening: 0.0,
+                nesterov: true,
+                weight_decay: 0.01,
+            }),
+            1.0,
+            [
+                0.3457385301589966,
+                0.012497270479798317,
+                -0.3011323809623718,
+                -0.5713580250740051,
+                -0.7788174748420715,
+            ],
+        ),
+        (
+            OptimizerConfig::Sgd(SgdConfig {
+                momentum: 0.8,
+                dampening: 0.3,
+                nesterov: false,
+                weight_decay: 0.01,
+            }),
+            1.0,
+            [
+                0.42371124029159546,
+                0.13803602755069733,
+                -0.13867224752902985,
+                -0.3911590576171875,
+                -0.6063699126243591,
+            ],
+        ),
+        (
+            OptimizerConfig::AdamW(AdamWConfig {
+                beta1: 0.9,
+                beta2: 0.99,
+                eps: 1e-6,
+                weight_decay: 0.05,
+            }),
+            0.1,
+            [
+                0.4882536828517914,
+                0.2771642804145813,
+                0.07822178304195404,
+                -0.11945049464702606,
+                -0.31649473309516907,
+            ],
+        ),
+    ];
+    for (config, lr_scale, expect) in cases {
+        let mut opt = Optimizer::new(config, false).unwrap();
+        let mut p: Vec<f32> = (0..5).map(|i| 0.5 - 0.2 * i as f32).collect();
+        for (s, lr) in lrs.iter().enumerate() {
+            opt.update("p", ParamKind::Weight, &mut p, &grads(s, 5), lr * lr_scale)
+                .unwrap();
+        }
+        for (a, b) in p.iter().zip(expect) {
+            assert!(close(*a, b, 1e-5), "{config:?}: {a} vs {b}");
+        }
+    }
+}
