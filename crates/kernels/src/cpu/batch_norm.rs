@@ -70,14 +70,74 @@ pub fn batch_norm_forward_train(
     save_mean: &mut [f32],
     save_invstd: &mut [f32],
 ) -> Result<()> {
-    const OP: &str = "batch_norm_forward_train";
-    let total = numel(OP, &[("n", n), ("c", c), ("hw", hw)])?;
-    check_x(OP, "x", x.len(), n, c, hw)?;
-    check_x(OP, "y", y.len(), n, c, hw)?;
-    check_c(OP, "gamma", gamma.len(), c)?;
-    check_c(OP, "beta", beta.len(), c)?;
-    check_c(OP, "save_mean", save_mean.len(), c)?;
-    check_c(OP, "save_invstd", save_invstd.len(), c)?;
+    let op = "batch_norm_forward_train";
+    forward_train(
+        op,
+        false,
+        n,
+        c,
+        hw,
+        x,
+        (gamma, beta),
+        eps,
+        y,
+        save_mean,
+        save_invstd,
+    )
+}
+
+/// Fused training-mode batch norm + ReLU: y = max(bn(x), 0) in the same pass; statistics as in
+/// `batch_norm_forward_train` (backward: `batch_norm_relu_backward`).
+#[allow(clippy::too_many_arguments)]
+pub fn batch_norm_relu_forward_train(
+    n: usize,
+    c: usize,
+    hw: usize,
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f32,
+    y: &mut [f32],
+    save_mean: &mut [f32],
+    save_invstd: &mut [f32],
+) -> Result<()> {
+    let op = "batch_norm_relu_forward_train";
+    forward_train(
+        op,
+        true,
+        n,
+        c,
+        hw,
+        x,
+        (gamma, beta),
+        eps,
+        y,
+        save_mean,
+        save_invstd,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn forward_train(
+    op: &'static str,
+    relu: bool,
+    n: usize,
+    c: usize,
+    hw: usize,
+    x: &[f32],
+    (gamma, beta): (&[f32], &[f32]),
+    eps: f32,
+    y: &mut [f32],
+    save_mean: &mut [f32],
+    save_invstd: &mut [f32],
+) -> Result<()> {
+    let total = numel(op, &[("n", n), ("c", c), ("hw", hw)])?;
+    check_x(op, "x", x.len(), n, c, hw)?;
+    check_x(op, "y", y.len(), n, c, hw)?;
+    check_c(op, "gamma", gamma.len(), c)?;
+    check_c(op, "beta", beta.len(), c)?;
+    check_c(op, "save_mean", save_mean.len(), c)?;
+    check_c(op, "save_invstd", save_invstd.len(), c)?;
     let count = (n * hw) as f64;
     let stats = per_channel(total, c, |ch| {
         let mean = channel_sum(n, c, hw, ch, |_, o| {
@@ -103,11 +163,22 @@ pub fn batch_norm_forward_train(
         let scale = is * gamma[ch];
         let shift = beta[ch] - m * scale;
         let src = &x[i * hw..(i + 1) * hw];
+        affine(plane, src, scale, shift, relu);
+    });
+    Ok(())
+}
+
+/// plane = src·scale + shift, clamped at 0 when `relu`.
+fn affine(plane: &mut [f32], src: &[f32], scale: f32, shift: f32, relu: bool) {
+    if relu {
+        for (d, &v) in plane.iter_mut().zip(src) {
+            *d = (v * scale + shift).max(0.0);
+        }
+    } else {
         for (d, &v) in plane.iter_mut().zip(src) {
             *d = v * scale + shift;
         }
-    });
-    Ok(())
+    }
 }
 
 /// Updates running statistics: running = (1 − momentum)·running + momentum·batch, where the
@@ -162,20 +233,56 @@ pub fn batch_norm_forward_eval(
     eps: f32,
     y: &mut [f32],
 ) -> Result<()> {
-    const OP: &str = "batch_norm_forward_eval";
-    numel(OP, &[("n", n), ("c", c), ("hw", hw)])?;
-    check_x(OP, "x", x.len(), n, c, hw)?;
-    check_x(OP, "y", y.len(), n, c, hw)?;
-    check_c(OP, "gamma", gamma.len(), c)?;
-    check_c(OP, "beta", beta.len(), c)?;
-    check_c(OP, "running_mean", running_mean.len(), c)?;
-    check_c(OP, "running_var", running_var.len(), c)?;
+    let op = "batch_norm_forward_eval";
+    let stats = (running_mean, running_var);
+    forward_eval(op, false, n, c, hw, x, (gamma, beta), stats, eps, y)
+}
+
+/// Fused eval-mode batch norm + ReLU: y = max(bn_eval(x), 0) in one pass.
+#[allow(clippy::too_many_arguments)]
+pub fn batch_norm_relu_forward_eval(
+    n: usize,
+    c: usize,
+    hw: usize,
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    running_mean: &[f32],
+    running_var: &[f32],
+    eps: f32,
+    y: &mut [f32],
+) -> Result<()> {
+    let op = "batch_norm_relu_forward_eval";
+    let stats = (running_mean, running_var);
+    forward_eval(op, true, n, c, hw, x, (gamma, beta), stats, eps, y)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn forward_eval(
+    op: &'static str,
+    relu: bool,
+    n: usize,
+    c: usize,
+    hw: usize,
+    x: &[f32],
+    (gamma, beta): (&[f32], &[f32]),
+    (running_mean, running_var): (&[f32], &[f32]),
+    eps: f32,
+    y: &mut [f32],
+) -> Result<()> {
+    numel(op, &[("n", n), ("c", c), ("hw", hw)])?;
+    check_x(op, "x", x.len(), n, c, hw)?;
+    check_x(op, "y", y.len(), n, c, hw)?;
+    check_c(op, "gamma", gamma.len(), c)?;
+    check_c(op, "beta", beta.len(), c)?;
+    check_c(op, "running_mean", running_mean.len(), c)?;
+    check_c(op, "running_var", running_var.len(), c)?;
     if let Some(ch) = running_var
         .iter()
         .position(|&v| (v + eps).is_nan() || v + eps <= 0.0)
     {
         return Err(KernelError::new(
-            OP,
+            op,
             format!(
                 "running_var[{ch}] + eps = {} is not positive",
                 running_var[ch] + eps
@@ -186,9 +293,7 @@ pub fn batch_norm_forward_eval(
         let scale = gamma[ch] / (running_var[ch] + eps).sqrt();
         let shift = beta[ch] - running_mean[ch] * scale;
         let src = &x[i * hw..(i + 1) * hw];
-        for (d, &v) in plane.iter_mut().zip(src) {
-            *d = v * scale + shift;
-        }
+        affine(plane, src, scale, shift, relu);
     });
     Ok(())
 }
@@ -209,29 +314,98 @@ pub fn batch_norm_backward(
     dgamma: &mut [f32],
     dbeta: &mut [f32],
 ) -> Result<()> {
-    const OP: &str = "batch_norm_backward";
-    let total = numel(OP, &[("n", n), ("c", c), ("hw", hw)])?;
-    check_x(OP, "x", x.len(), n, c, hw)?;
-    check_x(OP, "dy", dy.len(), n, c, hw)?;
-    check_x(OP, "dx", dx.len(), n, c, hw)?;
-    check_c(OP, "gamma", gamma.len(), c)?;
-    check_c(OP, "save_mean", save_mean.len(), c)?;
-    check_c(OP, "save_invstd", save_invstd.len(), c)?;
-    check_c(OP, "dgamma", dgamma.len(), c)?;
-    check_c(OP, "dbeta", dbeta.len(), c)?;
+    let op = "batch_norm_backward";
+    let stats = (save_mean, save_invstd);
+    backward(op, n, c, hw, x, None, dy, gamma, stats, dx, dgamma, dbeta)
+}
+
+/// Backward of `batch_norm_relu_forward_train` from its output y (the ReLU passes dy where
+/// y > 0): the same results as `relu_backward` then `batch_norm_backward`, without the
+/// intermediate buffer.
+#[allow(clippy::too_many_arguments)]
+pub fn batch_norm_relu_backward(
+    n: usize,
+    c: usize,
+    hw: usize,
+    x: &[f32],
+    y: &[f32],
+    dy: &[f32],
+    gamma: &[f32],
+    save_mean: &[f32],
+    save_invstd: &[f32],
+    dx: &mut [f32],
+    dgamma: &mut [f32],
+    dbeta: &mut [f32],
+) -> Result<()> {
+    let op = "batch_norm_relu_backward";
+    numel(op, &[("n", n), ("c", c), ("hw", hw)])?;
+    check_x(op, "y", y.len(), n, c, hw)?;
+    let stats = (save_mean, save_invstd);
+    backward(
+        op,
+        n,
+        c,
+        hw,
+        x,
+        Some(y),
+        dy,
+        gamma,
+        stats,
+        dx,
+        dgamma,
+        dbeta,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn backward(
+    op: &'static str,
+    n: usize,
+    c: usize,
+    hw: usize,
+    x: &[f32],
+    y: Option<&[f32]>,
+    dy: &[f32],
+    gamma: &[f32],
+    (save_mean, save_invstd): (&[f32], &[f32]),
+    dx: &mut [f32],
+    dgamma: &mut [f32],
+    dbeta: &mut [f32],
+) -> Result<()> {
+    let total = numel(op, &[("n", n), ("c", c), ("hw", hw)])?;
+    check_x(op, "x", x.len(), n, c, hw)?;
+    check_x(op, "dy", dy.len(), n, c, hw)?;
+    check_x(op, "dx", dx.len(), n, c, hw)?;
+    check_c(op, "gamma", gamma.len(), c)?;
+    check_c(op, "save_mean", save_mean.len(), c)?;
+    check_c(op, "save_invstd", save_invstd.len(), c)?;
+    check_c(op, "dgamma", dgamma.len(), c)?;
+    check_c(op, "dbeta", dbeta.len(), c)?;
     // Per channel: Σ dy and Σ dy·(x − mean); x̂ = (x − mean)·invstd.
     let sums = per_channel(total, c, |ch| {
         let m = save_mean[ch];
-        let sdy = channel_sum(n, c, hw, ch, |_, o| {
-            dy[o..o + hw].iter().map(|&v| v as f64).sum::<f64>()
-        });
-        let sdyx = channel_sum(n, c, hw, ch, |_, o| {
-            dy[o..o + hw]
-                .iter()
-                .zip(&x[o..o + hw])
-                .map(|(&g, &v)| g as f64 * (v - m) as f64)
-                .sum::<f64>()
-        });
+        let (mut sdy, mut sdyx) = (0.0f64, 0.0f64);
+        for img in 0..n {
+            let o = (img * c + ch) * hw;
+            let (g, v) = (&dy[o..o + hw], &x[o..o + hw]);
+            match y {
+                None => {
+                    sdy += g.iter().map(|&a| a as f64).sum::<f64>();
+                    sdyx += g
+                        .iter()
+                        .zip(v)
+                        .map(|(&a, &b)| a as f64 * (b - m) as f64)
+                        .sum::<f64>();
+                }
+                Some(y) => {
+                    for ((&a, &b), &u) in g.iter().zip(v).zip(&y[o..o + hw]) {
+                        let a = if u > 0.0 { a as f64 } else { 0.0 };
+                        sdy += a;
+                        sdyx += a * (b - m) as f64;
+                    }
+                }
+            }
+        }
         (sdy, sdyx)
     });
     let count = (n * hw) as f64;
@@ -247,8 +421,19 @@ pub fn batch_norm_backward(
         let coef = (sums[ch].1 / count * is * is) as f32;
         let m = save_mean[ch];
         let o = i * hw;
-        for ((d, &g), &v) in plane.iter_mut().zip(&dy[o..o + hw]).zip(&x[o..o + hw]) {
-            *d = k * (g - mdy - (v - m) * coef);
+        let (g, v) = (&dy[o..o + hw], &x[o..o + hw]);
+        match y {
+            None => {
+                for ((d, &g), &v) in plane.iter_mut().zip(g).zip(v) {
+                    *d = k * (g - mdy - (v - m) * coef);
+                }
+            }
+            Some(y) => {
+                for (((d, &g), &v), &u) in plane.iter_mut().zip(g).zip(v).zip(&y[o..o + hw]) {
+                    let g = if u > 0.0 { g } else { 0.0 };
+                    *d = k * (g - mdy - (v - m) * coef);
+                }
+            }
         }
     });
     Ok(())

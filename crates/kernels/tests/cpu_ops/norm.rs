@@ -265,3 +265,71 @@ fn layer_norm_large_parallel_path() {
         .collect();
     assert_close("ln large dbeta", &db, &want, 1e-5);
 }
+
+#[test]
+fn fused_batch_norm_relu_matches_unfused_pair() {
+    use scalarize_kernels::cpu::{
+        batch_norm_relu_backward, batch_norm_relu_forward_eval, batch_norm_relu_forward_train,
+        relu_backward, relu_forward,
+    };
+    let mut r = rng(25);
+    // Small (serial paths) and large (parallel paths).
+    for &(n, c, hw) in &[(1, 3, 7), (2, 4, 5), (3, 16, 1024)] {
+        let x = randv(&mut r, n * c * hw);
+        let g = randv(&mut r, c);
+        let b = randv(&mut r, c);
+        let dy = randv(&mut r, x.len());
+        let eps = EPS as f32;
+        // Unfused: bn, relu; relu backward, bn backward.
+        let (mut z, mut y1) = (vec![0.0; x.len()], vec![0.0; x.len()]);
+        let (mut m1, mut i1) = (vec![0.0; c], vec![0.0; c]);
+        batch_norm_forward_train(n, c, hw, &x, &g, &b, eps, &mut z, &mut m1, &mut i1).unwrap();
+        relu_forward(&z, &mut y1).unwrap();
+        let mut dz = vec![0.0; x.len()];
+        relu_backward(&z, &dy, &mut dz).unwrap();
+        let (mut dx1, mut dg1, mut db1) = (vec![0.0; x.len()], vec![0.0; c], vec![0.0; c]);
+        batch_norm_backward(
+            n, c, hw, &x, &dz, &g, &m1, &i1, &mut dx1, &mut dg1, &mut db1,
+        )
+        .unwrap();
+        // Fused.
+        let mut y2 = vec![f32::NAN; x.len()];
+        let (mut m2, mut i2) = (vec![0.0; c], vec![0.0; c]);
+        batch_norm_relu_forward_train(n, c, hw, &x, &g, &b, eps, &mut y2, &mut m2, &mut i2)
+            .unwrap();
+        assert_eq!(y1, y2, "fused forward n={n} c={c} hw={hw}");
+        assert_eq!((m1, i1), (m2.clone(), i2.clone()));
+        assert!(y2.iter().any(|&v| v == 0.0) && y2.iter().any(|&v| v > 0.0));
+        let (mut dx2, mut dg2, mut db2) = (vec![f32::NAN; x.len()], vec![0.0; c], vec![0.0; c]);
+        batch_norm_relu_backward(
+            n, c, hw, &x, &y2, &dy, &g, &m2, &i2, &mut dx2, &mut dg2, &mut db2,
+        )
+        .unwrap();
+        assert_close("fused dx", &dx2, &f64s(&dx1), 1e-6);
+        assert_close("fused dgamma", &dg2, &f64s(&dg1), 1e-6);
+        assert_close("fused dbeta", &db2, &f64s(&db1), 1e-6);
+        // Eval mode.
+        let rm = randv(&mut r, c);
+        let rv: Vec<f32> = randv(&mut r, c).iter().map(|v| v.abs() + 0.1).collect();
+        let (mut ze, mut ye1, mut ye2) = (
+            vec![0.0; x.len()],
+            vec![0.0; x.len()],
+            vec![f32::NAN; x.len()],
+        );
+        batch_norm_forward_eval(n, c, hw, &x, &g, &b, &rm, &rv, eps, &mut ze).unwrap();
+        relu_forward(&ze, &mut ye1).unwrap();
+        batch_norm_relu_forward_eval(n, c, hw, &x, &g, &b, &rm, &rv, eps, &mut ye2).unwrap();
+        assert_eq!(ye1, ye2, "fused eval");
+    }
+    // Bad input names the fused op.
+    let mut dx = vec![0.0; 6];
+    let (mut dg, mut db) = (vec![0.0; 2], vec![0.0; 2]);
+    crate::common::assert_err(
+        batch_norm_relu_backward(
+            1, 2, 3, &[0.5; 6], &[0.5; 5], &[0.5; 6], &[1.0; 2], &[0.0; 2], &[1.0; 2], &mut dx,
+            &mut dg, &mut db,
+        ),
+        "batch_norm_relu_backward",
+        "`y` has 5",
+    );
+}
