@@ -4,8 +4,10 @@ use rayon::prelude::*;
 
 use crate::input::TaskGradients;
 
-/// Columns per parallel chunk: a f64 accumulator of this size stays in L1/L2.
-const CHUNK: usize = 1 << 14;
+/// Columns per parallel chunk (the unit of rayon work).
+const CHUNK: usize = 1 << 16;
+/// Elements per stack accumulator block (8 KiB of f64).
+const BLOCK: usize = 1024;
 
 /// `sum_t weights[t] * g_t` over all P elements.
 pub fn combine(grads: &TaskGradients, weights: &[f64]) -> Vec<f32> {
@@ -33,18 +35,24 @@ pub fn combine_segments(grads: &TaskGradients, weights: &[Vec<f64>]) -> Vec<f32>
 fn combine_range(grads: &TaskGradients, w: &[f64], start: usize, out: &mut [f32]) {
     out.par_chunks_mut(CHUNK).enumerate().for_each(|(c, dst)| {
         let off = start + c * CHUNK;
-        let mut acc = vec![0f64; dst.len()];
-        for (t, &wt) in w.iter().enumerate() {
-            if wt == 0.0 {
-                continue;
+        // Small blocks keep the f64 accumulator on the stack and in L1.
+        let mut acc = [0f64; BLOCK];
+        for (b, d) in dst.chunks_mut(BLOCK).enumerate() {
+            let o = off + b * BLOCK;
+            let acc = &mut acc[..d.len()];
+            acc.fill(0.0);
+            for (t, &wt) in w.iter().enumerate() {
+                if wt == 0.0 {
+                    continue;
+                }
+                let src = &grads.row(t)[o..o + d.len()];
+                for (a, &g) in acc.iter_mut().zip(src) {
+                    *a += wt * g as f64;
+                }
             }
-            let src = &grads.row(t)[off..off + dst.len()];
-            for (a, &g) in acc.iter_mut().zip(src) {
-                *a += wt * g as f64;
+            for (x, a) in d.iter_mut().zip(acc.iter()) {
+                *x = *a as f32;
             }
-        }
-        for (d, a) in dst.iter_mut().zip(&acc) {
-            *d = *a as f32;
         }
     });
 }
