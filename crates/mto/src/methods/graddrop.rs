@@ -64,33 +64,47 @@ impl Aggregator for GradDrop {
         let t = input.check_losses("graddrop", Some(self.leak.len()))?;
         let grads = input.require_grads("graddrop")?;
         let r = grads.params();
-        let mut out = vec![0f32; r];
+        // Row-wise passes (contiguous reads) instead of a strided walk down each column.
+        let mut sum = vec![0f64; r];
+        let mut abs = vec![0f64; r];
+        for i in 0..t {
+            for ((s, a), &z) in sum.iter_mut().zip(abs.iter_mut()).zip(grads.row(i)) {
+                *s += z as f64;
+                *a += (z as f64).abs();
+            }
+        }
+        // One uniform draw per element, in element order, so a seed fixes the masks.
+        // `keep_sign[j]`: 1 keeps positive entries (P > U), -1 keeps negative ones (P < U).
+        let keep_sign: Vec<i8> = sum
+            .iter()
+            .zip(&abs)
+            .map(|(s, a)| {
+                let u: f64 = self.rng.random();
+                let purity = if *a > 0.0 { 0.5 * (1.0 + s / a) } else { 0.5 };
+                if purity > u {
+                    1
+                } else if purity < u {
+                    -1
+                } else {
+                    0
+                }
+            })
+            .collect();
+        let mut acc = vec![0f64; r];
         let mut kept = vec![0f64; t];
         let mut total = vec![0f64; t];
-        for (j, o) in out.iter_mut().enumerate() {
-            let (mut sum, mut abs) = (0f64, 0f64);
-            for i in 0..t {
-                let z = grads.row(i)[j] as f64;
-                sum += z;
-                abs += z.abs();
-            }
-            let u: f64 = self.rng.random();
-            if abs == 0.0 {
-                continue;
-            }
-            let purity = 0.5 * (1.0 + sum / abs);
-            let mut acc = 0f64;
-            for i in 0..t {
-                let z = grads.row(i)[j] as f64;
-                let keep = (purity > u && z > 0.0) || (purity < u && z < 0.0);
-                let l = self.leak[i];
+        for i in 0..t {
+            let l = self.leak[i];
+            for ((a, &z), &k) in acc.iter_mut().zip(grads.row(i)).zip(&keep_sign) {
+                let z = z as f64;
+                let keep = (k > 0 && z > 0.0) || (k < 0 && z < 0.0);
                 let f = if keep { 1.0 } else { l };
-                acc += f * z;
+                *a += f * z;
                 kept[i] += f * z.abs();
                 total[i] += z.abs();
             }
-            *o = acc as f32;
         }
+        let out: Vec<f32> = acc.iter().map(|&a| a as f32).collect();
         let w = kept
             .iter()
             .zip(&total)
