@@ -628,6 +628,24 @@ fn graddrop_keeps_the_sign_it_picks_and_leak_one_is_the_sum() {
             "{k}: {x} {pos} {neg}"
         );
     }
+    // Pure signs (purity 1 or 0) are always kept: all-positive and all-negative gradients
+    // pass through summed.
+    for sign in [1.0f32, -1.0] {
+        let pure: Vec<f32> = z.iter().map(|x| sign * x.abs()).collect();
+        let a = run(&mut GradDrop::new(t, 4).unwrap(), &pure, t, r, &[r]);
+        let d = a.direction.unwrap();
+        for k in 0..r {
+            let s: f64 = (0..t).map(|i| pure[i * r + k] as f64).sum();
+            assert!((d[k] as f64 - s).abs() < 1e-6);
+        }
+    }
+    // Mixed signs: some entries are dropped.
+    let a = run(&mut GradDrop::new(t, 3).unwrap(), &z, t, r, &[r]);
+    assert!(
+        a.weights.iter().all(|&w| w > 0.0 && w < 1.0),
+        "{:?}",
+        a.weights
+    );
     let a = run(
         &mut GradDrop::with_leak(vec![1.0; t], 3).unwrap(),
         &z,
