@@ -118,6 +118,61 @@ fn report(bench: &str, device: &str, shape: &str, gbps: f64, copy_gbps: f64) {
     }
 }
 
+/// Runs `benches/torch_kernels.py` with `args`; returns its (name, median ms) results, or None
+/// after printing why PyTorch could not be measured.
+fn torch_ms(args: &[&str]) -> Option<Vec<(String, f64)>> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/torch_kernels.py");
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_string());
+    match std::process::Command::new(&python)
+        .arg(script)
+        .args(args)
+        .output()
+    {
+        Err(e) => {
+            eprintln!("SKIPPED PyTorch comparison: cannot run {python}: {e}");
+            None
+        }
+        Ok(o) if !o.status.success() => {
+            let why = String::from_utf8_lossy(&o.stderr);
+            eprintln!("SKIPPED PyTorch comparison: {}", why.trim());
+            None
+        }
+        Ok(o) => Some(
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .filter_map(|l| {
+                    let mut it = l.split_whitespace();
+                    (it.next()? == "RESULT").then_some(())?;
+                    let name = it.next()?.to_string();
+                    let ms: f64 = it.next()?.parse().ok()?;
+                    Some((name, ms))
+                })
+                .collect(),
+        ),
+    }
+}
+
+/// Prints and records our time against a PyTorch baseline measured in the same run.
+fn report_vs_torch(bench: &str, shape: &str, ours_ms: f64, torch: &str, torch_ms: f64, goal: f64) {
+    let speedup = torch_ms / ours_ms;
+    eprintln!(
+        "SUMMARY {bench} [gpu] {shape}: {ours_ms:.3} ms vs {torch} {torch_ms:.3} ms = {speedup:.2}x (goal {goal}x)"
+    );
+    if let Ok(path) = std::env::var("SCALARIZE_BENCH_SUMMARY") {
+        let line = format!(
+            "{{\"bench\":\"{bench}\",\"device\":\"gpu\",\"shape\":\"{shape}\",\"ours_ms\":{ours_ms:.4},\"baseline\":\"{torch}\",\"baseline_ms\":{torch_ms:.4},\"speedup\":{speedup:.3},\"goal\":{goal}}}\n"
+        );
+        let ok = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(line.as_bytes()));
+        if let Err(e) = ok {
+            eprintln!("cannot append to {path}: {e}");
+        }
+    }
+}
+
 fn cpu_benches(c: &mut Criterion) {
     // 16384 x 1000 f32 = 64 MiB of logits: far beyond the caches.
     let ce_cases: [(usize, &[usize], &str); 2] = [
@@ -256,6 +311,14 @@ fn gpu_benches(c: &mut Criterion) {
         bytes as f64 / secs / 1e9,
         (2 * n * w * 4) as f64 / copy / 1e9,
     );
+    let n_arg = n.to_string();
+    if let Some(res) = torch_ms(&["ce", "--n", &n_arg, "--sizes", "1000"]) {
+        for (name, ms) in res {
+            if name == "torch_ce_unfused" {
+                report_vs_torch("weighted_ce_vs_torch", shape, secs * 1e3, &name, ms, 3.0);
+            }
+        }
+    }
 }
 
 fn main() {
