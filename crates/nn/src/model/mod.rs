@@ -281,7 +281,8 @@ impl Model {
     }
 
     /// Applies one optimizer update from a flat gradient in store order (e.g. an MTO method's
-    /// combined gradient). Drop the forward graph first, or the parameters are copied.
+    /// combined gradient); every trainable parameter is updated. Drop the forward graph
+    /// first, or the parameters are copied.
     pub fn step_flat(&mut self, opt: &mut Optimizer, flat: &[f32], lr: f32) -> Result<()> {
         let expected = self.store.num_trainable_elements();
         if flat.len() != expected {
@@ -310,7 +311,9 @@ impl Model {
     }
 
     /// Applies one optimizer update from backward's gradients, clipping the global gradient
-    /// norm to `max_grad_norm` if given; returns the norm before clipping.
+    /// norm to `max_grad_norm` if given; returns the norm before clipping. As in PyTorch with
+    /// `zero_grad(set_to_none=True)`, parameters backward did not reach (e.g. the head of a
+    /// domain absent from the batch) are skipped: no weight decay, no momentum step.
     pub fn step(
         &mut self,
         opt: &mut Optimizer,
@@ -318,12 +321,27 @@ impl Model {
         lr: f32,
         max_grad_norm: Option<f32>,
     ) -> Result<f32> {
-        let mut flat = self.flat_grads(grads);
-        let norm = match max_grad_norm {
-            Some(m) => clip_grad_norm(&mut [&mut flat[..]], m)?,
-            None => crate::optim::global_grad_norm(&[&flat[..]]) as f32,
+        let mut present: Vec<(String, Vec<f32>)> = self
+            .store
+            .trainable()
+            .filter_map(|e| {
+                grads
+                    .get(e.tensor())
+                    .map(|g| (e.name().to_string(), g.to_vec()))
+            })
+            .collect();
+        let norm = {
+            let mut views: Vec<&mut [f32]> = present.iter_mut().map(|(_, g)| &mut g[..]).collect();
+            match max_grad_norm {
+                Some(m) => clip_grad_norm(&mut views, m)?,
+                None => crate::optim::global_grad_norm(&views) as f32,
+            }
         };
-        self.step_flat(opt, &flat, lr)?;
+        for (name, g) in &present {
+            let kind = self.kind_of(name).unwrap_or(ParamKind::Weight);
+            let value = self.store.values_mut(name)?;
+            opt.update(name, kind, value, g, lr)?;
+        }
         Ok(norm)
     }
 

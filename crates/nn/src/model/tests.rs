@@ -368,3 +368,51 @@ fn models_and_optimizers_move_between_threads() {
     });
     assert_eq!(handle.join().unwrap(), vec![1, 3]);
 }
+
+#[test]
+fn step_skips_parameters_backward_did_not_reach() {
+    // Head 0 gets no rows: like PyTorch with set_to_none, it must not move (no decay, no
+    // momentum), while head 1 and the backbone do.
+    let mut m = model("vit-ti:p8:d1:r16", "3,3");
+    let config = OptimizerConfig::Sgd(SgdConfig {
+        momentum: 0.9,
+        weight_decay: 0.1,
+        ..Default::default()
+    });
+    let mut opt = Optimizer::new(config, false).unwrap();
+    let x = images(2, 3, 16, 3);
+    let routing = Routing::Segments(vec![Segment { len: 2, head: 1 }]);
+    let h0 = m.store().values("heads.0.weight").unwrap().to_vec();
+    let h1 = m.store().values("heads.1.weight").unwrap().to_vec();
+    let qkv = m
+        .store()
+        .values("backbone.blocks.0.attn.qkv.weight")
+        .unwrap()
+        .to_vec();
+    for _ in 0..2 {
+        let out = m.forward(&x, &routing).unwrap();
+        let loss = head_loss(
+            &m.heads().0[1],
+            &out.outputs[0].output,
+            &Target::Classes(vec![0, 2]),
+        )
+        .unwrap();
+        let g = loss.backward().unwrap();
+        drop((out, loss));
+        let norm = m.step(&mut opt, &g, 0.1, Some(1e-3)).unwrap();
+        assert!(norm > 1e-3);
+    }
+    assert_eq!(m.store().values("heads.0.weight").unwrap(), &h0[..]);
+    assert_ne!(m.store().values("heads.1.weight").unwrap(), &h1[..]);
+    assert_ne!(
+        m.store()
+            .values("backbone.blocks.0.attn.qkv.weight")
+            .unwrap(),
+        &qkv[..]
+    );
+    assert!(
+        opt.state_tensors()
+            .iter()
+            .all(|(n, _)| !n.contains("heads.0."))
+    );
+}
