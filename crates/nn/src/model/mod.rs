@@ -345,6 +345,25 @@ impl Model {
         Ok(norm)
     }
 
+    /// Copies every parameter and BN statistic from `other` (PBT's in-memory exploit); the
+    /// two models must have the same layout.
+    pub fn copy_state_from(&mut self, other: &Model) -> Result<()> {
+        if self.layout != other.layout {
+            return Err(NnError::invalid(
+                "copy_state_from",
+                format!(
+                    "models differ: `{}` heads `{}` vs `{}` heads `{}`",
+                    self.spec, self.heads, other.spec, other.heads
+                ),
+            ));
+        }
+        for p in &self.layout.params {
+            self.store
+                .set_values(&p.name, other.store.values(&p.name)?)?;
+        }
+        Ok(())
+    }
+
     /// Saves parameters, BN statistics, optimizer state and `step` atomically.
     pub fn save(
         &self,

@@ -416,3 +416,23 @@ fn step_skips_parameters_backward_did_not_reach() {
             .all(|(n, _)| !n.contains("heads.0."))
     );
 }
+
+#[test]
+fn copy_state_from_copies_parameters_and_buffers() {
+    let mut a = model("resnet26:w0.125:r16", "3");
+    a.forward(&images(2, 3, 16, 1), &Routing::AllHeads).unwrap();
+    let mut b = Model::from_specs("resnet26:w0.125:r16", "3", InitOptions::default(), 99).unwrap();
+    assert_ne!(a.store().flat_values(), b.store().flat_values());
+    b.copy_state_from(&a).unwrap();
+    for e in a.store().iter() {
+        assert_eq!(
+            e.tensor().to_vec(),
+            b.store().values(e.name()).unwrap(),
+            "{}",
+            e.name()
+        );
+    }
+    let mut c = model("resnet26:w0.125:r16", "4");
+    let e = c.copy_state_from(&a).unwrap_err().to_string();
+    assert!(e.contains("heads `3`") && e.contains("heads `4`"), "{e}");
+}
