@@ -11,7 +11,8 @@
 
 `check` loads W into the PyTorch twin of the model (crates/nn/python/scalarize_torch.py) by
 name, runs one training-mode forward (BN batch statistics), the loss sum_t p_t * loss_t and
-its backward, and compares logits, losses and every `grad.{name}` with O. It prints the worst
+its backward, and compares logits, losses, every `grad.{name}` and the updated BN running
+statistics (`state.{name}`) with O. It prints the worst
 relative errors and exits 1 if any exceeds the tolerance. Needs torch, numpy, safetensors.
 """
 
@@ -88,6 +89,14 @@ def check(args):
             continue
         g = p.grad if p.grad is not None else torch.zeros_like(p)
         rows.append((key, rel_err(ours[key], g.numpy())))
+    for name, b in m.named_buffers():
+        key = f"state.{name}"
+        if name.endswith("num_batches_tracked"):
+            continue
+        if key not in ours:
+            missing.append(key)
+            continue
+        rows.append((key, rel_err(ours[key], b.numpy())))
     extra = sorted(k for k in ours if k.startswith("grad.") and k[5:] not in dict(m.named_parameters()))
     rows.sort(key=lambda r: -r[1])
     worst = rows[0][1] if rows else 0.0

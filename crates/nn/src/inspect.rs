@@ -7,8 +7,8 @@
 //! (dense, per-pixel classes) or F32 `[N, K, H, W]` (dense, regression with MSE).
 //!
 //! Output file: `logits.{t}` (the head output), `loss.{t}` (F32 scalar, shape `[]`), `loss`
-//! (the weighted total) and `grad.{name}` for every trainable parameter; metadata `model`,
-//! `heads` and `weights`.
+//! (the weighted total), `grad.{name}` for every trainable parameter and `state.{name}` for
+//! every BN running statistic after the forward; metadata `model`, `heads` and `weights`.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -175,6 +175,19 @@ pub fn inspect(
         })
         .collect();
 
+    // BN running statistics after the training-mode forward (momentum 0.1), as PyTorch's
+    // buffers are after the same forward.
+    let buffer_values: Vec<(String, Vec<usize>, Vec<f32>)> = m
+        .store()
+        .buffers()
+        .map(|e| {
+            (
+                format!("state.{}", e.name()),
+                e.tensor().shape().to_vec(),
+                e.tensor().to_vec(),
+            )
+        })
+        .collect();
     let mut tensors: Vec<(String, Vec<usize>, TensorRef<'_>)> = Vec::new();
     for (t, (shape, v)) in logits.iter().enumerate() {
         tensors.push((format!("logits.{t}"), shape.clone(), TensorRef::F32(v)));
@@ -189,7 +202,7 @@ pub fn inspect(
         Vec::new(),
         TensorRef::F32(std::slice::from_ref(&total_value)),
     ));
-    for (name, shape, v) in &grad_values {
+    for (name, shape, v) in grad_values.iter().chain(&buffer_values) {
         tensors.push((name.clone(), shape.clone(), TensorRef::F32(v)));
     }
     let meta = BTreeMap::from([
