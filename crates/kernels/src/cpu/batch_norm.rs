@@ -1,6 +1,7 @@
 //! Batch normalisation over x [n, c, hw]: statistics per channel over n·hw (PyTorch
 //! semantics: biased variance in the forward pass, unbiased in the running variance).
 
+use super::accumulate as acc;
 use super::checks::{PAR_MIN, buf, numel};
 use crate::error::{KernelError, Result};
 use rayon::prelude::*;
@@ -19,21 +20,38 @@ fn check_c(op: &'static str, name: &str, len: usize, c: usize) -> Result<()> {
     buf(op, name, len, c, format_args!("[c={c}]"))
 }
 
-/// Per-channel sums over the n planes of channel `ch`: (Σ f(plane values)) in f64.
-fn channel_sum(n: usize, c: usize, hw: usize, ch: usize, f: impl Fn(usize, usize) -> f64) -> f64 {
-    let mut acc = 0.0f64;
-    for img in 0..n {
-        acc += f(img, (img * c + ch) * hw);
-    }
-    acc
+/// Σ over the n planes of channel `ch` of f(offset of the plane).
+fn channel_sum(n: usize, c: usize, hw: usize, ch: usize, f: impl Fn(usize) -> f64) -> f64 {
+    (0..n).map(|img| f((img * c + ch) * hw)).sum()
 }
 
-/// Maps channels to per-channel results, in parallel when the tensor is large.
-fn per_channel<T: Send>(total: usize, c: usize, f: impl Fn(usize) -> T + Sync + Send) -> Vec<T> {
+/// Runs `f(channel, planes)` for every channel, where `planes` are that channel's n planes of
+/// `out` [n, c, hw] (image order), in parallel over channels when large. Reading the inputs
+/// and writing the output of one channel in one task keeps its data in cache between passes.
+fn per_channel_out<T: Send>(
+    out: &mut [f32],
+    c: usize,
+    hw: usize,
+    f: impl Fn(usize, &mut [&mut [f32]]) -> T + Sync + Send,
+) -> Vec<T> {
+    let total = out.len();
+    let n = total / (c * hw);
+    let mut groups: Vec<Vec<&mut [f32]>> = (0..c).map(|_| Vec::with_capacity(n)).collect();
+    for (i, plane) in out.chunks_mut(hw).enumerate() {
+        groups[i % c].push(plane);
+    }
     if total >= PAR_MIN && c > 1 {
-        (0..c).into_par_iter().map(f).collect()
+        groups
+            .into_par_iter()
+            .enumerate()
+            .map(|(ch, mut g)| f(ch, &mut g))
+            .collect()
     } else {
-        (0..c).map(f).collect()
+        groups
+            .into_iter()
+            .enumerate()
+            .map(|(ch, mut g)| f(ch, &mut g))
+            .collect()
     }
 }
 
@@ -131,7 +149,7 @@ fn forward_train(
     save_mean: &mut [f32],
     save_invstd: &mut [f32],
 ) -> Result<()> {
-    let total = numel(op, &[("n", n), ("c", c), ("hw", hw)])?;
+    numel(op, &[("n", n), ("c", c), ("hw", hw)])?;
     check_x(op, "x", x.len(), n, c, hw)?;
     check_x(op, "y", y.len(), n, c, hw)?;
     check_c(op, "gamma", gamma.len(), c)?;
@@ -139,32 +157,23 @@ fn forward_train(
     check_c(op, "save_mean", save_mean.len(), c)?;
     check_c(op, "save_invstd", save_invstd.len(), c)?;
     let count = (n * hw) as f64;
-    let stats = per_channel(total, c, |ch| {
-        let mean = channel_sum(n, c, hw, ch, |_, o| {
-            x[o..o + hw].iter().map(|&v| v as f64).sum::<f64>()
-        }) / count;
-        let var = channel_sum(n, c, hw, ch, |_, o| {
-            x[o..o + hw]
-                .iter()
-                .map(|&v| {
-                    let d = v as f64 - mean;
-                    d * d
-                })
-                .sum::<f64>()
-        }) / count;
-        (mean, 1.0 / (var + eps as f64).sqrt())
+    let stats = per_channel_out(y, c, hw, |ch, planes| {
+        let mean = channel_sum(n, c, hw, ch, |o| acc::sum(&x[o..o + hw])) / count;
+        let var = channel_sum(n, c, hw, ch, |o| acc::sum_sq_dev(&x[o..o + hw], mean)) / count;
+        let is = 1.0 / (var + eps as f64).sqrt();
+        let (m, isf) = (mean as f32, is as f32);
+        let scale = isf * gamma[ch];
+        let shift = beta[ch] - m * scale;
+        for (img, plane) in planes.iter_mut().enumerate() {
+            let o = (img * c + ch) * hw;
+            affine(plane, &x[o..o + hw], scale, shift, relu);
+        }
+        (m, isf)
     });
     for (ch, &(m, is)) in stats.iter().enumerate() {
-        save_mean[ch] = m as f32;
-        save_invstd[ch] = is as f32;
+        save_mean[ch] = m;
+        save_invstd[ch] = is;
     }
-    per_plane(y, c, hw, |ch, i, plane| {
-        let (m, is) = (stats[ch].0 as f32, stats[ch].1 as f32);
-        let scale = is * gamma[ch];
-        let shift = beta[ch] - m * scale;
-        let src = &x[i * hw..(i + 1) * hw];
-        affine(plane, src, scale, shift, relu);
-    });
     Ok(())
 }
 
@@ -372,7 +381,7 @@ fn backward(
     dgamma: &mut [f32],
     dbeta: &mut [f32],
 ) -> Result<()> {
-    let total = numel(op, &[("n", n), ("c", c), ("hw", hw)])?;
+    numel(op, &[("n", n), ("c", c), ("hw", hw)])?;
     check_x(op, "x", x.len(), n, c, hw)?;
     check_x(op, "dy", dy.len(), n, c, hw)?;
     check_x(op, "dx", dx.len(), n, c, hw)?;
@@ -381,60 +390,49 @@ fn backward(
     check_c(op, "save_invstd", save_invstd.len(), c)?;
     check_c(op, "dgamma", dgamma.len(), c)?;
     check_c(op, "dbeta", dbeta.len(), c)?;
-    // Per channel: Σ dy and Σ dy·(x − mean); x̂ = (x − mean)·invstd.
-    let sums = per_channel(total, c, |ch| {
+    // Per channel: Σ dy and Σ dy·(x − mean) (x̂ = (x − mean)·invstd), then
+    // dx = gamma·invstd·(dy − mean(dy) − (x − mean)·invstd²·mean(dy·(x − mean))).
+    let count = (n * hw) as f64;
+    let sums = per_channel_out(dx, c, hw, |ch, planes| {
         let m = save_mean[ch];
         let (mut sdy, mut sdyx) = (0.0f64, 0.0f64);
         for img in 0..n {
             let o = (img * c + ch) * hw;
             let (g, v) = (&dy[o..o + hw], &x[o..o + hw]);
+            let (a, b) = match y {
+                None => (acc::sum(g), acc::dot_dev(g, v, m)),
+                Some(y) => acc::gated_sums(g, v, &y[o..o + hw], m),
+            };
+            sdy += a;
+            sdyx += b;
+        }
+        let is = save_invstd[ch] as f64;
+        let k = (gamma[ch] as f64 * is) as f32;
+        let mdy = (sdy / count) as f32;
+        let coef = (sdyx / count * is * is) as f32;
+        for (img, plane) in planes.iter_mut().enumerate() {
+            let o = (img * c + ch) * hw;
+            let (g, v) = (&dy[o..o + hw], &x[o..o + hw]);
             match y {
                 None => {
-                    sdy += g.iter().map(|&a| a as f64).sum::<f64>();
-                    sdyx += g
-                        .iter()
-                        .zip(v)
-                        .map(|(&a, &b)| a as f64 * (b - m) as f64)
-                        .sum::<f64>();
+                    for ((d, &g), &v) in plane.iter_mut().zip(g).zip(v) {
+                        *d = k * (g - mdy - (v - m) * coef);
+                    }
                 }
                 Some(y) => {
-                    for ((&a, &b), &u) in g.iter().zip(v).zip(&y[o..o + hw]) {
-                        let a = if u > 0.0 { a as f64 } else { 0.0 };
-                        sdy += a;
-                        sdyx += a * (b - m) as f64;
+                    let yr = &y[o..o + hw];
+                    for (((d, &g), &v), &u) in plane.iter_mut().zip(g).zip(v).zip(yr) {
+                        let g = if u > 0.0 { g } else { 0.0 };
+                        *d = k * (g - mdy - (v - m) * coef);
                     }
                 }
             }
         }
         (sdy, sdyx)
     });
-    let count = (n * hw) as f64;
     for ch in 0..c {
         dbeta[ch] = sums[ch].0 as f32;
         dgamma[ch] = (sums[ch].1 * save_invstd[ch] as f64) as f32;
     }
-    // dx = gamma·invstd·(dy − mean(dy) − (x − mean)·invstd²·mean(dy·(x − mean))).
-    per_plane(dx, c, hw, |ch, i, plane| {
-        let is = save_invstd[ch] as f64;
-        let k = (gamma[ch] as f64 * is) as f32;
-        let mdy = (sums[ch].0 / count) as f32;
-        let coef = (sums[ch].1 / count * is * is) as f32;
-        let m = save_mean[ch];
-        let o = i * hw;
-        let (g, v) = (&dy[o..o + hw], &x[o..o + hw]);
-        match y {
-            None => {
-                for ((d, &g), &v) in plane.iter_mut().zip(g).zip(v) {
-                    *d = k * (g - mdy - (v - m) * coef);
-                }
-            }
-            Some(y) => {
-                for (((d, &g), &v), &u) in plane.iter_mut().zip(g).zip(v).zip(&y[o..o + hw]) {
-                    let g = if u > 0.0 { g } else { 0.0 };
-                    *d = k * (g - mdy - (v - m) * coef);
-                }
-            }
-        }
-    });
     Ok(())
 }

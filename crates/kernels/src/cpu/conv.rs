@@ -506,7 +506,7 @@ pub fn conv2d_backward(
     if let Some(db) = dbias {
         db.fill(0.0);
         for (i, plane) in dy.chunks(ohw).enumerate() {
-            db[i % c_out] += plane.iter().map(|&v| v as f64).sum::<f64>() as f32;
+            db[i % c_out] += super::accumulate::sum(plane) as f32;
         }
     }
     if dx.is_none() && !want_dw {

@@ -1,5 +1,6 @@
 //! Elementwise arithmetic and broadcast biases (per channel of NCHW, per column of rows).
 
+use super::accumulate;
 use super::checks::{PAR_MIN, buf, numel, same_len};
 use crate::error::Result;
 use rayon::prelude::*;
@@ -126,7 +127,7 @@ pub fn bias_grad_channels(
     buf(OP, "dbias", dbias.len(), c, format_args!("[c={c}]"))?;
     let mut acc = vec![0.0f64; c];
     for (i, p) in dy.chunks(hw).enumerate() {
-        acc[i % c] += p.iter().map(|&v| v as f64).sum::<f64>();
+        acc[i % c] += accumulate::sum(p);
     }
     for (d, a) in dbias.iter_mut().zip(acc) {
         *d = a as f32;

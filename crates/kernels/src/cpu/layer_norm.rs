@@ -1,5 +1,6 @@
 //! Layer normalisation of x [rows, dim] over `dim`, with affine gamma, beta [dim].
 
+use super::accumulate as acc;
 use super::checks::{PAR_MIN, buf, numel};
 use crate::error::Result;
 use rayon::prelude::*;
@@ -59,15 +60,8 @@ pub fn layer_norm_forward(
     type Task<'a> = ((&'a mut [f32], &'a [f32]), (&'a mut [f32], &'a mut [f32]));
     let body = |((yc, xc), (mc, ic)): Task<'_>| {
         for (r, (yr, xr)) in yc.chunks_mut(dim).zip(xc.chunks(dim)).enumerate() {
-            let mean = xr.iter().map(|&v| v as f64).sum::<f64>() / dim as f64;
-            let var = xr
-                .iter()
-                .map(|&v| {
-                    let d = v as f64 - mean;
-                    d * d
-                })
-                .sum::<f64>()
-                / dim as f64;
+            let mean = acc::sum(xr) / dim as f64;
+            let var = acc::sum_sq_dev(xr, mean) / dim as f64;
             let is = 1.0 / (var + eps as f64).sqrt();
             mc[r] = mean as f32;
             ic[r] = is as f32;
@@ -159,13 +153,10 @@ pub fn layer_norm_backward(
             let gr = &dy[row * dim..(row + 1) * dim];
             let (m, is) = (save_mean[row], save_invstd[row]);
             // g = dy·gamma; dx = invstd·(g − mean(g) − x̂·mean(g·x̂)).
-            let mut sg = 0.0f64;
-            let mut sgx = 0.0f64;
+            let sg = acc::lanes(dim, |j| (gr[j] * gamma[j]) as f64);
+            let sgx = acc::lanes(dim, |j| (gr[j] * gamma[j] * ((xr[j] - m) * is)) as f64);
             for j in 0..dim {
                 let xh = (xr[j] - m) * is;
-                let g = gr[j] * gamma[j];
-                sg += g as f64;
-                sgx += (g * xh) as f64;
                 dg[j] += (gr[j] * xh) as f64;
                 db[j] += gr[j] as f64;
             }

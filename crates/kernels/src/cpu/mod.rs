@@ -6,6 +6,7 @@ pub use grad_gram::*;
 pub mod weighted_loss;
 pub use weighted_loss::*;
 
+mod accumulate;
 pub mod activation;
 pub mod batch_norm;
 mod checks;

@@ -1,6 +1,7 @@
 //! 2-D pooling over NCHW images: average (count_include_pad = true), max (with argmax), and
 //! global average.
 
+use super::accumulate as acc;
 use super::checks::{PAR_MIN, buf, numel};
 use crate::error::{KernelError, Result};
 use rayon::prelude::*;
@@ -303,7 +304,7 @@ pub fn global_avg_pool_forward(
     buf(OP, "y", y.len(), n * c, format_args!("[n={n}, c={c}]"))?;
     let inv = 1.0 / hw as f64;
     for (d, p) in y.iter_mut().zip(x.chunks(hw)) {
-        *d = (p.iter().map(|&v| v as f64).sum::<f64>() * inv) as f32;
+        *d = (acc::sum(p) * inv) as f32;
     }
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! Reductions: whole-buffer sum and mean, and sum / mean over the middle axis of
 //! [outer, len, inner]. Accumulation is in f64.
 
+use super::accumulate as acc;
 use super::checks::{buf, numel};
 use crate::error::{KernelError, Result};
 
@@ -9,7 +10,7 @@ pub fn sum(x: &[f32]) -> Result<f32> {
     if x.is_empty() {
         return Err(KernelError::new("sum", "empty tensor: x has 0 elements"));
     }
-    Ok(x.iter().map(|&v| v as f64).sum::<f64>() as f32)
+    Ok(acc::sum(x) as f32)
 }
 
 /// Mean of x, accumulated in f64.
@@ -17,7 +18,7 @@ pub fn mean(x: &[f32]) -> Result<f32> {
     if x.is_empty() {
         return Err(KernelError::new("mean", "empty tensor: x has 0 elements"));
     }
-    Ok((x.iter().map(|&v| v as f64).sum::<f64>() / x.len() as f64) as f32)
+    Ok((acc::sum(x) / x.len() as f64) as f32)
 }
 
 fn reduce_mid(
