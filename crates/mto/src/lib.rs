@@ -48,6 +48,12 @@
 //! passes through the heads only, then one through the backbone. PBT instead trains N
 //! independent scalarized models: its cost is N runs, whatever T is.
 //!
+//! Per step on the CPU (`benches/mto_aggregate.rs`), a gradient method costs one Gram pass plus
+//! its `aggregate` call; the T x T solvers take microseconds to a few milliseconds even at
+//! T = 32, so `aggregate` is dominated by the weighted sum over T x P (and allocating the
+//! P-float direction), of the same order as the Gram pass. Pass the Gram matrices already
+//! computed for conflict metrics through [`AggregateInput::with_gram`] to avoid a second pass.
+//!
 //! Randomised methods (PCGrad's order, RLW, GradVac's order, GradDrop) own a seeded
 //! [`rng::MethodRng`] so runs reproduce.
 
