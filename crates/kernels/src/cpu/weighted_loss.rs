@@ -165,12 +165,7 @@ pub fn weighted_ce_loss(
         }
         Ok(true)
     };
-    let mut counts = vec![0usize; t_count];
-    for i in 0..n {
-        for (t, c) in counts.iter_mut().enumerate() {
-            *c += usize::from(valid(i, t)?);
-        }
-    }
+    let counts = count_rows(n, t_count, valid)?;
     let scales = grad_scales(input.weights, &counts, |_| 1);
     let row_loss = |i: usize, drow: Option<&mut [f32]>, sums: &mut [f64]| {
         let row = &input.logits[i * width..(i + 1) * width];
@@ -206,7 +201,11 @@ pub fn weighted_bce_loss(
     let (n, t_count, width) = (input.n, layout.num_tasks(), layout.width());
     check_common(OP, n, layout, input.logits, input.mask, input.weights)?;
     check_len(OP, "targets", input.targets.len(), n * width)?;
-    if let Some(k) = input.targets.iter().position(|y| !(0.0..=1.0).contains(y)) {
+    if let Some(k) = input
+        .targets
+        .par_iter()
+        .position_first(|y| !(0.0..=1.0).contains(y))
+    {
         return Err(KernelError::new(
             OP,
             format!(
@@ -217,12 +216,9 @@ pub fn weighted_bce_loss(
             ),
         ));
     }
-    let mut counts = vec![0usize; t_count];
-    for i in 0..n {
-        for (t, c) in counts.iter_mut().enumerate() {
-            *c += usize::from(input.mask.is_none_or(|m| m[i * t_count + t] != 0));
-        }
-    }
+    let counts = count_rows(n, t_count, |i, t| {
+        Ok(input.mask.is_none_or(|m| m[i * t_count + t] != 0))
+    })?;
     let scales = grad_scales(input.weights, &counts, |t| layout.range(t).len());
     let col_task: Vec<usize> = (0..t_count)
         .flat_map(|t| layout.range(t).map(move |_| t))
@@ -259,6 +255,33 @@ pub fn weighted_bce_loss(
         *s /= layout.range(t).len() as f64;
     }
     Ok(finish(sums, counts, input.weights))
+}
+
+/// Valid samples per task, counted in parallel row chunks; the first error in row order wins.
+fn count_rows(
+    n: usize,
+    t_count: usize,
+    valid: impl Fn(usize, usize) -> Result<bool> + Sync,
+) -> Result<Vec<usize>> {
+    let per_chunk: Vec<Result<Vec<usize>>> = (0..n.div_ceil(ROWS_PER_CHUNK))
+        .into_par_iter()
+        .map(|c| {
+            let mut counts = vec![0usize; t_count];
+            for i in c * ROWS_PER_CHUNK..((c + 1) * ROWS_PER_CHUNK).min(n) {
+                for (t, k) in counts.iter_mut().enumerate() {
+                    *k += usize::from(valid(i, t)?);
+                }
+            }
+            Ok(counts)
+        })
+        .collect();
+    let mut counts = vec![0usize; t_count];
+    for chunk in per_chunk {
+        for (a, b) in counts.iter_mut().zip(chunk?) {
+            *a += b;
+        }
+    }
+    Ok(counts)
 }
 
 /// Shape checks shared by both variants.
@@ -593,14 +616,19 @@ pub(crate) fn exp_f32(x: f32) -> f32 {
     // 1.5 * 2^23: adding and subtracting rounds to the nearest integer.
     const ROUND: f32 = 12_582_912.0;
     let xc = x.clamp(-87.3, 88.0);
-    let k = (xc * LOG2E + ROUND) - ROUND;
+    let shifted = xc * LOG2E + ROUND;
+    let k = shifted - ROUND;
     let r = (xc - k * LN2_HI) - k * LN2_LO;
     let p = 1.0
         + r * (1.0
             + r * (0.5
                 + r * (1.666_666_7e-1
                     + r * (4.166_666_8e-2 + r * (8.333_452e-3 + r * 1.388_974_4e-3)))));
-    let scale = f32::from_bits((((k as i32) + 127) as u32) << 23);
+    // The integer k sits in the low mantissa bits of `shifted` (offset by 2^22): reading it
+    // with integer ops keeps the loop vectorised (a float-to-int `as` cast is saturating and
+    // scalar).
+    let ki = shifted.to_bits().wrapping_sub(ROUND.to_bits()) as i32;
+    let scale = f32::from_bits(((ki + 127) as u32) << 23);
     if x < -87.3 { 0.0 } else { p * scale }
 }
 
