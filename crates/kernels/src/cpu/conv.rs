@@ -513,65 +513,82 @@ pub fn conv2d_backward(
         return Ok(());
     }
 
-    let dx_chunks: Vec<Option<&mut [f32]>> = match dx {
+    // Chunks are split into a fixed number of contiguous groups; each group accumulates its
+    // own dw partial in chunk order and the partials are added in group order, so that the
+    // result does not depend on how rayon schedules the work.
+    let n_groups = n_chunks.min(4 * rayon::current_num_threads().max(1));
+    let per_group = n_chunks.div_ceil(n_groups);
+    let dwk = c_out * k;
+    let mut partials = vec![0.0f32; if want_dw { n_groups * dwk } else { 0 }];
+    let mut dx_chunks: Vec<Option<&mut [f32]>> = match dx {
         Some(d) => d.chunks_mut(nb * x_img).map(Some).collect(),
         None => (0..n_chunks).map(|_| None).collect(),
     };
-    let partials: Vec<Vec<f32>> = dx_chunks
+    // (first chunk, the chunks' dx slices, the group's dw partial).
+    type Group<'a> = (usize, Vec<Option<&'a mut [f32]>>, Option<&'a mut [f32]>);
+    let mut groups: Vec<Group<'_>> = Vec::new();
+    let mut part_iter = partials.chunks_mut(dwk.max(1));
+    let mut g = 0;
+    while !dx_chunks.is_empty() {
+        let rest = dx_chunks.split_off(per_group.min(dx_chunks.len()));
+        let part = if want_dw { part_iter.next() } else { None };
+        groups.push((g * per_group, std::mem::replace(&mut dx_chunks, rest), part));
+        g += 1;
+    }
+    groups
         .into_par_iter()
-        .enumerate()
-        .fold(Vec::new, |mut dw_acc: Vec<f32>, (ci, dxc)| {
-            let img0 = ci * nb;
-            let nbc = nb.min(s.n - img0);
-            let p = nbc * ohw;
-            let xc = &x[img0 * x_img..(img0 + nbc) * x_img];
-            let dyc_src = &dy[img0 * y_img..(img0 + nbc) * y_img];
-            with_scratch(|sc| {
-                // dy of the chunk as [c_out, nbc·ohw].
-                let dyc: &[f32] = if nbc == 1 {
-                    dyc_src
-                } else {
-                    let buf = grow(&mut sc.dyc, c_out * p);
-                    for img in 0..nbc {
-                        for co in 0..c_out {
-                            buf[co * p + img * ohw..][..ohw]
-                                .copy_from_slice(&dyc_src[(img * c_out + co) * ohw..][..ohw]);
+        .for_each(|(first, chunks, mut part)| {
+            for (j, dxc) in chunks.into_iter().enumerate() {
+                let img0 = (first + j) * nb;
+                let nbc = nb.min(s.n - img0);
+                let p = nbc * ohw;
+                let xc = &x[img0 * x_img..(img0 + nbc) * x_img];
+                let dyc_src = &dy[img0 * y_img..(img0 + nbc) * y_img];
+                with_scratch(|sc| {
+                    // dy of the chunk as [c_out, nbc·ohw].
+                    let dyc: &[f32] = if nbc == 1 {
+                        dyc_src
+                    } else {
+                        let buf = grow(&mut sc.dyc, c_out * p);
+                        for img in 0..nbc {
+                            for co in 0..c_out {
+                                buf[co * p + img * ohw..][..ohw]
+                                    .copy_from_slice(&dyc_src[(img * c_out + co) * ohw..][..ohw]);
+                            }
+                        }
+                        buf
+                    };
+                    if let Some(dw_acc) = part.as_deref_mut() {
+                        let colm: &[f32] = if s.is_pointwise() && nbc == 1 {
+                            xc
+                        } else {
+                            let col = grow(&mut sc.col, k * p);
+                            im2col(s, xc, nbc, col);
+                            col
+                        };
+                        let beta = if j == 0 { 0.0 } else { 1.0 };
+                        // dw [c_out, k] (+)= dyc [c_out, p] · colᵀ [p, k].
+                        gemm_serial(c_out, p, k, dyc, false, colm, true, dw_acc, 1.0, beta);
+                    }
+                    if let Some(dxc) = dxc {
+                        if s.is_pointwise() && nbc == 1 {
+                            // dx [c_in, hw] = wᵀ [c_in, c_out] · dy [c_out, hw].
+                            gemm_serial(k, c_out, p, w, true, dyc, false, dxc, 1.0, 0.0);
+                        } else {
+                            let dcol = grow(&mut sc.tmp, k * p);
+                            gemm_serial(k, c_out, p, w, true, dyc, false, dcol, 1.0, 0.0);
+                            dxc.fill(0.0);
+                            col2im(s, dcol, nbc, dxc);
                         }
                     }
-                    buf
-                };
-                if want_dw {
-                    let colm: &[f32] = if s.is_pointwise() && nbc == 1 {
-                        xc
-                    } else {
-                        let col = grow(&mut sc.col, k * p);
-                        im2col(s, xc, nbc, col);
-                        col
-                    };
-                    let beta = if dw_acc.is_empty() { 0.0 } else { 1.0 };
-                    dw_acc.resize(c_out * k, 0.0);
-                    // dw [c_out, k] += dyc [c_out, p] · colᵀ [p, k].
-                    gemm_serial(c_out, p, k, dyc, false, colm, true, &mut dw_acc, 1.0, beta);
-                }
-                if let Some(dxc) = dxc {
-                    if s.is_pointwise() && nbc == 1 {
-                        // dx [c_in, hw] = wᵀ [c_in, c_out] · dy [c_out, hw].
-                        gemm_serial(k, c_out, p, w, true, dyc, false, dxc, 1.0, 0.0);
-                    } else {
-                        let dcol = grow(&mut sc.tmp, k * p);
-                        gemm_serial(k, c_out, p, w, true, dyc, false, dcol, 1.0, 0.0);
-                        dxc.fill(0.0);
-                        col2im(s, dcol, nbc, dxc);
-                    }
-                }
-            });
-            dw_acc
-        })
-        .collect();
+                });
+            }
+        });
 
     if let Some(dw) = dw {
-        dw.fill(0.0);
-        for part in partials.iter().filter(|p| !p.is_empty()) {
+        let used = g;
+        dw.copy_from_slice(&partials[..dwk]);
+        for part in partials.chunks(dwk).take(used).skip(1) {
             for (d, v) in dw.iter_mut().zip(part) {
                 *d += *v;
             }

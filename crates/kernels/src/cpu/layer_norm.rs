@@ -169,18 +169,18 @@ pub fn layer_norm_backward(
         }
         (dg, db)
     };
-    let (dg, db) = if total >= PAR_MIN && rows > 1 {
-        dx.par_chunks_mut(rpt * dim).enumerate().map(body).reduce(
-            || (vec![0.0; dim], vec![0.0; dim]),
-            |(mut a, mut b), (c, d)| {
-                a.iter_mut().zip(&c).for_each(|(u, v)| *u += v);
-                b.iter_mut().zip(&d).for_each(|(u, v)| *u += v);
-                (a, b)
-            },
-        )
+    // Partials of fixed row blocks, added in block order: the result does not depend on
+    // rayon's scheduling.
+    let parts: Vec<(Vec<f64>, Vec<f64>)> = if total >= PAR_MIN && rows > 1 {
+        dx.par_chunks_mut(rpt * dim).enumerate().map(body).collect()
     } else {
-        body((0, dx))
+        vec![body((0, dx))]
     };
+    let (mut dg, mut db) = (vec![0.0f64; dim], vec![0.0f64; dim]);
+    for (pg, pb) in &parts {
+        dg.iter_mut().zip(pg).for_each(|(u, v)| *u += v);
+        db.iter_mut().zip(pb).for_each(|(u, v)| *u += v);
+    }
     for j in 0..dim {
         dgamma[j] = dg[j] as f32;
         dbeta[j] = db[j] as f32;

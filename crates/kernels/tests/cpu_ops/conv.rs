@@ -157,3 +157,39 @@ fn conv_resnet_like_shape_batch_chunks() {
         );
     }
 }
+
+#[test]
+fn conv_and_layer_norm_gradients_are_deterministic() {
+    // Same inputs, same bits: weight-gradient partials are added in a fixed order whatever
+    // the thread scheduling.
+    use scalarize_kernels::cpu::{layer_norm_backward, layer_norm_forward};
+    let mut r = rng(13);
+    let s = shape(16, 8, 8, 8, 8, (3, 3), 1, 1);
+    let x = randv(&mut r, s.n * s.c_in * s.h * s.w);
+    let w = randv(&mut r, s.c_out * s.c_in * s.kh * s.kw);
+    let dy = randv(&mut r, s.n * s.c_out * s.out_h() * s.out_w());
+    let run = || {
+        let mut dw = vec![0.0f32; w.len()];
+        conv2d_backward(&s, &x, &w, &dy, None, Some(&mut dw), None).unwrap();
+        dw
+    };
+    let first = run();
+    for _ in 0..5 {
+        assert_eq!(run(), first, "conv dw differs between runs");
+    }
+    let (rows, dim) = (300, 128);
+    let lx = randv(&mut r, rows * dim);
+    let g = randv(&mut r, dim);
+    let ldy = randv(&mut r, rows * dim);
+    let (mut y, mut m, mut is) = (vec![0.0; lx.len()], vec![0.0; rows], vec![0.0; rows]);
+    layer_norm_forward(rows, dim, &lx, &g, &g, 1e-6, &mut y, &mut m, &mut is).unwrap();
+    let run = || {
+        let (mut dx, mut dg, mut db) = (vec![0.0; lx.len()], vec![0.0; dim], vec![0.0; dim]);
+        layer_norm_backward(rows, dim, &lx, &ldy, &g, &m, &is, &mut dx, &mut dg, &mut db).unwrap();
+        (dg, db)
+    };
+    let first = run();
+    for _ in 0..5 {
+        assert_eq!(run(), first, "layer norm dgamma/dbeta differ between runs");
+    }
+}
