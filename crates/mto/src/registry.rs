@@ -26,6 +26,7 @@ pub const METHOD_NAMES: &[&str] = &[
     "mgda",
     "mgda_ub",
     "imtl_g",
+    "imtl_g_rep",
     "imtl_h",
     "graddrop",
 ];
@@ -52,6 +53,7 @@ pub fn build(name: &str, tasks: usize, seed: u64) -> Result<Box<dyn Aggregator>>
         "mgda" => Box::new(Mgda::new()),
         "mgda_ub" => Box::new(MgdaUb::new()),
         "imtl_g" => Box::new(ImtlG::new()),
+        "imtl_g_rep" => Box::new(ImtlG::at_representation()),
         "imtl_h" => Box::new(ImtlH::new(tasks)?),
         "graddrop" => Box::new(GradDrop::new(tasks, seed)?),
         other => {
