@@ -201,11 +201,17 @@ pub fn weighted_bce_loss(
     let (n, t_count, width) = (input.n, layout.num_tasks(), layout.width());
     check_common(OP, n, layout, input.logits, input.mask, input.weights)?;
     check_len(OP, "targets", input.targets.len(), n * width)?;
-    if let Some(k) = input
+    // Chunked so the scan stays a plain vectorised loop; the first bad chunk in order wins.
+    let bad = input
         .targets
-        .par_iter()
-        .position_first(|y| !(0.0..=1.0).contains(y))
-    {
+        .par_chunks(1 << 16)
+        .enumerate()
+        .filter_map(|(c, ys)| {
+            let k = ys.iter().position(|y| !(0.0..=1.0).contains(y))?;
+            Some((c << 16) + k)
+        })
+        .min();
+    if let Some(k) = bad {
         return Err(KernelError::new(
             OP,
             format!(
