@@ -3,8 +3,9 @@
 //
 // Logits of all heads are packed per sample: row i holds task t's logits in columns
 // offsets[t]..offsets[t+1]. Three launches:
-//   1. *_count: one block per task counts its valid samples n_t (integer block reduction) and
-//      flags the largest bad target index (integer atomicMax, so the flag is deterministic);
+//   1. *_count: one block per task counts its valid samples n_t (integer block reduction); bad
+//      targets are flagged with an integer atomicMax of their index (deterministic), by the
+//      count kernel for CE and by the row kernel for BCE;
 //   2. *_rows: one warp per sample row computes each task's row loss (max-subtracted
 //      log-sum-exp / stable BCE) into row_loss[n x T] and writes
 //      d(logits) = p_t / n_t * (softmax - onehot) (BCE: p_t / (n_t C_t) * (sigmoid - y));
@@ -108,22 +109,14 @@ extern "C" __global__ void wl_ce_rows(const float* __restrict__ logits,
     }
 }
 
-// Counts samples of task blockIdx.x for the BCE variant (mask only) and flags the largest
-// index (+1) of a target outside [0, 1] among the task's columns.
-extern "C" __global__ void wl_bce_count(const float* __restrict__ targets,
-                                        const unsigned char* __restrict__ mask,
-                                        const int* __restrict__ offsets, i64 n, int width, int T,
-                                        int* __restrict__ counts, u64* __restrict__ bad) {
+// Counts samples of task blockIdx.x for the BCE variant (the mask only; targets are checked
+// by wl_bce_rows, where every element is read anyway).
+extern "C" __global__ void wl_bce_count(const unsigned char* __restrict__ mask, i64 n, int T,
+                                        int* __restrict__ counts) {
     const int t = blockIdx.x;
-    const int o0 = offsets[t], c = offsets[t + 1] - o0;
     int local = 0;
     for (i64 i = threadIdx.x; i < n; i += blockDim.x) {
         local += (mask == nullptr || mask[i * T + t] != 0) ? 1 : 0;
-    }
-    for (i64 e = threadIdx.x; e < n * c; e += blockDim.x) {
-        const i64 idx = (e / c) * width + o0 + (e % c);
-        const float y = targets[idx];
-        if (!(y >= 0.0f && y <= 1.0f)) atomicMax(bad, (u64)(idx + 1));
     }
     local = block_sum_i(local);
     if (threadIdx.x == 0) counts[t] = local;
@@ -137,10 +130,15 @@ extern "C" __global__ void wl_bce_rows(const float* __restrict__ logits,
                                        const float* __restrict__ weights,
                                        const int* __restrict__ counts, i64 n, int width, int T,
                                        float* __restrict__ row_loss,
-                                       float* __restrict__ dlogits) {
+                                       float* __restrict__ dlogits, u64* __restrict__ bad) {
     const int lane = threadIdx.x & 31;
     const i64 row = (i64)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     if (row >= n) return;
+    // Targets outside [0, 1] (NaN included) are flagged: (row * width + column + 1), largest wins.
+    for (int j = lane; j < width; j += 32) {
+        const float yv = targets[row * (i64)width + j];
+        if (!(yv >= 0.0f && yv <= 1.0f)) atomicMax(bad, (u64)(row * (i64)width + j + 1));
+    }
     const float* x = logits + row * (i64)width;
     const float* yr = targets + row * (i64)width;
     float* d = dlogits ? dlogits + row * (i64)width : nullptr;

@@ -250,6 +250,26 @@ fn weighted_ce_reports_bad_targets() {
 }
 
 #[test]
+fn weighted_bce_reports_bad_targets() {
+    let Some(gpu) = gpu_or_skip("weighted_bce_reports_bad_targets") else {
+        return;
+    };
+    let layout = TaskLayout::from_sizes(&[3, 2]).unwrap();
+    let targets = [0.0f32, 1.0, 0.5, 1.0, 0.0, 0.0, 1.0, 2.0, 0.0, 0.0];
+    let (dl, dt) = (up(&gpu, &[0.5f32; 10]), up(&gpu, &targets));
+    let input = CudaBceInput {
+        layout: &layout,
+        n: 2,
+        logits: &dl,
+        targets: &dt,
+        mask: None,
+        weights: &[1.0, 1.0],
+    };
+    let e = cuda::weighted_bce_loss(&gpu, &input, None).unwrap_err();
+    assert!(e.to_string().contains("targets[row 1, column 2]"), "{e}");
+}
+
+#[test]
 fn weighted_bce_matches_cpu() {
     let Some(gpu) = gpu_or_skip("weighted_bce_matches_cpu") else {
         return;

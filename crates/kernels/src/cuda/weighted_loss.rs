@@ -219,17 +219,11 @@ pub fn weighted_bce_loss(
 
     let f_count = gpu.function(&WEIGHTED_LOSS, "wl_bce_count")?;
     let mut b = s.launch_builder(&f_count);
-    b.arg(input.targets);
     match input.mask {
         Some(m) => b.arg(m),
         None => b.arg(&null),
     };
-    b.arg(&d_offsets)
-        .arg(&n64)
-        .arg(&w32)
-        .arg(&t32)
-        .arg(&mut counts)
-        .arg(&mut bad);
+    b.arg(&n64).arg(&t32).arg(&mut counts);
     // SAFETY: argument list matches the kernel signature; buffers have the checked lengths.
     unsafe { b.launch(task_cfg(t)?) }.map_err(&err)?;
 
@@ -251,6 +245,7 @@ pub fn weighted_bce_loss(
         Some(d) => b.arg(d),
         None => b.arg(&null),
     };
+    b.arg(&mut bad);
     // SAFETY: as above.
     unsafe { b.launch(row_cfg(n, OP)?) }.map_err(&err)?;
 
