@@ -1,6 +1,8 @@
 //! Softmax along the last axis of [rows, dim], forward and backward.
 
+use super::accumulate as acc;
 use super::checks::{PAR_MIN, buf, numel};
+use super::weighted_loss::exp_f32;
 use crate::error::Result;
 use rayon::prelude::*;
 
@@ -20,6 +22,28 @@ pub(crate) fn per_row(out: &mut [f32], dim: usize, f: impl Fn(&mut [f32], usize)
             f(row, r);
         }
     }
+}
+
+/// Max of a row in 8 lanes (a serial fold does not vectorise); NaN propagates.
+fn row_max(x: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; 8];
+    let chunks = x.chunks_exact(8);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for (l, &v) in lanes.iter_mut().zip(c) {
+            *l = if v > *l || v.is_nan() { v } else { *l };
+        }
+    }
+    let mut m = f32::NEG_INFINITY;
+    for &v in lanes.iter().chain(tail) {
+        m = if v > m || v.is_nan() { v } else { m };
+    }
+    m
+}
+
+/// Sum of a row of exponentials (positive) in f64 lanes.
+fn row_sum(x: &[f32]) -> f32 {
+    acc::sum(x) as f32
 }
 
 /// y = softmax(x) per row (max-subtracted).
@@ -42,13 +66,11 @@ pub fn softmax_forward(rows: usize, dim: usize, x: &[f32], y: &mut [f32]) -> Res
     )?;
     per_row(y, dim, |yr, r| {
         let xr = &x[r * dim..(r + 1) * dim];
-        let m = xr.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-        let mut s = 0.0f32;
+        let m = row_max(xr);
         for (d, &v) in yr.iter_mut().zip(xr) {
-            *d = (v - m).exp();
-            s += *d;
+            *d = exp_f32(v - m);
         }
-        let inv = 1.0 / s;
+        let inv = 1.0 / row_sum(yr);
         yr.iter_mut().for_each(|v| *v *= inv);
     });
     Ok(())
@@ -88,7 +110,7 @@ pub fn softmax_backward(
     per_row(dx, dim, |dr, r| {
         let yr = &y[r * dim..(r + 1) * dim];
         let gr = &dy[r * dim..(r + 1) * dim];
-        let dot: f32 = yr.iter().zip(gr).map(|(a, b)| a * b).sum();
+        let dot = acc::dot_dev(yr, gr, 0.0) as f32;
         for ((d, &yv), &g) in dr.iter_mut().zip(yr).zip(gr) {
             *d = yv * (g - dot);
         }
