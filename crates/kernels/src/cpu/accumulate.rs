@@ -3,29 +3,10 @@
 
 const LANES: usize = 8;
 
-/// Folds `f(i)` over `0..len` into 8 f64 lanes, then adds the lanes.
-#[inline(always)]
-pub(crate) fn lanes(len: usize, f: impl Fn(usize) -> f64) -> f64 {
-    let mut acc = [0.0f64; LANES];
-    let full = len / LANES * LANES;
-    let mut i = 0;
-    while i < full {
-        for (l, a) in acc.iter_mut().enumerate() {
-            *a += f(i + l);
-        }
-        i += LANES;
-    }
-    let mut tail = 0.0;
-    for j in full..len {
-        tail += f(j);
-    }
-    acc.iter().sum::<f64>() + tail
-}
-
 /// Folds `f(a, b, c)` over matching elements of three slices into 8 f64 lanes (chunked so
 /// that the compiler sees no bounds checks and vectorises).
 #[inline(always)]
-fn fold3(a: &[f32], b: &[f32], c: &[f32], f: impl Fn(f32, f32, f32) -> f64) -> f64 {
+pub(crate) fn fold3(a: &[f32], b: &[f32], c: &[f32], f: impl Fn(f32, f32, f32) -> f64) -> f64 {
     let n = a.len().min(b.len()).min(c.len());
     let (a, b, c) = (&a[..n], &b[..n], &c[..n]);
     let mut acc = [0.0f64; LANES];

@@ -153,18 +153,16 @@ pub fn layer_norm_backward(
             let gr = &dy[row * dim..(row + 1) * dim];
             let (m, is) = (save_mean[row], save_invstd[row]);
             // g = dy·gamma; dx = invstd·(g − mean(g) − x̂·mean(g·x̂)).
-            let sg = acc::lanes(dim, |j| (gr[j] * gamma[j]) as f64);
-            let sgx = acc::lanes(dim, |j| (gr[j] * gamma[j] * ((xr[j] - m) * is)) as f64);
-            for j in 0..dim {
-                let xh = (xr[j] - m) * is;
-                dg[j] += (gr[j] * xh) as f64;
-                db[j] += gr[j] as f64;
+            let sg = acc::fold3(gr, gamma, xr, |g, w, _| (g * w) as f64);
+            let sgx = acc::fold3(gr, gamma, xr, |g, w, v| (g * w * ((v - m) * is)) as f64);
+            for (((a, b), &g), &v) in dg.iter_mut().zip(db.iter_mut()).zip(gr).zip(xr) {
+                *a += (g * ((v - m) * is)) as f64;
+                *b += g as f64;
             }
             let mg = (sg / dim as f64) as f32;
             let mgx = (sgx / dim as f64) as f32;
-            for j in 0..dim {
-                let xh = (xr[j] - m) * is;
-                dxr[j] = is * (gr[j] * gamma[j] - mg - xh * mgx);
+            for (((d, &g), &w), &v) in dxr.iter_mut().zip(gr).zip(gamma).zip(xr) {
+                *d = is * (g * w - mg - (v - m) * is * mgx);
             }
         }
         (dg, db)
