@@ -251,7 +251,12 @@ fn block_gram(g: &[f32], t: usize, p: usize, c0: usize, c1: usize, acc: &mut [f6
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,fma")]
 unsafe fn block_gram_avx512(g: &[f32], t: usize, p: usize, c0: usize, c1: usize, acc: &mut [f64]) {
-    block_gram_body::<true, 8, 4>(g, t, p, c0, c1, acc);
+    // With T <= 2 a 4 x 4 tile would mostly compute duplicates.
+    if t <= 2 {
+        block_gram_body::<true, 8, 2>(g, t, p, c0, c1, acc);
+    } else {
+        block_gram_body::<true, 8, 4>(g, t, p, c0, c1, acc);
+    }
 }
 
 /// The block kernel with AVX2: 2 x 2 row tiles, 4 f64 lanes.
@@ -374,6 +379,7 @@ mod tests {
         };
         for (t, p, c0, c1) in [
             (1, 5, 0, 5),
+            (2, 99, 1, 98),
             (7, 301, 3, 300),
             (9, 2048, 0, 2048),
             (16, 77, 1, 76),
