@@ -17,12 +17,18 @@ struct Cli {
 enum Command {
     /// List the compute devices: the CPU (SIMD features, threads) and any CUDA device.
     Devices,
+    /// Write a seeded, freshly initialised checkpoint of a model.
+    Init(commands::inspect::InitArgs),
+    /// One training-mode forward and backward on a batch file, every tensor written by name.
+    Inspect(commands::inspect::InspectArgs),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Devices => commands::devices::run(),
+        Command::Init(args) => commands::inspect::run_init(&args),
+        Command::Inspect(args) => commands::inspect::run_inspect(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
