@@ -1,7 +1,10 @@
 //! The `scalarize` binary: one entry point for training, sweeps, PBT, conflict analysis and
-//! reports. Each subcommand lives in its own module under `commands/`.
+//! reports. Each subcommand lives in its own module under `commands/`; configs in `config/`;
+//! the training machinery (problems, trainer, run folders, metrics) in `experiment/`.
 
 mod commands;
+mod config;
+mod experiment;
 
 use clap::{Parser, Subcommand};
 
@@ -15,6 +18,21 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Train one model with fixed scalarization weights or an MTO method.
+    Train(commands::run::TrainArgs),
+    /// Train one model per point of a grid over the weights.
+    Sweep(commands::run::SweepArgs),
+    /// Population-based training over the weights, beside uniform and grid baselines.
+    Pbt(commands::pbt::PbtArgs),
+    /// Train while measuring per-layer gradient conflicts between tasks.
+    Conflicts(commands::run::ConflictsArgs),
+    /// Train one single-task (single-domain) model per task: the baselines of Delta_m.
+    Single(commands::run::CommonArgs),
+    /// List the built-in presets, or print one in full.
+    Presets {
+        /// Preset to print.
+        name: Option<String>,
+    },
     /// List the compute devices: the CPU (SIMD features, threads) and any CUDA device.
     Devices,
     /// Write a seeded, freshly initialised checkpoint of a model.
@@ -26,6 +44,12 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Train(a) => commands::run::run_train(&a),
+        Command::Sweep(a) => commands::run::run_sweep(&a),
+        Command::Pbt(a) => commands::pbt::run_pbt(&a),
+        Command::Conflicts(a) => commands::run::run_conflicts(&a),
+        Command::Single(a) => commands::run::run_single(&a),
+        Command::Presets { name } => commands::presets::run(name.as_deref()),
         Command::Devices => commands::devices::run(),
         Command::Init(args) => commands::inspect::run_init(&args),
         Command::Inspect(args) => commands::inspect::run_inspect(&args),
@@ -34,7 +58,11 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
+            if experiment::interrupt::requested() {
+                std::process::ExitCode::from(130)
+            } else {
+                std::process::ExitCode::FAILURE
+            }
         }
     }
 }

@@ -74,10 +74,10 @@ pub fn run_init(args: &InitArgs) -> Result<()> {
 
 /// Runs the interop check on our side and prints the losses.
 pub fn run_inspect(args: &InspectArgs) -> Result<()> {
-    if let Some(w) = &args.weights {
-        if let Some(bad) = w.iter().find(|v| !v.is_finite() || **v < 0.0) {
-            bail!("--weights: {bad} is not a finite non-negative weight");
-        }
+    if let Some(w) = &args.weights
+        && let Some(bad) = w.iter().find(|v| !v.is_finite() || **v < 0.0)
+    {
+        bail!("--weights: {bad} is not a finite non-negative weight");
     }
     let report = scalarize_nn::inspect::inspect(
         &args.model,

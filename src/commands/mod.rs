@@ -2,3 +2,6 @@
 
 pub mod devices;
 pub mod inspect;
+pub mod pbt;
+pub mod presets;
+pub mod run;
