@@ -2,6 +2,7 @@
 //! reports. Each subcommand lives in its own module under `commands/`.
 
 mod commands;
+mod report;
 
 use clap::{Parser, Subcommand};
 
@@ -21,6 +22,10 @@ enum Command {
     Init(commands::inspect::InitArgs),
     /// One training-mode forward and backward on a batch file, every tensor written by name.
     Inspect(commands::inspect::InspectArgs),
+    /// Figures (PNG + SVG) and a results table with Delta_m from a run folder.
+    Report(commands::report::ReportArgs),
+    /// Check or summarise a data set folder (formats auto-detected).
+    Data(commands::data::DataArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -29,6 +34,8 @@ fn main() -> std::process::ExitCode {
         Command::Devices => commands::devices::run(),
         Command::Init(args) => commands::inspect::run_init(&args),
         Command::Inspect(args) => commands::inspect::run_inspect(&args),
+        Command::Report(args) => commands::report::run(&args),
+        Command::Data(args) => commands::data::run(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,4 +1,6 @@
 //! One module per subcommand.
 
+pub mod data;
 pub mod devices;
 pub mod inspect;
+pub mod report;
