@@ -353,11 +353,14 @@ fn counts_line(
     s
 }
 
+/// Per-channel mean, per-channel std and the number of images they were computed over.
+type ChannelStats = (Vec<f64>, Vec<f64>, usize);
+
 /// Per-channel mean and std of v/255 over `max_images` evenly spaced images.
 fn channel_stats(
     ds: &dyn Dataset,
     max_images: usize,
-) -> scalarize_data::Result<Option<(Vec<f64>, Vec<f64>, usize)>> {
+) -> scalarize_data::Result<Option<ChannelStats>> {
     let n = ds.len().min(max_images);
     if n == 0 {
         return Ok(None);

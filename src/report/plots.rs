@@ -331,11 +331,15 @@ pub fn metric_vs_p1(run: &RunFolder, out: &Path) -> Result<Outcome> {
 
 // ---------------------------------------------------------------- PBT weights
 
+/// (step, weights) points, sorted by step.
+type WeightPath = Vec<(f64, Vec<f64>)>;
+
 struct PbtData {
     tasks: Vec<String>,
-    /// member -> (step, weights), sorted by step.
-    members: BTreeMap<String, Vec<(f64, Vec<f64>)>>,
-    winner: Option<(String, Vec<(f64, Vec<f64>)>)>,
+    /// member -> its weights over time.
+    members: BTreeMap<String, WeightPath>,
+    /// The winner's name and schedule.
+    winner: Option<(String, WeightPath)>,
     max_step: f64,
 }
 
@@ -366,6 +370,7 @@ fn draw_pbt<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, d: &PbtData) -> R
     chart
         .configure_mesh()
         .x_desc("step")
+        .x_label_formatter(&|v| format!("{v:.0}"))
         .y_desc("weight p_t")
         .label_style((SANS, 15))
         .draw()
@@ -423,7 +428,7 @@ pub fn pbt_weights(run: &RunFolder, out: &Path) -> Result<Outcome> {
             "pbt_weights: skipped, metrics.jsonl has no pbt records".into(),
         ));
     }
-    let mut members: BTreeMap<String, Vec<(f64, Vec<f64>)>> = BTreeMap::new();
+    let mut members: BTreeMap<String, WeightPath> = BTreeMap::new();
     let mut by_gen: Vec<&crate::report::read::PbtRecord> = run.pbt.iter().collect();
     by_gen.sort_by_key(|r| (r.generation, r.step));
     for r in by_gen {
@@ -496,6 +501,7 @@ fn draw_conflict_lines<DB: DrawingBackend>(
     chart
         .configure_mesh()
         .x_desc("step")
+        .x_label_formatter(&|v| format!("{v:.0}"))
         .y_desc("conflict fraction (task pairs with cos < 0)")
         .label_style((SANS, 15))
         .draw()
@@ -557,7 +563,7 @@ fn draw_conflict_heatmap<DB: DrawingBackend>(
     let mut chart = ChartBuilder::on(root)
         .caption(
             format!(
-                "Gradient conflict fraction per layer ({}; white 0 → red 1, grey = missing)",
+                "Gradient conflict fraction per layer ({}; white = 0, red = 1, grey = missing)",
                 d.run
             ),
             (SANS, 20),
@@ -718,6 +724,8 @@ pub fn conflict_vs_metric(run: &RunFolder, out: &Path) -> Result<Outcome> {
     if points.is_empty() {
         let why = if run.conflicts.is_empty() {
             "metrics.jsonl has no conflict records"
+        } else if run.conflicts.iter().all(|c| c.whole.is_none()) {
+            "the conflict records have no whole-backbone (\"whole\") values"
         } else {
             "no conflict record with a whole-backbone value has an eval record at or after its step"
         };
