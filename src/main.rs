@@ -5,6 +5,7 @@
 mod commands;
 mod config;
 mod experiment;
+mod report;
 
 use clap::{Parser, Subcommand};
 
@@ -28,6 +29,10 @@ enum Command {
     Conflicts(commands::run::ConflictsArgs),
     /// Train one single-task (single-domain) model per task: the baselines of Delta_m.
     Single(commands::run::CommonArgs),
+    /// Figures (PNG + SVG) and a results table with Delta_m from a run folder.
+    Report(commands::report::ReportArgs),
+    /// Check or summarise a data set folder (formats auto-detected).
+    Data(commands::data::DataArgs),
     /// List the built-in presets, or print one in full.
     Presets {
         /// Preset to print.
@@ -49,6 +54,8 @@ fn main() -> std::process::ExitCode {
         Command::Pbt(a) => commands::pbt::run_pbt(&a),
         Command::Conflicts(a) => commands::run::run_conflicts(&a),
         Command::Single(a) => commands::run::run_single(&a),
+        Command::Report(args) => commands::report::run(&args),
+        Command::Data(args) => commands::data::run(&args),
         Command::Presets { name } => commands::presets::run(name.as_deref()),
         Command::Devices => commands::devices::run(),
         Command::Init(args) => commands::inspect::run_init(&args),
