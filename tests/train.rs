@@ -141,8 +141,8 @@ fn train_writes_the_run_folder_and_reproduces_with_a_seed() {
     // The checkpoint holds the model under the architecture's names.
     let bytes = std::fs::read(a.join("checkpoints/train.safetensors")).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    assert!(st.names().iter().any(|n| *n == "backbone.conv1.weight"));
-    assert!(st.names().iter().any(|n| *n == "heads.1.weight"));
+    assert!(st.names().contains(&"backbone.conv1.weight"));
+    assert!(st.names().contains(&"heads.1.weight"));
     // Same seed, same numbers.
     let rb = results(&b);
     assert_eq!(ra[0]["task_metric"], rb[0]["task_metric"]);

@@ -348,8 +348,12 @@ pub fn sweep_points(t: usize, grid: usize, samples: usize, seed: u64) -> Vec<Vec
             .collect();
     }
     if samples > 0 {
-        let mut rng =
-            scalarize_pbt::rng::stream(seed, scalarize_pbt::rng::Purpose::Init, 0x5357_4545_50, 0);
+        let mut rng = scalarize_pbt::rng::stream(
+            seed,
+            scalarize_pbt::rng::Purpose::Init,
+            0x0053_5745_4550,
+            0,
+        );
         let space = scalarize_pbt::Domain::simplex(t);
         return (0..samples)
             .map(|_| {

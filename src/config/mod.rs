@@ -14,7 +14,7 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 /// The whole run configuration.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Preset this config started from (informational once resolved).
@@ -283,20 +283,6 @@ impl Default for ConflictsConfig {
     }
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            preset: None,
-            data: DataConfig::default(),
-            model: ModelConfig::default(),
-            train: TrainConfig::default(),
-            sweep: SweepConfig::default(),
-            pbt: PbtConfig::default(),
-            conflicts: ConflictsConfig::default(),
-        }
-    }
-}
-
 /// Datasets the trainer knows.
 pub const DATASETS: &[&str] = &[
     "digits-mdl",
@@ -410,7 +396,7 @@ impl Config {
                 t.warmup_epochs
             );
         }
-        if !(t.clip_grad_norm >= 0.0) {
+        if t.clip_grad_norm.is_nan() || t.clip_grad_norm < 0.0 {
             bail!(
                 "train.clip_grad_norm: must be >= 0, got {}",
                 t.clip_grad_norm

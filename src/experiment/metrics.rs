@@ -192,13 +192,10 @@ fn join(v: &[f64]) -> String {
 /// One group's metrics in the run-folder format: T x T cosine matrix, means of the pairs.
 fn group_json(g: &GroupConflict, t: usize) -> Value {
     let mut cos = vec![vec![1.0f64; t]; t];
-    let mut k = 0;
-    for i in 0..t {
-        for j in i + 1..t {
-            cos[i][j] = g.cosines[k];
-            cos[j][i] = g.cosines[k];
-            k += 1;
-        }
+    let pairs = (0..t).flat_map(|i| (i + 1..t).map(move |j| (i, j)));
+    for ((i, j), &c) in pairs.zip(&g.cosines) {
+        cos[i][j] = c;
+        cos[j][i] = c;
     }
     let mean = |v: &[f64]| {
         if v.is_empty() {

@@ -379,7 +379,9 @@ impl Trainer {
         let lr = (self.base_lr * self.schedule.lr_at(self.step) as f64) as f32;
         let clip =
             (self.config.train.clip_grad_norm > 0.0).then_some(self.config.train.clip_grad_norm);
-        let measure = self.conflict_every.is_some_and(|k| self.step % k == 0);
+        let measure = self
+            .conflict_every
+            .is_some_and(|k| self.step.is_multiple_of(k));
         let requirement = self.method.as_ref().map(|m| m.requirement());
         let mut conflict_grads: Option<Vec<f32>> = None;
         match requirement {
@@ -543,7 +545,7 @@ impl Trainer {
 
     fn log_train(&mut self, lr: f64) -> Result<()> {
         let every = self.config.train.log_every;
-        if self.step % every != 0 && self.step % self.steps_per_epoch != 0 {
+        if !self.step.is_multiple_of(every) && !self.step.is_multiple_of(self.steps_per_epoch) {
             return Ok(());
         }
         let loss: Vec<f64> = self
