@@ -283,6 +283,17 @@ fn run_population(ctx: &Context) -> Result<RunResult> {
         .map(|c| pbt_dir.join(c))
         .ok_or_else(|| anyhow!("PBT winner member-{best} has no checkpoint"))?;
 
+    let mut winner = Trainer::new(
+        "pbt",
+        ctx.problem.clone(),
+        &ctx.config,
+        &[],
+        "scalarization",
+        None,
+    )?;
+    // The engine counts units (epochs); records are in optimizer steps like the others.
+    let spe = winner.steps_per_epoch();
+
     // Records for the report: every member's p after each interval, and the winner's schedule.
     let store = engine.store()?;
     let policy = store.policy(None)?;
@@ -293,14 +304,14 @@ fn run_population(ctx: &Context) -> Result<RunResult> {
             .map(|p| format!("member-{}", p.source));
         ctx.sink.raw(&json!({
             "type": "pbt", "run": format!("member-{}", e.member), "generation": e.generation,
-            "step": e.step_end, "weights": e.hp.vector("p"), "lr": e.hp.f64("lr"),
+            "step": e.step_end * spe, "weights": e.hp.vector("p"), "lr": e.hp.f64("lr"),
             "score": e.score, "exploited_from": source,
         }))?;
     }
     let schedule: Vec<serde_json::Value> = report
         .best_schedule
         .iter()
-        .map(|s| json!({"step": s.step, "weights": s.hp.vector("p"), "lr": s.hp.f64("lr")}))
+        .map(|s| json!({"step": s.step * spe, "weights": s.hp.vector("p"), "lr": s.hp.f64("lr")}))
         .collect();
     write_atomic(
         &ctx.dir.path.join("pbt_schedule.json"),
@@ -311,14 +322,6 @@ fn run_population(ctx: &Context) -> Result<RunResult> {
     )?;
 
     // The winner, evaluated on validation and test.
-    let mut winner = Trainer::new(
-        "pbt",
-        ctx.problem.clone(),
-        &ctx.config,
-        &[],
-        "scalarization",
-        None,
-    )?;
     winner.load(&ckpt)?;
     let val = winner.evaluate(false)?;
     let test = winner.evaluate(true)?;
