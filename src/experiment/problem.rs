@@ -336,18 +336,14 @@ fn cifar_stl_problem(config: &Config, r: usize) -> Result<Problem> {
     let root = &config.data.root;
     let remap_c =
         |s: InMemory| s.remap_classes(&cifar_stl::CIFAR10_TO_SHARED, cifar_stl::SHARED_CLASSES);
-    let c_train = remap_c(cifar::open_cifar10(
-        &root.join("cifar-10-batches-bin"),
-        Split::Train,
-    )?);
-    let c_test = remap_c(cifar::open_cifar10(
-        &root.join("cifar-10-batches-bin"),
-        Split::Test,
-    )?);
+    // The readers take the parent folder and add their own sub-folder (passing the sub-folder
+    // also works, but when it is missing the error would name `sub/sub/...`).
+    let c_train = remap_c(cifar::open_cifar10(root, Split::Train)?);
+    let c_test = remap_c(cifar::open_cifar10(root, Split::Test)?);
     let stl_map =
         |s: InMemory| s.remap_classes(&cifar_stl::STL10_TO_SHARED, cifar_stl::SHARED_CLASSES);
-    let s_train = stl_map(stl10::open(&root.join("stl10_binary"), Split::Train)?);
-    let s_test = stl_map(stl10::open(&root.join("stl10_binary"), Split::Test)?);
+    let s_train = stl_map(stl10::open(root, Split::Train)?);
+    let s_test = stl_map(stl10::open(root, Split::Test)?);
     let (c_tr, c_va) = split_in_memory(&c_train, config, 4);
     let (s_tr, s_va) = split_in_memory(&s_train, config, 5);
     let limit = config.data.eval_limit;
@@ -501,6 +497,13 @@ fn taskonomy(config: &Config, r: usize) -> Result<Problem> {
         Taskonomy::open(&d.root, None, &tasks, (r, r))
             .with_context(|| format!("data.tasks {tasks:?}"))?,
     );
+    // The reader takes every sub-folder as a building, so a wrong root opens as empty.
+    if all.is_empty() {
+        bail!(
+            "no Taskonomy views: expected {{building}}/rgb/point_{{P}}_view_{{V}}_domain_rgb.png under {}",
+            d.root.display()
+        );
+    }
     // Taskonomy-tiny has no official split here: 10% test, then validation from the rest.
     let (rest, test_idx) = split_train_val(all.len(), 0.1, 20);
     let (tr, va) = split_train_val(rest.len(), d.val_fraction, 21);
