@@ -255,14 +255,13 @@ fn taskonomy_data(root: &Path) {
     }
 }
 
-/// A tiny config over `preset`: data in `root` at 16x16, a small model, 1 epoch of 2 steps
+/// A tiny config over `preset` (its own model): data in `root` at 16x16, 1 epoch of 2 steps
 /// (no warmup: the presets warm up for 1-2 epochs, which must be under `epochs`).
-fn tiny_config(dir: &Path, preset: &str, root: &Path, model: &str) -> PathBuf {
+fn tiny_config(dir: &Path, preset: &str, root: &Path) -> PathBuf {
     let path = dir.join(format!("{preset}.toml"));
     let text = format!(
         "preset = \"{preset}\"\n\
          [data]\nroot = {root:?}\nresolution = 16\ntrain_limit = 64\neval_limit = 16\nworkers = 0\n\
-         [model]\nspec = \"{model}\"\n\
          [train]\nepochs = 1\nsteps_per_epoch = 2\nwarmup_epochs = 0.0\nbatch_size = 8\nlog_every = 1\nthreads = 2\n",
         root = root.display().to_string(),
     );
@@ -289,18 +288,19 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-/// Trains `preset` on the data in `root` and checks the run folder: the objectives named
-/// `names` (a `problem` problem), one result with one metric in [0, 1] per objective.
-/// Returns the result.
+/// Trains `preset` on the data in `root` and checks the run folder: the preset's `model`, the
+/// objectives named `names` (a `problem` problem), one result with one metric in [0, 1] per
+/// objective. Returns the result.
 fn train_and_check(preset: &str, root: &Path, model: &str, problem: &str, names: &[&str]) -> Value {
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = tiny_config(tmp.path(), preset, root, model);
+    let cfg = tiny_config(tmp.path(), preset, root);
     let out_dir = tmp.path().join("run");
     let o = scalarize(&["train", "--config", s(&cfg), "--out", s(&out_dir)]);
     assert!(o.status.success(), "{preset}: {}\n{}", o.status, text(&o));
     let run: Value =
         serde_json::from_str(&std::fs::read_to_string(out_dir.join("run.json")).unwrap()).unwrap();
     assert_eq!(run["preset"], preset);
+    assert_eq!(run["model"], model);
     assert_eq!(run["problem"], problem);
     assert_eq!(run["tasks"], serde_json::json!(names));
     let results: Vec<Value> = std::fs::read_to_string(out_dir.join("results.jsonl"))
@@ -333,7 +333,7 @@ fn cifar_stl_trains_on_the_nine_shared_classes() {
     let r = train_and_check(
         "cifar-stl",
         data.path(),
-        "resnet26:w0.25",
+        "resnet26:w1",
         "mdl",
         &["cifar10", "stl10"],
     );
@@ -366,7 +366,7 @@ fn domainnet_trains_one_head_per_domain() {
     train_and_check(
         "domainnet",
         data.path(),
-        "resnet26:w0.25",
+        "resnet26:w1",
         "mdl",
         &["real", "clipart"],
     );
@@ -383,11 +383,11 @@ fn domainnet_trains_one_head_per_domain() {
 fn celeba_trains_one_binary_task_per_attribute() {
     let data = tempfile::tempdir().unwrap();
     celeba_data(data.path());
-    // The preset's 8 attributes, on a one-block ViT with 8x8 patches (16 = 2 x 8).
+    // The preset's 8 attributes on its ViT-S with 8x8 patches (16 = 2 x 8).
     train_and_check(
         "celeba",
         data.path(),
-        "vit-ti:p8:d1",
+        "vit-s:p8",
         "mtl",
         &[
             "Attractive",
@@ -415,7 +415,7 @@ fn taskonomy_trains_dense_and_segmentation_heads() {
     train_and_check(
         "taskonomy-tiny",
         data.path(),
-        "resnet26:w0.25",
+        "resnet26:w0.5",
         "mtl",
         &TASKONOMY_TASKS,
     );
@@ -453,7 +453,7 @@ fn presets_without_their_files_name_what_is_missing() {
             "/rgb/point_{P}_view_{V}_domain_rgb.png".to_string(),
         ),
     ] {
-        let cfg = tiny_config(tmp.path(), preset, root, "resnet26:w0.25");
+        let cfg = tiny_config(tmp.path(), preset, root);
         let out_dir = tmp.path().join(format!("run-{preset}"));
         let o = scalarize(&["train", "--config", s(&cfg), "--out", s(&out_dir)]);
         let err = String::from_utf8_lossy(&o.stderr);
