@@ -336,9 +336,16 @@ fn sweep_single_conflicts_pbt_and_report() {
     let m = lines(&pbt.join("metrics.jsonl"));
     let pbt_records: Vec<&Value> = m.iter().filter(|r| r["type"] == "pbt").collect();
     assert_eq!(pbt_records.len(), 4, "2 members x 2 intervals");
-    let mut steps: Vec<u64> = pbt_records.iter().map(|r| r["step"].as_u64().unwrap()).collect();
+    let mut steps: Vec<u64> = pbt_records
+        .iter()
+        .map(|r| r["step"].as_u64().unwrap())
+        .collect();
     steps.sort();
-    assert_eq!(steps, [3, 3, 6, 6], "optimizer steps at the end of each 3-step interval");
+    assert_eq!(
+        steps,
+        [3, 3, 6, 6],
+        "optimizer steps at the end of each 3-step interval"
+    );
     for r in &pbt_records {
         let w: Vec<f64> = serde_json::from_value(r["weights"].clone()).unwrap();
         assert!((w.iter().sum::<f64>() - 1.0).abs() < 1e-9 && w.iter().all(|&x| x >= 0.02 - 1e-12));

@@ -238,76 +238,61 @@ pub fn print_results(ctx: &Context, results: &[RunResult]) {
 
 /// `scalarize train`.
 pub fn run_train(a: &TrainArgs) -> Result<()> {
-    let mut config = resolve_config(&a.common)?;
-    if let Some(w) = &a.weights {
-        config.train.weights = w.clone();
-    }
-    if let Some(m) = &a.method {
-        config.train.method = m.clone();
-    }
-    config.validate()?;
-    let ctx = setup("train", &a.common, config)?;
-    let method = ctx.config.train.method.clone();
-    let spec = RunSpec {
-        name: "train".into(),
-        kind: if method == "scalarization" {
-            "train".into()
-        } else {
-            "method".into()
-        },
-        method,
-        weights: ctx.config.train.weights.clone(),
-        single: None,
-        conflicts_every: None,
-    };
-    match runner::run(&ctx, &spec)? {
-        Some(r) => {
-            print_results(&ctx, &[r]);
-            Ok(())
-        }
-        None => interrupted(&ctx.dir, "train"),
-    }
+    train_one("train", &a.common, &a.weights, &a.method, None)
 }
 
 /// `scalarize conflicts`.
 pub fn run_conflicts(a: &ConflictsArgs) -> Result<()> {
-    let mut config = resolve_config(&a.common)?;
-    if let Some(w) = &a.weights {
+    train_one("conflicts", &a.common, &a.weights, &a.method, Some(a.every))
+}
+
+/// One model with the config's (or given) weights or method; `conflicts` measures gradient
+/// conflicts every `conflicts.every` steps (overridden by `Some(Some(k))`).
+fn train_one(
+    command: &str,
+    common: &CommonArgs,
+    weights: &Option<Vec<f64>>,
+    method: &Option<String>,
+    conflicts: Option<Option<u64>>,
+) -> Result<()> {
+    let mut config = resolve_config(common)?;
+    if let Some(w) = weights {
         config.train.weights = w.clone();
     }
-    if let Some(m) = &a.method {
+    if let Some(m) = method {
         config.train.method = m.clone();
     }
-    if let Some(e) = a.every {
+    if let Some(Some(e)) = conflicts {
         config.conflicts.every = e;
     }
     config.validate()?;
-    let ctx = setup("conflicts", &a.common, config)?;
+    let ctx = setup(command, common, config)?;
     let method = ctx.config.train.method.clone();
     let spec = RunSpec {
-        name: "conflicts".into(),
+        name: command.into(),
         kind: if method == "scalarization" {
-            "train".into()
+            "train"
         } else {
-            "method".into()
-        },
+            "method"
+        }
+        .into(),
         method,
         weights: ctx.config.train.weights.clone(),
         single: None,
-        conflicts_every: Some(ctx.config.conflicts.every),
+        conflicts_every: conflicts.map(|_| ctx.config.conflicts.every),
     };
-    match runner::run(&ctx, &spec)? {
-        Some(r) => {
-            print_results(&ctx, &[r]);
-            println!(
-                "conflict time series: {} (type \"conflict\"); plot with `scalarize report {}`",
-                ctx.dir.path.join("metrics.jsonl").display(),
-                ctx.dir.path.display()
-            );
-            Ok(())
-        }
-        None => interrupted(&ctx.dir, "conflicts"),
+    let Some(r) = runner::run(&ctx, &spec)? else {
+        return interrupted(&ctx.dir, command);
+    };
+    print_results(&ctx, &[r]);
+    if conflicts.is_some() {
+        println!(
+            "conflict time series: {} (type \"conflict\"); plot with `scalarize report {}`",
+            ctx.dir.path.join("metrics.jsonl").display(),
+            ctx.dir.path.display()
+        );
     }
+    Ok(())
 }
 
 /// `scalarize single`.

@@ -257,38 +257,55 @@ fn mdl_objectives(names: &[&str], shared_head: bool, classes: usize) -> (Vec<Obj
     (objectives, heads)
 }
 
-fn digits_mdl(config: &Config, r: usize) -> Result<Problem> {
-    let root = &config.data.root;
-    let mnist_train = mnist::open(&root.join("mnist"), Split::Train)?;
-    let mnist_test = mnist::open(&root.join("mnist"), Split::Test)?;
-    let digits_path = root.join("digits").join("digits.csv.gz");
-    let digits_train = digits::open(&digits_path, Split::Train)?;
-    let digits_test = digits::open(&digits_path, Split::Test)?;
-    let (m_tr, m_va) = split_in_memory(&mnist_train, config, 1);
-    let (d_tr, d_va) = split_in_memory(&digits_train, config, 2);
-    let limit = config.data.eval_limit;
-    let norm = mean_std(1, (0.13, 0.31), ([0.0; 3], [1.0; 3]));
-    let (train_t, eval_t) = transforms(r, true, config.data.augment, false, norm);
-    let (objectives, heads) = mdl_objectives(&["mnist", "digits"], config.data.shared_head, 10);
-    Ok(Problem {
+/// A multi-domain problem over in-memory domains given as (name, train split, test split):
+/// validation carved out of each training split, one head per domain unless shared.
+fn in_memory_domains(
+    config: &Config,
+    domains: Vec<(&str, InMemory, InMemory)>,
+    classes: usize,
+    channels: usize,
+    (train_t, eval_t): (Augment, Augment),
+) -> Problem {
+    let names: Vec<&str> = domains.iter().map(|d| d.0).collect();
+    let (objectives, heads) = mdl_objectives(&names, config.data.shared_head, classes);
+    let (mut train, mut val, mut test) = (Vec::new(), Vec::new(), Vec::new());
+    for (d, (_, tr, te)) in domains.into_iter().enumerate() {
+        let (tr, va) = split_in_memory(&tr, config, 1 + d as u64);
+        train.push(Source::new(tr, train_t.clone()));
+        val.push(Source::new(va, eval_t.clone()));
+        test.push(Source::new(
+            cap_in_memory(te, config.data.eval_limit),
+            eval_t.clone(),
+        ));
+    }
+    Problem {
         kind: ProblemKind::Mdl,
         objectives,
         heads,
-        channels: 1,
-        resolution: r,
-        train: vec![
-            Source::new(m_tr, train_t.clone()),
-            Source::new(d_tr, train_t),
+        channels,
+        resolution: config.data.resolution,
+        train,
+        val,
+        test,
+    }
+}
+
+fn digits_mdl(config: &Config, r: usize) -> Result<Problem> {
+    let root = &config.data.root;
+    let mnist = |split| mnist::open(&root.join("mnist"), split);
+    let digits_path = root.join("digits").join("digits.csv.gz");
+    let digits = |split| digits::open(&digits_path, split);
+    let norm = mean_std(1, (0.13, 0.31), ([0.0; 3], [1.0; 3]));
+    Ok(in_memory_domains(
+        config,
+        vec![
+            ("mnist", mnist(Split::Train)?, mnist(Split::Test)?),
+            ("digits", digits(Split::Train)?, digits(Split::Test)?),
         ],
-        val: vec![
-            Source::new(m_va, eval_t.clone()),
-            Source::new(d_va, eval_t.clone()),
-        ],
-        test: vec![
-            Source::new(cap_in_memory(mnist_test, limit), eval_t.clone()),
-            Source::new(cap_in_memory(digits_test, limit), eval_t),
-        ],
-    })
+        10,
+        1,
+        transforms(r, true, config.data.augment, false, norm),
+    ))
 }
 
 fn multimnist(config: &Config, r: usize) -> Result<Problem> {
@@ -334,46 +351,27 @@ fn multimnist(config: &Config, r: usize) -> Result<Problem> {
 
 fn cifar_stl_problem(config: &Config, r: usize) -> Result<Problem> {
     let root = &config.data.root;
-    let remap_c =
-        |s: InMemory| s.remap_classes(&cifar_stl::CIFAR10_TO_SHARED, cifar_stl::SHARED_CLASSES);
+    let shared = cifar_stl::SHARED_CLASSES;
     // The readers take the parent folder and add their own sub-folder (passing the sub-folder
     // also works, but when it is missing the error would name `sub/sub/...`).
-    let c_train = remap_c(cifar::open_cifar10(root, Split::Train)?);
-    let c_test = remap_c(cifar::open_cifar10(root, Split::Test)?);
-    let stl_map =
-        |s: InMemory| s.remap_classes(&cifar_stl::STL10_TO_SHARED, cifar_stl::SHARED_CLASSES);
-    let s_train = stl_map(stl10::open(root, Split::Train)?);
-    let s_test = stl_map(stl10::open(root, Split::Test)?);
-    let (c_tr, c_va) = split_in_memory(&c_train, config, 4);
-    let (s_tr, s_va) = split_in_memory(&s_train, config, 5);
-    let limit = config.data.eval_limit;
+    let cifar = |split| -> Result<InMemory> {
+        Ok(cifar::open_cifar10(root, split)?.remap_classes(&cifar_stl::CIFAR10_TO_SHARED, shared))
+    };
+    let stl = |split| -> Result<InMemory> {
+        Ok(stl10::open(root, split)?.remap_classes(&cifar_stl::STL10_TO_SHARED, shared))
+    };
     let norm = mean_std(3, (0.0, 1.0), ([0.49, 0.48, 0.45], [0.25, 0.24, 0.26]));
     // CIFAR is 32x32 and STL 96x96: both go through the resize to r.
-    let (train_t, eval_t) = transforms(r, true, config.data.augment, true, norm);
-    let (objectives, heads) = mdl_objectives(
-        &["cifar10", "stl10"],
-        config.data.shared_head,
-        cifar_stl::SHARED_CLASSES,
-    );
-    Ok(Problem {
-        kind: ProblemKind::Mdl,
-        objectives,
-        heads,
-        channels: 3,
-        resolution: r,
-        train: vec![
-            Source::new(c_tr, train_t.clone()),
-            Source::new(s_tr, train_t),
+    Ok(in_memory_domains(
+        config,
+        vec![
+            ("cifar10", cifar(Split::Train)?, cifar(Split::Test)?),
+            ("stl10", stl(Split::Train)?, stl(Split::Test)?),
         ],
-        val: vec![
-            Source::new(c_va, eval_t.clone()),
-            Source::new(s_va, eval_t.clone()),
-        ],
-        test: vec![
-            Source::new(cap_in_memory(c_test, limit), eval_t.clone()),
-            Source::new(cap_in_memory(s_test, limit), eval_t),
-        ],
-    })
+        shared,
+        3,
+        transforms(r, true, config.data.augment, true, norm),
+    ))
 }
 
 /// Train / validation / test views of a generic dataset's train and test splits.

@@ -655,7 +655,7 @@ impl Trainer {
     fn evaluate_inner(&mut self, test: bool) -> Result<Evaluation> {
         let t = self.problem.num_objectives();
         let mut score = vec![(0.0f64, 0.0f64); t];
-        let mut loss = vec![(0.0f64, 0u64); t];
+        let mut loss = vec![(0.0f64, 0.0f64); t];
         let loaders = if test {
             self.test.clone()
         } else {
@@ -692,11 +692,19 @@ impl Trainer {
                     if let Some(target) = make_target(obj, &batch, &order, &rows, &out)? {
                         let head = &self.model.heads().0[obj.head];
                         let l = head_loss(head, &out, &target)?.item()? as f64;
-                        let (hit, count) = metric_counts(&out, &target)?;
+                        let labelled = labelled_rows(obj, &batch);
+                        let (hit, count) = metric_counts(&out, &target, &labelled)?;
                         score[k].0 += hit;
                         score[k].1 += count;
-                        loss[k].0 += l * count;
-                        loss[k].1 += count as u64;
+                        // Weight of this batch's mean loss in the objective's mean.
+                        let w = match target {
+                            Target::DenseValues(_) => {
+                                labelled.iter().filter(|m| **m).count() as f64
+                            }
+                            _ => count,
+                        };
+                        loss[k].0 += l * w;
+                        loss[k].1 += w;
                     }
                 }
             }
@@ -706,18 +714,15 @@ impl Trainer {
             .objectives
             .iter()
             .zip(&score)
-            .zip(&loss)
-            .map(|((o, (hit, count)), (ls, _))| match o.target {
-                // Regression: 1 / (1 + MSE), so higher is better like the others.
-                TargetKind::Dense { .. } => 1.0 / (1.0 + ls / count.max(1e-12)),
-                _ => hit / count.max(1e-12),
+            .map(|(o, (hit, count))| match o.target {
+                // No labelled sample scores 0, as for the accuracies.
+                _ if *count == 0.0 => 0.0,
+                // Regression: 1 / (1 + MSE over labelled samples), higher is better.
+                TargetKind::Dense { .. } => 1.0 / (1.0 + hit / count),
+                _ => hit / count,
             })
             .collect();
-        let loss = loss
-            .iter()
-            .zip(&score)
-            .map(|((ls, _), (_, count))| ls / count.max(1e-12))
-            .collect();
+        let loss = loss.iter().map(|(ls, w)| ls / w.max(1e-12)).collect();
         Ok(Evaluation { metric, loss })
     }
 
@@ -979,8 +984,20 @@ fn make_target(
     Ok(Some(target))
 }
 
-/// (correct, counted) for accuracy-type metrics; (0, rows) for regression (MSE via the loss).
-fn metric_counts(out: &Tensor, target: &Target) -> Result<(f64, f64)> {
+/// Which rows of an evaluation batch carry `obj`'s target.
+fn labelled_rows(obj: &Objective, batch: &Batch) -> Vec<bool> {
+    let task = match obj.target {
+        TargetKind::Class { task }
+        | TargetKind::Attribute { task, .. }
+        | TargetKind::Dense { task }
+        | TargetKind::Segmentation { task } => task,
+    };
+    batch.targets[task].mask().to_vec()
+}
+
+/// (correct, counted) for accuracy-type metrics; (sum of squared errors, elements) over the
+/// `labelled` rows for regression.
+fn metric_counts(out: &Tensor, target: &Target, labelled: &[bool]) -> Result<(f64, f64)> {
     let v = out.as_slice()?;
     Ok(match target {
         Target::Classes(t) => {
@@ -1030,7 +1047,19 @@ fn metric_counts(out: &Tensor, target: &Target) -> Result<(f64, f64)> {
             }
             (hit, count)
         }
-        Target::DenseValues(_) => (0.0, out.shape()[0] as f64),
+        Target::DenseValues(t) => {
+            let per = t.len() / labelled.len().max(1);
+            let mut sse = 0.0;
+            let mut n = 0.0;
+            for (r, _) in labelled.iter().enumerate().filter(|(_, m)| **m) {
+                for i in r * per..(r + 1) * per {
+                    let d = (v[i] - t[i]) as f64;
+                    sse += d * d;
+                }
+                n += per as f64;
+            }
+            (sse, n)
+        }
     })
 }
 
@@ -1090,4 +1119,33 @@ fn step_method_params(m: &mut dyn Aggregator, lr: f64) -> Result<()> {
     let p: Vec<f64> = m.params().iter().zip(&g).map(|(p, g)| p - lr * g).collect();
     m.set_params(&p)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dense_metric_counts_only_labelled_rows() {
+        // Two rows of 2 values; row 1 has no target (the trainer substitutes the prediction).
+        let out = Tensor::new(vec![1.0, 2.0, 5.0, 7.0], &[2, 1, 1, 2]).unwrap();
+        let target = Target::DenseValues(vec![0.0, 4.0, 5.0, 7.0]);
+        let (sse, n) = metric_counts(&out, &target, &[true, false]).unwrap();
+        assert_eq!((sse, n), (1.0 + 4.0, 2.0));
+        let (sse, n) = metric_counts(&out, &target, &[false, false]).unwrap();
+        assert_eq!((sse, n), (0.0, 0.0));
+    }
+
+    #[test]
+    fn accuracy_counts_skip_ignored_rows() {
+        let out = Tensor::new(vec![0.1, 0.9, 0.8, 0.2, 0.3, 0.7], &[3, 2]).unwrap();
+        let target = Target::Classes(vec![1, IGNORE_INDEX, 0]);
+        assert_eq!(
+            metric_counts(&out, &target, &[true; 3]).unwrap(),
+            (1.0, 2.0)
+        );
+        let attrs = Target::Attributes(vec![1.0, 0.0, 0.0, 1.0, 1.0, 1.0]);
+        // Logits > 0 predict 1: all six logits are positive, so the three 1s are right.
+        assert_eq!(metric_counts(&out, &attrs, &[true; 3]).unwrap(), (4.0, 6.0));
+    }
 }
