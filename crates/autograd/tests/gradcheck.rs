@@ -505,6 +505,53 @@ fn composite_attention_block() {
 }
 
 #[test]
+fn fused_self_attention() {
+    // The fused core against finite differences, and its values against the composed chain.
+    let mut rng = Rng::new(18);
+    for (b, t, heads, d) in [(2, 3, 2, 2), (1, 5, 3, 4), (3, 1, 1, 3)] {
+        let ins = [rng.tensor(&[b, t, 3 * heads * d])];
+        check_grads(
+            "self_attention",
+            &ins,
+            |x| x[0].self_attention(heads),
+            H,
+            TOL,
+            &mut rng,
+        );
+        let fused = ins[0].self_attention(heads).unwrap().to_vec();
+        let qkv = ins[0]
+            .reshape(&[b, t, 3, heads, d])
+            .unwrap()
+            .permute(&[2, 0, 3, 1, 4])
+            .unwrap();
+        let part = |i| {
+            qkv.narrow(0, i, 1)
+                .unwrap()
+                .reshape(&[b, heads, t, d])
+                .unwrap()
+        };
+        let composed = part(0)
+            .bmm_t(&part(1), false, true)
+            .unwrap()
+            .scale(1.0 / (d as f32).sqrt())
+            .unwrap()
+            .softmax()
+            .unwrap()
+            .bmm(&part(2))
+            .unwrap()
+            .transpose(1, 2)
+            .unwrap()
+            .reshape(&[b, t, heads * d])
+            .unwrap()
+            .to_vec();
+        for (u, v) in fused.iter().zip(&composed) {
+            assert!((u - v).abs() < 1e-5, "fused {u} vs composed {v}");
+        }
+    }
+    assert!(rng.tensor(&[2, 3, 10]).self_attention(3).is_err());
+}
+
+#[test]
 fn fused_weighted_losses() {
     use scalarize_autograd::TaskLayout;
     let mut rng = Rng::new(17);

@@ -2,6 +2,7 @@
 //! `scalarize_kernels::cpu` and records a hand-written backward that calls kernels too.
 
 pub mod activation;
+pub mod attention;
 pub mod batch_norm;
 pub mod concat;
 pub mod conv;
@@ -20,8 +21,10 @@ pub mod weighted_loss;
 use crate::error::{Result, invalid};
 use crate::tensor::Tensor;
 
-/// A zero-filled buffer (kernels overwrite their outputs).
+/// A zero-filled buffer (kernels overwrite their outputs). The first call tunes the allocator
+/// to keep freed buffers for reuse (see `scalarize_kernels::cpu::keep_freed_buffers`).
 pub(crate) fn zeros(n: usize) -> Vec<f32> {
+    scalarize_kernels::cpu::keep_freed_buffers();
     vec![0.0; n]
 }
 

@@ -8,6 +8,8 @@ pub use weighted_loss::*;
 
 mod accumulate;
 pub mod activation;
+pub mod alloc;
+pub mod attention;
 pub mod batch_norm;
 mod checks;
 pub mod concat;
@@ -23,6 +25,8 @@ pub mod softmax;
 pub mod upsample;
 
 pub use activation::*;
+pub use alloc::*;
+pub use attention::*;
 pub use batch_norm::*;
 pub use concat::*;
 pub use conv::*;

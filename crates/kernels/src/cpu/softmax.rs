@@ -25,7 +25,7 @@ pub(crate) fn per_row(out: &mut [f32], dim: usize, f: impl Fn(&mut [f32], usize)
 }
 
 /// Max of a row in 8 lanes (a serial fold does not vectorise); NaN propagates.
-fn row_max(x: &[f32]) -> f32 {
+pub(crate) fn row_max(x: &[f32]) -> f32 {
     let mut lanes = [f32::NEG_INFINITY; 8];
     let chunks = x.chunks_exact(8);
     let tail = chunks.remainder();

@@ -25,25 +25,11 @@ fn layer_norm(store: &ParamStore, prefix: &str, x: &Tensor) -> Result<Tensor> {
     Ok(x.layer_norm(&g, &b, LN_EPS)?)
 }
 
-/// Multi-head self-attention of `x` `[n, t, d]` with `heads` heads (timm `Attention`).
+/// Multi-head self-attention of `x` `[n, t, d]` with `heads` heads (timm `Attention`): the
+/// qkv projection, the fused attention core (no split / permute copies), the output projection.
 fn attention(store: &ParamStore, prefix: &str, x: &Tensor, heads: usize) -> Result<Tensor> {
-    let (n, t, d) = (x.shape()[0], x.shape()[1], x.shape()[2]);
-    let hd = d / heads;
-    let qkv = linear(store, &format!("{prefix}.qkv"), x)?
-        .reshape(&[n, t, 3, heads, hd])?
-        .permute(&[2, 0, 3, 1, 4])?;
-    let parts = qkv.split(0, &[1, 1, 1])?;
-    let q = parts[0]
-        .reshape(&[n * heads, t, hd])?
-        .scale((hd as f32).powf(-0.5))?;
-    let k = parts[1].reshape(&[n * heads, t, hd])?;
-    let v = parts[2].reshape(&[n * heads, t, hd])?;
-    let attn = q.bmm_t(&k, false, true)?.softmax()?;
-    let o = attn
-        .bmm(&v)?
-        .reshape(&[n, heads, t, hd])?
-        .permute(&[0, 2, 1, 3])?
-        .reshape(&[n, t, d])?;
+    let qkv = linear(store, &format!("{prefix}.qkv"), x)?;
+    let o = qkv.self_attention(heads)?;
     linear(store, &format!("{prefix}.proj"), &o)
 }
 

@@ -1,0 +1,45 @@
+//! Fused self-attention core: packed qkv `[n, t, 3·d]` to merged heads `[n, t, d]`.
+
+use scalarize_kernels::cpu::{self, AttentionShape};
+
+use super::zeros;
+use crate::error::{Result, invalid};
+use crate::node::attach;
+use crate::tensor::Tensor;
+
+impl Tensor {
+    /// Multi-head self-attention of the packed projection `self` `[n, t, 3·d]` laid out
+    /// `[n, t, 3, heads, d/heads]` (timm's qkv linear): per head softmax(q·kᵀ/√hd)·v, heads
+    /// merged back to `[n, t, d]`. Equals the composed reshape / permute / split / scale /
+    /// bmm_t / softmax / bmm / permute chain without its copies.
+    pub fn self_attention(&self, heads: usize) -> Result<Tensor> {
+        let ok = self.rank() == 3 && heads > 0 && self.shape()[2].is_multiple_of(3 * heads);
+        if !ok {
+            return Err(invalid(
+                "self_attention",
+                format!(
+                    "input {:?} with {heads} heads: expected [n, t, 3·d] with d divisible by the heads",
+                    self.shape()
+                ),
+            ));
+        }
+        let (n, t, d3) = (self.shape()[0], self.shape()[1], self.shape()[2]);
+        let hd = d3 / 3 / heads;
+        let s = AttentionShape { n, t, heads, hd };
+        let scale = (hd as f32).powf(-0.5);
+        let mut probs = zeros(s.probs_len());
+        let mut y = zeros(s.out_len());
+        cpu::attention_forward(s, scale, self.values(), &mut probs, &mut y)?;
+        let x = self.detach();
+        Ok(attach(
+            "self_attention",
+            Tensor::from_parts(y, vec![n, t, d3 / 3]),
+            &[self],
+            Box::new(move |dy, _| {
+                let mut dx = zeros(s.qkv_len());
+                cpu::attention_backward(s, scale, x.values(), &probs, dy, &mut dx)?;
+                Ok(vec![Some(dx)])
+            }),
+        ))
+    }
+}
