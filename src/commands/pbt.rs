@@ -15,9 +15,10 @@ use serde_json::json;
 use crate::commands::run::{
     CommonArgs, grid_name, interrupted, print_results, resolve_config, run_all, setup, sweep_points,
 };
+use crate::experiment::progress::RunBar;
 use crate::experiment::run_dir::{RunResult, write_atomic};
 use crate::experiment::runner::{Context, RunSpec};
-use crate::experiment::trainer::{Stop, Trainer};
+use crate::experiment::trainer::{Stop, Trainer, steps_per_epoch};
 
 /// `scalarize pbt`.
 #[derive(Args, Debug)]
@@ -48,13 +49,15 @@ pub struct PbtArgs {
 }
 
 /// One PBT member: a trainer whose p (and learning rate) the engine sets.
-struct Member {
+struct Member<'a> {
     trainer: Trainer,
     search_lr: bool,
     out: PathBuf,
+    /// The population's bar: every member advances it.
+    bar: &'a RunBar,
 }
 
-impl Trainable for Member {
+impl Trainable for Member<'_> {
     fn set_hyperparameters(&mut self, hp: &Hyperparams) -> Result<(), BoxError> {
         let p = hp.vector("p").ok_or("hyperparameter `p` missing")?;
         self.trainer.set_weights(p)?;
@@ -75,7 +78,16 @@ impl Trainable for Member {
 
     fn train(&mut self, interval: &Interval) -> Result<(), BoxError> {
         let steps = interval.units * self.trainer.steps_per_epoch();
-        if self.trainer.train_steps(steps)? == Stop::Interrupted {
+        let stop = self.trainer.train_steps(steps)?;
+        self.bar.inc(
+            steps,
+            &format!(
+                "{} trained to step {}",
+                self.trainer.name,
+                self.trainer.step()
+            ),
+        );
+        if stop == Stop::Interrupted {
             // The engine commits each finished interval atomically and survives a kill, so
             // exiting here loses only the intervals in flight.
             eprintln!(
@@ -88,7 +100,23 @@ impl Trainable for Member {
     }
 
     fn evaluate(&mut self) -> Result<f64, BoxError> {
-        Ok(self.trainer.evaluate_and_log()?.mean())
+        let score = self.trainer.evaluate_and_log()?.mean();
+        let p: Vec<String> = self
+            .trainer
+            .weights()
+            .iter()
+            .map(|w| format!("{w:.3}"))
+            .collect();
+        self.bar.inc(
+            0,
+            &format!(
+                "{} at step {}: val mean {score:.4} with p = ({})",
+                self.trainer.name,
+                self.trainer.step(),
+                p.join(", ")
+            ),
+        );
+        Ok(score)
     }
 
     fn save(&mut self, path: &Path) -> Result<(), BoxError> {
@@ -256,6 +284,10 @@ fn run_population(ctx: &Context) -> Result<RunResult> {
         "PBT: {} members, decisions every {} epoch(s), {} epochs each",
         pc.population, pc.interval, ctx.config.train.epochs
     ));
+    // Steps of the whole population (a resumed run starts the bar at 0: it counts this process).
+    let spe_total =
+        pc.population as u64 * ctx.config.train.epochs * steps_per_epoch(&ctx.config, &ctx.problem);
+    let bar = ctx.progress.run("pbt", spe_total, 0);
     let report = engine
         .run(|m| -> Result<Member, BoxError> {
             let trainer = Trainer::new(
@@ -270,9 +302,11 @@ fn run_population(ctx: &Context) -> Result<RunResult> {
                 trainer,
                 search_lr: pc.search_lr,
                 out: ctx.dir.path.clone(),
+                bar: &bar,
             })
         })
         .context("PBT")?;
+    bar.finish("population trained");
     let best = report
         .best
         .ok_or_else(|| anyhow!("PBT finished without a live member"))?;

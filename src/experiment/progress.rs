@@ -72,6 +72,17 @@ impl RunBar {
         }
     }
 
+    /// Advances by `n` steps (work done by any thread) with a status message.
+    pub fn inc(&self, n: u64, msg: &str) {
+        match &self.bar {
+            Some(b) => {
+                b.inc(n);
+                b.set_message(msg.to_string());
+            }
+            None => eprintln!("[{}] {msg}", self.name),
+        }
+    }
+
     /// Finishes the bar, leaving `msg`.
     pub fn finish(&self, msg: &str) {
         match &self.bar {

@@ -143,12 +143,7 @@ impl Trainer {
                 config.data.root.display()
             );
         }
-        let total: usize = sizes.iter().sum();
-        let steps_per_epoch = if tc.steps_per_epoch > 0 {
-            tc.steps_per_epoch
-        } else {
-            (total / tc.batch_size).max(1) as u64
-        };
+        let steps_per_epoch = steps_per_epoch(config, &problem);
         let total_steps = steps_per_epoch * tc.epochs;
         let warmup = (tc.warmup_epochs * steps_per_epoch as f64).round() as u64;
         let kind = match tc.schedule.as_str() {
@@ -783,6 +778,18 @@ impl Trainer {
             m.set_params(&p)?;
         }
         Ok(())
+    }
+}
+
+/// Optimizer steps per epoch: `train.steps_per_epoch`, or all domains' training samples over
+/// the batch size.
+pub fn steps_per_epoch(config: &Config, problem: &Problem) -> u64 {
+    let tc = &config.train;
+    if tc.steps_per_epoch > 0 {
+        tc.steps_per_epoch
+    } else {
+        let total: usize = problem.train_sizes().iter().sum();
+        (total / tc.batch_size).max(1) as u64
     }
 }
 
