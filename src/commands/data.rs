@@ -353,42 +353,6 @@ fn counts_line(
     s
 }
 
-/// Per-channel mean, per-channel std and the number of images they were computed over.
-type ChannelStats = (Vec<f64>, Vec<f64>, usize);
-
-/// Per-channel mean and std of v/255 over `max_images` evenly spaced images.
-fn channel_stats(
-    ds: &dyn Dataset,
-    max_images: usize,
-) -> scalarize_data::Result<Option<ChannelStats>> {
-    let n = ds.len().min(max_images);
-    if n == 0 {
-        return Ok(None);
-    }
-    let (mut sum, mut sq, mut count) = (Vec::new(), Vec::new(), 0u64);
-    for k in 0..n {
-        let s = ds.get(k * ds.len() / n)?;
-        let c = s.image.channels;
-        sum.resize(c, 0f64);
-        sq.resize(c, 0f64);
-        for px in s.image.data.chunks_exact(c) {
-            for (ch, &v) in px.iter().enumerate() {
-                let v = v as f64 / 255.0;
-                sum[ch] += v;
-                sq[ch] += v * v;
-            }
-        }
-        count += (s.image.height * s.image.width) as u64;
-    }
-    let mean: Vec<f64> = sum.iter().map(|s| s / count as f64).collect();
-    let std = sq
-        .iter()
-        .zip(&mean)
-        .map(|(q, m)| (q / count as f64 - m * m).max(0.0).sqrt())
-        .collect();
-    Ok(Some((mean, std, n)))
-}
-
 fn stats(args: &StatsArgs) -> Result<()> {
     let format = resolve(&args.dir)?;
     println!("{}: format {}", args.dir.dir.display(), name(format));
@@ -425,7 +389,12 @@ fn stats(args: &StatsArgs) -> Result<()> {
                 other => println!("  {}: {other:?}", task.name),
             }
         }
-        if let Some((mean, std, n)) = channel_stats(ds, args.max_images)? {
+        if let Some(scalarize_data::stats::ChannelStats {
+            mean,
+            std,
+            images: n,
+        }) = scalarize_data::stats::channel_stats(ds, args.max_images)?
+        {
             println!("  per-channel mean {mean:.4?} std {std:.4?} (of v/255, over {n} images)");
         }
     }

@@ -53,34 +53,12 @@ fn report(name: &str, ds: &dyn Dataset, max_images: usize) -> Result<()> {
             ),
         }
     }
-    let n = ds.len().min(max_images);
-    if n == 0 {
+    let Some(stats) = scalarize_data::stats::channel_stats(ds, max_images)? else {
         return Ok(());
-    }
-    let (mut sum, mut sq, mut count) = (Vec::new(), Vec::new(), 0u64);
-    for k in 0..n {
-        let s = ds.get(k * ds.len() / n)?;
-        let c = s.image.channels;
-        sum.resize(c, 0f64);
-        sq.resize(c, 0f64);
-        for px in s.image.data.chunks_exact(c) {
-            for (ch, &v) in px.iter().enumerate() {
-                let v = v as f64 / 255.0;
-                sum[ch] += v;
-                sq[ch] += v * v;
-            }
-        }
-        count += (s.image.height * s.image.width) as u64;
-    }
-    let mean: Vec<f64> = sum.iter().map(|s| s / count as f64).collect();
-    let std: Vec<f64> = sq
-        .iter()
-        .zip(&mean)
-        .map(|(q, m)| (q / count as f64 - m * m).max(0.0).sqrt())
-        .collect();
+    };
     println!(
-        "  per-channel mean {:.4?}  std {:.4?}  (of v/255, over {n} images)",
-        mean, std
+        "  per-channel mean {:.4?}  std {:.4?}  (of v/255, over {} images)",
+        stats.mean, stats.std, stats.images
     );
     Ok(())
 }

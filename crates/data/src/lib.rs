@@ -15,6 +15,7 @@ pub mod readers;
 pub mod rng;
 pub mod sample;
 pub mod split;
+pub mod stats;
 pub mod transforms;
 
 pub use error::{DataError, Result};
