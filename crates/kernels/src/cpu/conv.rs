@@ -219,6 +219,62 @@ fn valid_range(kj: usize, pad: usize, stride: usize, size: usize, out: usize) ->
     (lo, hi.max(lo))
 }
 
+/// One product on the calling thread over strided views, dst (+)= lhs·rhs: `(m, n, depth)`,
+/// then each operand as (buffer, row stride, column stride), element (i, j) at i·rs + j·cs.
+/// Unlike `gemm_serial` the caller picks the layout, and with it which operand the `gemm`
+/// crate packs (the left one when its columns are not contiguous) and which dimension its
+/// microkernel vectorises (the rows of dst).
+fn gemm_strided(
+    (m, n, depth): (usize, usize, usize),
+    (dst, d_rs, d_cs): (&mut [f32], usize, usize),
+    accumulate: bool,
+    (lhs, l_rs, l_cs): (&[f32], usize, usize),
+    (rhs, r_rs, r_cs): (&[f32], usize, usize),
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    let last = |rows: usize, cols: usize, rs: usize, cs: usize| (rows - 1) * rs + (cols - 1) * cs;
+    assert!(last(m, n, d_rs, d_cs) < dst.len());
+    if depth == 0 {
+        if !accumulate {
+            for i in 0..m {
+                for j in 0..n {
+                    dst[i * d_rs + j * d_cs] = 0.0;
+                }
+            }
+        }
+        return;
+    }
+    assert!(last(m, depth, l_rs, l_cs) < lhs.len());
+    assert!(last(depth, n, r_rs, r_cs) < rhs.len());
+    // SAFETY: every index the product touches is below the asserted maxima, and `dst` is a
+    // unique borrow distinct from `lhs` and `rhs`.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            depth,
+            dst.as_mut_ptr(),
+            d_cs as isize,
+            d_rs as isize,
+            accumulate,
+            lhs.as_ptr(),
+            l_cs as isize,
+            l_rs as isize,
+            rhs.as_ptr(),
+            r_cs as isize,
+            r_rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
 /// Writes the im2col matrix [c_in·kh·kw, nb·oh·ow] of `nb` images `x` into `col`.
 fn im2col(s: &Conv2dShape, x: &[f32], nb: usize, col: &mut [f32]) {
     let (oh, ow) = (s.out_h(), s.out_w());
@@ -502,6 +558,7 @@ pub fn conv2d_backward(
     let y_img = c_out * ohw;
     let n_chunks = s.n.div_ceil(nb);
     let want_dw = dw.is_some();
+    let dw_k_major = k <= c_out;
 
     if let Some(db) = dbias {
         db.fill(0.0);
@@ -566,9 +623,29 @@ pub fn conv2d_backward(
                             im2col(s, xc, nbc, col);
                             col
                         };
-                        let beta = if j == 0 { 0.0 } else { 1.0 };
-                        // dw [c_out, k] (+)= dyc [c_out, p] · colᵀ [p, k].
-                        gemm_serial(c_out, p, k, dyc, false, colm, true, dw_acc, 1.0, beta);
+                        // dw (+)= dyc [c_out, p] · colᵀ [p, k]. Both operands are contiguous
+                        // along p, so the gemm crate copies (packs) its left operand into
+                        // column panels: make that the smaller of dy and the im2col matrix.
+                        let acc = j != 0;
+                        if dw_k_major {
+                            // Partial stored [c_out, k]: element (kk, co) at co·k + kk.
+                            gemm_strided(
+                                (k, c_out, p),
+                                (dw_acc, 1, k),
+                                acc,
+                                (colm, p, 1),
+                                (dyc, 1, p),
+                            );
+                        } else {
+                            // Partial stored [k, c_out]: element (co, kk) at kk·c_out + co.
+                            gemm_strided(
+                                (c_out, k, p),
+                                (dw_acc, 1, c_out),
+                                acc,
+                                (dyc, p, 1),
+                                (colm, 1, p),
+                            );
+                        }
                     }
                     if let Some(dxc) = dxc {
                         if s.is_pointwise() && nbc == 1 {
@@ -587,10 +664,20 @@ pub fn conv2d_backward(
 
     if let Some(dw) = dw {
         let used = g;
-        dw.copy_from_slice(&partials[..dwk]);
-        for part in partials.chunks(dwk).take(used).skip(1) {
-            for (d, v) in dw.iter_mut().zip(part) {
+        let (first, rest) = partials.split_at_mut(dwk);
+        for part in rest.chunks(dwk).take(used - 1) {
+            for (d, v) in first.iter_mut().zip(part) {
                 *d += *v;
+            }
+        }
+        if dw_k_major {
+            dw.copy_from_slice(first);
+        } else {
+            // [k, c_out] → [c_out, k].
+            for (kk, row) in first.chunks(c_out).enumerate() {
+                for (co, v) in row.iter().enumerate() {
+                    dw[co * k + kk] = *v;
+                }
             }
         }
     }
