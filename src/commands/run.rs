@@ -1,6 +1,7 @@
 //! `train`, `sweep`, `single` and `conflicts`: the commands that train named runs in a run
 //! folder (PBT is in `pbt.rs`), and what they share: config resolution, the run folder, resume.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -152,37 +153,32 @@ pub fn setup(command: &str, a: &CommonArgs, config: Config) -> Result<Context> {
 }
 
 /// On resume, drops metrics written after each unfinished run's checkpoint (they are redone).
+/// PBT members are left alone: the engine resumes them from its own committed state.
 fn drop_unsaved_records(dir: &RunDir) -> Result<usize> {
     let finished: Vec<String> = dir.results()?.into_iter().map(|r| r.name).collect();
-    let path = dir.path.join("metrics.jsonl");
-    if !path.exists() {
-        return Ok(0);
-    }
-    let text = std::fs::read_to_string(&path)?;
-    let mut runs: Vec<String> = Vec::new();
-    for line in text.lines() {
-        if let Ok(v) = serde_json::from_str::<serde_json::Value>(line)
-            && let Some(r) = v["run"].as_str()
-            && !runs.iter().any(|x| x == r)
-        {
-            runs.push(r.to_string());
-        }
-    }
-    let mut dropped = 0;
-    for run in runs {
-        if finished.contains(&run) || run.starts_with("member-") {
-            continue;
-        }
-        let ckpt = dir.checkpoint(&run);
-        let step = if ckpt.exists() {
-            scalarize_nn::checkpoint::read_checkpoint_meta(&ckpt)?.step
-        } else {
-            0
+    // Per run: the checkpoint's step, or `None` (no checkpoint: every record is redone).
+    let mut cutoffs: HashMap<String, Option<u64>> = HashMap::new();
+    MetricsSink::retain(&dir.path, |v| {
+        let Some(run) = v["run"].as_str() else {
+            return Ok(true);
         };
-        // Records at step 0 of a run without a checkpoint are also redone.
-        dropped += MetricsSink::truncate_run(&dir.path, &run, step, !ckpt.exists())?;
-    }
-    Ok(dropped)
+        if finished.iter().any(|f| f == run) || run.starts_with("member-") {
+            return Ok(true);
+        }
+        if !cutoffs.contains_key(run) {
+            let ckpt = dir.checkpoint(run);
+            let step = if ckpt.exists() {
+                Some(scalarize_nn::checkpoint::read_checkpoint_meta(&ckpt)?.step)
+            } else {
+                None
+            };
+            cutoffs.insert(run.to_string(), step);
+        }
+        Ok(match cutoffs[run] {
+            Some(step) => v["step"].as_u64().is_none_or(|s| s <= step),
+            None => false,
+        })
+    })
 }
 
 /// Exit status 130 and the resume command after Ctrl-C.

@@ -86,10 +86,10 @@ impl MetricsSink {
         })
     }
 
-    /// Drops the records of `run` after step `step` (they are redone after a resume from a
-    /// checkpoint at `step`), or all of them with `all`, rewriting the file atomically before
-    /// any sink is opened. Returns how many were dropped.
-    pub fn truncate_run(dir: &Path, run: &str, step: u64, all: bool) -> Result<usize> {
+    /// Keeps only the records for which `keep` is true (and drops lines cut by a kill),
+    /// rewriting `dir/metrics.jsonl` atomically in one pass; call it before any sink is
+    /// opened. Returns how many records were dropped.
+    pub fn retain(dir: &Path, mut keep: impl FnMut(&Value) -> Result<bool>) -> Result<usize> {
         let path = dir.join("metrics.jsonl");
         if !path.exists() {
             return Ok(0);
@@ -99,20 +99,16 @@ impl MetricsSink {
         let mut dropped = 0;
         for line in reader.lines() {
             let line = line?;
-            let v = match serde_json::from_str::<Value>(&line) {
-                Ok(v) => v,
-                // A line cut by a kill is the only expected damage: drop it.
-                Err(_) => {
-                    dropped += 1;
-                    continue;
-                }
+            // A line cut by a kill is the only expected damage: drop it.
+            let ok = match serde_json::from_str::<Value>(&line) {
+                Ok(v) => keep(&v)?,
+                Err(_) => false,
             };
-            let later = v["run"] == run && (all || v["step"].as_u64().is_some_and(|s| s > step));
-            if later {
-                dropped += 1;
-            } else {
+            if ok {
                 kept.push_str(&line);
                 kept.push('\n');
+            } else {
+                dropped += 1;
             }
         }
         if dropped > 0 {

@@ -315,10 +315,11 @@ fn multimnist(config: &Config, r: usize) -> Result<Problem> {
     let test_src = mnist::open(&root, Split::Test)?;
     // Validation canvases are drawn from held-out MNIST digits, never from training ones.
     let (tr_idx, va_idx) = split_train_val(train_src.len(), d.val_fraction.max(0.05), 3);
-    let n_train = cap(vec![0; d.multimnist_train], d.train_limit).len();
+    let capped = |n: usize, limit: usize| if limit > 0 { n.min(limit) } else { n };
+    let n_train = capped(d.multimnist_train, d.train_limit);
     let n_val = (((d.multimnist_train as f64) * d.val_fraction).round() as usize).max(1);
-    let n_val = cap(vec![0; n_val], d.eval_limit).len();
-    let n_test = cap(vec![0; d.multimnist_test], d.eval_limit).len();
+    let n_val = capped(n_val, d.eval_limit);
+    let n_test = capped(d.multimnist_test, d.eval_limit);
     let train = MultiMnist::new(train_src.select(&tr_idx), n_train, 11, Some(r))?;
     let val = MultiMnist::new(train_src.select(&va_idx), n_val, 12, Some(r))?;
     let test = MultiMnist::new(test_src, n_test, 13, Some(r))?;

@@ -1,7 +1,6 @@
 //! Training one named run to completion inside a run folder: resume from its checkpoint,
 //! evaluate every `eval_every` epochs, save on Ctrl-C, record the result.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -100,7 +99,7 @@ pub fn run(ctx: &Context, spec: &RunSpec) -> Result<Option<RunResult>> {
         let next_eval = (((step / spe) / tc.eval_every + 1) * tc.eval_every * spe).min(total);
         let chunk = (tc.log_every - step % tc.log_every).min(next_eval - step);
         if trainer.train_steps(chunk)? == Stop::Interrupted {
-            save(&trainer, &ckpt)?;
+            trainer.save(&ckpt)?;
             bar.finish(&format!(
                 "interrupted at step {}, checkpoint saved",
                 trainer.step()
@@ -125,7 +124,7 @@ pub fn run(ctx: &Context, spec: &RunSpec) -> Result<Option<RunResult>> {
                 named(&names, &e.metric, 4),
                 e.mean()
             ));
-            save(&trainer, &ckpt)?;
+            trainer.save(&ckpt)?;
             last_eval = Some(e);
         }
     }
@@ -166,8 +165,4 @@ pub fn run(ctx: &Context, spec: &RunSpec) -> Result<Option<RunResult>> {
         result.test_mean_metric.unwrap_or(f64::NAN)
     ));
     Ok(Some(result))
-}
-
-fn save(trainer: &Trainer, path: &Path) -> Result<()> {
-    trainer.save(path)
 }

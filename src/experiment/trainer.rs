@@ -91,10 +91,6 @@ pub struct Trainer {
     active: Vec<bool>,
 }
 
-fn is_terminal_nan(v: f64) -> bool {
-    !v.is_finite()
-}
-
 impl Trainer {
     /// A fresh model for `problem` under `config`, with weights `p` (empty: uniform) and an
     /// optional MTO `method` (`scalarization` or empty for none).
@@ -356,7 +352,7 @@ impl Trainer {
             .into_iter()
             .map(|v| v.unwrap_or(0.0))
             .collect();
-        if let Some(k) = values.iter().position(|v| is_terminal_nan(*v)) {
+        if let Some(k) = values.iter().position(|v| !v.is_finite()) {
             bail!(
                 "run `{}` diverged: loss of `{}` is {} at step {} (lower train.lr or set train.clip_grad_norm)",
                 self.name,
