@@ -41,6 +41,12 @@ fn naive(g: &[f32], t: usize, p: usize, ends: &[usize]) -> Vec<Vec<f64>> {
     out
 }
 
+/// Tolerance relative to sqrt(G_ii G_jj), i.e. on cosines. The block kernel sums products in
+/// f32 lanes (at most 128 per lane, block sums added in f64), so entries carry a few f32
+/// roundings: the worst error measured on these tests is about 1e-7 (it was 1e-12 with f64
+/// products, when the kernel was compute-bound at T >= 8).
+const TOL: f64 = 1e-6;
+
 /// Asserts |a - b| <= tol * sqrt(a_ii * a_jj) elementwise (the natural scale of a Gram entry).
 fn assert_gram_close(got: &[f64], want: &[f64], t: usize, tol: f64, what: &str) {
     for i in 0..t {
@@ -80,13 +86,7 @@ fn matches_naive_reference_on_odd_shapes() {
             assert_eq!(got.t, t);
             let mut want_total = vec![0.0f64; t * t];
             for (l, w) in want.iter().enumerate() {
-                assert_gram_close(
-                    &got.segments[l],
-                    w,
-                    t,
-                    1e-12,
-                    &format!("t={t} p={p} seg {l}"),
-                );
+                assert_gram_close(&got.segments[l], w, t, TOL, &format!("t={t} p={p} seg {l}"));
                 for (a, b) in want_total.iter_mut().zip(w) {
                     *a += b;
                 }
@@ -95,7 +95,7 @@ fn matches_naive_reference_on_odd_shapes() {
                 &got.total,
                 &want_total,
                 t,
-                1e-12,
+                TOL,
                 &format!("t={t} p={p} total"),
             );
         }
@@ -114,7 +114,7 @@ fn every_t_from_2_to_16_with_many_small_segments() {
         let got = grad_gram(&g, t, p, &ends).unwrap();
         let want = naive(&g, t, p, &ends);
         for (l, w) in want.iter().enumerate() {
-            assert_gram_close(&got.segments[l], w, t, 1e-12, &format!("t={t} seg {l}"));
+            assert_gram_close(&got.segments[l], w, t, TOL, &format!("t={t} seg {l}"));
         }
     }
 }
@@ -211,4 +211,54 @@ fn bad_input_is_an_error_naming_the_problem() {
     );
     let e = grad_gram(&[], 0, 4, &[4]).unwrap_err();
     assert!(e.to_string().contains("empty"), "{e}");
+}
+
+#[test]
+fn cosines_within_1e_6_for_t_up_to_64_and_mixed_segments() {
+    let mut rng = StdRng::seed_from_u64(13);
+    let mut worst = 0.0f64;
+    for &t in &[2usize, 3, 5, 8, 12, 16, 31, 64] {
+        let p = 9000 + 13 * t;
+        let g = random_g(&mut rng, t, p);
+        // A 1-float and a 64-float segment next to ones spanning several 2048-column blocks.
+        let ends = [1, 65, 6000, 6001, p];
+        let got = grad_gram(&g, t, p, &ends).unwrap();
+        let want = naive(&g, t, p, &ends);
+        for (l, w) in want.iter().enumerate() {
+            for i in 0..t {
+                for j in 0..t {
+                    let d = (w[i * t + i] * w[j * t + j]).sqrt();
+                    let want_cos = if d > 0.0 { w[i * t + j] / d } else { 0.0 };
+                    let err = (got.cosine(l, i, j) - want_cos).abs();
+                    worst = worst.max(err);
+                    assert!(err <= 1e-6, "t={t} seg {l} ({i},{j}): cosine error {err}");
+                }
+            }
+        }
+    }
+    eprintln!("worst cosine error {worst:.2e}");
+}
+
+#[test]
+fn rows_outside_the_f32_range_are_exact() {
+    let mut rng = StdRng::seed_from_u64(17);
+    let (t, p) = (5, 5000);
+    let base = random_g(&mut rng, t, p);
+    // Row 1 tiny (squares underflow f32), row 3 huge (squares overflow f32) in the middle
+    // segment only, row 4 exactly zero there: exact f64 sums are expected where f32 would fail.
+    let ends = [1000, 3000, p];
+    let mut g = base.clone();
+    for k in 1000..3000 {
+        g[p + k] *= 1e-25;
+        g[3 * p + k] *= 1e25;
+        g[4 * p + k] = 0.0;
+    }
+    let got = grad_gram(&g, t, p, &ends).unwrap();
+    let want = naive(&g, t, p, &ends);
+    assert_gram_close(&got.segments[1], &want[1], t, 1e-12, "out-of-range segment");
+    assert_eq!(got.dot(1, 4, 4), 0.0);
+    assert_eq!(got.cosine(1, 0, 4), 0.0);
+    for l in [0, 2] {
+        assert_gram_close(&got.segments[l], &want[l], t, TOL, &format!("seg {l}"));
+    }
 }

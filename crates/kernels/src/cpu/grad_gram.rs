@@ -208,6 +208,7 @@ fn group_partials(
     c1: usize,
 ) -> Vec<(usize, Vec<f64>)> {
     let mut out: Vec<(usize, Vec<f64>)> = Vec::new();
+    let mut scratch = vec![0.0f64; t * t];
     let mut seg = segment_ends.partition_point(|&e| e <= c0);
     let mut c = c0;
     while c < c1 {
@@ -218,7 +219,9 @@ fn group_partials(
             out.push((seg, vec![0.0f64; t * t]));
         }
         if let Some((_, acc)) = out.last_mut() {
-            block_gram(g, t, p, c, b_end, acc);
+            // Prefetch as much of the next block as lies in this group.
+            let ahead = BLOCK.min(c1 - b_end);
+            block_gram(g, t, p, c..b_end, ahead, acc, &mut scratch);
         }
         c = b_end;
         if c == seg_end {
@@ -228,42 +231,460 @@ fn group_partials(
     out
 }
 
-/// Adds the upper triangle of the Gram matrix of columns [c0, c1) into `acc`.
-fn block_gram(g: &[f32], t: usize, p: usize, c0: usize, c1: usize, acc: &mut [f64]) {
+/// Adds the upper triangle of the Gram matrix of columns `cols` = [c0, c1) into `acc`,
+/// prefetching columns [c1, c1 + ahead) of every row meanwhile.
+///
+/// The products of one block are summed in f32 lanes (at most BLOCK / 16 = 128 products per
+/// lane), the lanes are reduced in f64 and only the block sums are added to the f64
+/// accumulators: f32 FMAs do twice the work per instruction of f64 ones and need no
+/// conversion, which is what makes T >= 8 memory-bound instead of compute-bound. The error is
+/// a few f32 roundings relative to sqrt(G_ii G_jj) of the block (measured: at most ~1e-7 on
+/// the tests' shapes, see `tests/grad_gram_cpu.rs`). Blocks where f32 could lose more than
+/// that (a product overflowing, or rows so small that products fall below the f32 normal
+/// range) are recomputed with exact f64 products.
+fn block_gram(
+    g: &[f32],
+    t: usize,
+    p: usize,
+    cols: std::ops::Range<usize>,
+    ahead: usize,
+    acc: &mut [f64],
+    scratch: &mut [f64],
+) {
+    let (c0, c1) = (cols.start, cols.end);
+    block_gram_f32(g, t, p, c0, c1, ahead, scratch);
+    if f32_block_is_safe(g, t, p, c0, c1, scratch) {
+        for i in 0..t {
+            for j in i..t {
+                acc[i * t + j] += scratch[i * t + j];
+            }
+        }
+    } else {
+        block_gram_f64(g, t, p, c0, c1, acc);
+    }
+}
+
+/// Smallest block sum of squares G_ii trusted from the f32 path (2^-100). Products lose
+/// precision below 2^-126 (f32 subnormals), so a block of at most BLOCK columns can be off by
+/// about BLOCK * 2^-150 absolute from underflow, which is below 2^-39 relative to any
+/// sqrt(G_ii G_jj) >= 2^-100.
+const F32_MIN_TRUSTED: f64 = 7.888_609_052_210_118e-31;
+
+/// Whether the f32 block sums in `m` (upper triangle) are as accurate as f32 allows: every
+/// entry finite (no product or sum overflowed; NaN inputs also take the exact path) and every
+/// row either exactly zero in the block or with G_ii >= [`F32_MIN_TRUSTED`].
+fn f32_block_is_safe(g: &[f32], t: usize, p: usize, c0: usize, c1: usize, m: &[f64]) -> bool {
+    for i in 0..t {
+        if !m[i * t + i..(i + 1) * t].iter().all(|v| v.is_finite()) {
+            return false;
+        }
+        // An exactly zero row piece (a task's gradient on another task's head) has exact
+        // products either way; only a non-zero tiny one needs f64.
+        if m[i * t + i] < F32_MIN_TRUSTED && g[i * p + c0..i * p + c1].iter().any(|&x| x != 0.0) {
+            return false;
+        }
+    }
+    true
+}
+
+/// Writes the upper triangle of the block Gram matrix of columns [c0, c1) into `out`,
+/// summing products in f32 lanes (see [`block_gram`]). The AVX-512 build prefetches the
+/// `ahead` columns after c1 (the next block) so that memory reads overlap the FMAs.
+fn block_gram_f32(
+    g: &[f32],
+    t: usize,
+    p: usize,
+    c0: usize,
+    c1: usize,
+    ahead: usize,
+    out: &mut [f64],
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::is_x86_feature_detected as has;
+        if has!("avx512f") {
+            // SAFETY: the CPU supports AVX-512F (checked just above).
+            unsafe { avx512::block_gram_f32(g, t, p, c0, c1, ahead, out) };
+            return;
+        }
+        if has!("avx2") && has!("fma") {
+            // SAFETY: the CPU supports AVX2 and FMA (checked just above).
+            unsafe { block_gram_f32_avx2(g, t, p, c0, c1, out) };
+            return;
+        }
+    }
+    block_gram_f32_body::<false, 16, 2>(g, t, p, c0, c1, out);
+}
+
+/// [`block_gram_f32_body`] with AVX2: 2 x 2 row tiles of 16 f32 lanes (8 independent sums).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn block_gram_f32_avx2(
+    g: &[f32],
+    t: usize,
+    p: usize,
+    c0: usize,
+    c1: usize,
+    out: &mut [f64],
+) {
+    block_gram_f32_body::<true, 16, 2>(g, t, p, c0, c1, out);
+}
+
+/// The f32-lane block kernel written for the vectoriser (AVX2 and portable builds): R x R
+/// tiles of row pairs as in [`block_gram_f64_body`], writing the upper triangle into `out`.
+#[inline(always)]
+fn block_gram_f32_body<const FMA: bool, const L: usize, const R: usize>(
+    g: &[f32],
+    t: usize,
+    p: usize,
+    c0: usize,
+    c1: usize,
+    out: &mut [f64],
+) {
+    let row = |i: usize| {
+        let i = i.min(t - 1);
+        &g[i * p + c0..i * p + c1]
+    };
+    let mut bi = 0;
+    while bi < t {
+        let a: [&[f32]; R] = std::array::from_fn(|u| row(bi + u));
+        let mut bj = bi;
+        while bj < t {
+            let b: [&[f32]; R] = std::array::from_fn(|v| row(bj + v));
+            let d = tile_dots_f32::<FMA, L, R>(&a, &b);
+            for (u, du) in d.iter().enumerate() {
+                for (v, &dv) in du.iter().enumerate() {
+                    let (i, j) = (bi + u, bj + v);
+                    if i < t && j < t && i <= j {
+                        out[i * t + j] = dv;
+                    }
+                }
+            }
+            bj += R;
+        }
+        bi += R;
+    }
+}
+
+// Index loops over fixed-size arrays are what the vectoriser unrolls best here.
+#[allow(clippy::needless_range_loop)]
+/// All R x R dot products <a_u, b_v> with L independent f32 lanes per product; the lanes are
+/// summed in f64 in a fixed pairwise order and the tail products are added exactly in f64.
+#[inline(always)]
+fn tile_dots_f32<const FMA: bool, const L: usize, const R: usize>(
+    a: &[&[f32]; R],
+    b: &[&[f32]; R],
+) -> [[f64; R]; R] {
+    let n = a[0].len();
+    let full = n / L * L;
+    let mut acc = [[[0.0f32; L]; R]; R];
+    let mut k = 0;
+    while k < full {
+        let x: [&[f32; L]; R] =
+            std::array::from_fn(|r| a[r][k..k + L].try_into().expect("chunk of L"));
+        let y: [&[f32; L]; R] =
+            std::array::from_fn(|r| b[r][k..k + L].try_into().expect("chunk of L"));
+        for u in 0..R {
+            for v in 0..R {
+                for l in 0..L {
+                    acc[u][v][l] = if FMA {
+                        x[u][l].mul_add(y[v][l], acc[u][v][l])
+                    } else {
+                        x[u][l] * y[v][l] + acc[u][v][l]
+                    };
+                }
+            }
+        }
+        k += L;
+    }
+    let mut out = [[0.0f64; R]; R];
+    for u in 0..R {
+        for v in 0..R {
+            let mut lanes = [0.0f64; L];
+            for l in 0..L {
+                lanes[l] = acc[u][v][l] as f64;
+            }
+            let mut w = L;
+            while w > 1 {
+                w /= 2;
+                for l in 0..w {
+                    lanes[l] += lanes[l + w];
+                }
+            }
+            let mut sum = lanes[0];
+            for kk in full..n {
+                sum += a[u][kk] as f64 * b[v][kk] as f64;
+            }
+            out[u][v] = sum;
+        }
+    }
+    out
+}
+
+/// The AVX-512 f32-lane block kernel, written with intrinsics so that a 4 x 4 tile keeps its
+/// 16 accumulators in registers and the block tail is one masked load instead of scalar code.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    /// Rows per tile side: 16 accumulators + 8 loaded vectors fit the 32 zmm registers.
+    const R: usize = 4;
+
+    /// Rows of the next block that one tile prefetches while it runs, one cache line per row
+    /// and step, so that the T row pieces of the next block are requested once, spread over
+    /// the whole block's FMAs.
+    #[derive(Clone, Copy)]
+    struct Prefetch {
+        rows: [*const f32; R],
+        count: usize,
+        cols: usize,
+    }
+
+    /// Writes the upper triangle of the Gram matrix of columns [c0, c1) into `out`, and
+    /// prefetches columns [c1, c1 + ahead) of every row.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F; `g` must hold t x p values, c0 <= c1 <= p, out >= t * t.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn block_gram_f32(
+        g: &[f32],
+        t: usize,
+        p: usize,
+        c0: usize,
+        c1: usize,
+        ahead: usize,
+        out: &mut [f64],
+    ) {
+        assert!(c0 <= c1 && c1 <= p && g.len() >= t * p && out.len() >= t * t);
+        let n = c1 - c0;
+        // SAFETY: i < t, so row i's columns [c0, c1) lie inside `g` (asserted above).
+        let row = |i: usize| unsafe { g.as_ptr().add(i * p + c0) };
+        // The rows to prefetch are dealt out to the tiles in order, at most R per tile
+        // (T / (nb (nb + 1) / 2) <= 8 / (nb + 1) <= R with nb = ceil(T / R) tile rows).
+        let nb = t.div_ceil(R);
+        let per_tile = t.div_ceil(nb * (nb + 1) / 2);
+        let mut q = 0;
+        let mut next_prefetch = || {
+            let r0 = q * per_tile;
+            q += 1;
+            Prefetch {
+                // Prefetch addresses are never dereferenced: wrapping_add keeps them defined.
+                rows: std::array::from_fn(|k| g.as_ptr().wrapping_add((r0 + k) * p + c1)),
+                count: if ahead == 0 {
+                    0
+                } else {
+                    t.saturating_sub(r0).min(per_tile)
+                },
+                cols: ahead,
+            }
+        };
+        let mut bi = 0;
+        while bi < t {
+            let ra = (t - bi).min(R);
+            let a: [*const f32; R] = std::array::from_fn(|u| row(bi + u.min(ra - 1)));
+            // Diagonal tile: only the u <= v products of rows bi..bi+ra.
+            // SAFETY (all tile calls): the rows hold n readable values each.
+            let pf = next_prefetch();
+            let d = unsafe {
+                match ra {
+                    4 => widen::<4, 4>(tile::<4, 4, true>(a, a, n, pf)),
+                    3 => widen(tile::<3, 3, true>(head(a), head(a), n, pf)),
+                    2 => widen(tile::<2, 2, true>(head(a), head(a), n, pf)),
+                    _ => widen(tile::<1, 1, true>(head(a), head(a), n, pf)),
+                }
+            };
+            store(out, t, bi, bi, ra, ra, &d);
+            // Off-diagonal tiles: rows bi.. (a full tile whenever a later tile exists).
+            let mut bj = bi + R;
+            while bj < t {
+                let rb = (t - bj).min(R);
+                let b: [*const f32; R] = std::array::from_fn(|v| row(bj + v.min(rb - 1)));
+                let pf = next_prefetch();
+                let d = unsafe {
+                    match rb {
+                        4 => tile::<4, 4, false>(a, b, n, pf),
+                        3 => widen(tile::<4, 3, false>(a, head(b), n, pf)),
+                        2 => widen(tile::<4, 2, false>(a, head(b), n, pf)),
+                        _ => widen(tile::<4, 1, false>(a, head(b), n, pf)),
+                    }
+                };
+                store(out, t, bi, bj, ra, rb, &d);
+                bj += R;
+            }
+            bi += R;
+        }
+    }
+
+    /// The first K row pointers.
+    #[inline(always)]
+    fn head<const K: usize>(a: [*const f32; R]) -> [*const f32; K] {
+        std::array::from_fn(|k| a[k])
+    }
+
+    /// Pads a tile result to R x R (the padding is never stored).
+    #[inline(always)]
+    fn widen<const RA: usize, const RB: usize>(d: [[f64; RB]; RA]) -> [[f64; R]; R] {
+        let mut w = [[0.0f64; R]; R];
+        for (wu, du) in w.iter_mut().zip(&d) {
+            wu[..RB].copy_from_slice(du);
+        }
+        w
+    }
+
+    /// Stores the ra x rb tile at rows (bi, bj), upper triangle only.
+    #[inline(always)]
+    fn store(
+        out: &mut [f64],
+        t: usize,
+        bi: usize,
+        bj: usize,
+        ra: usize,
+        rb: usize,
+        d: &[[f64; R]; R],
+    ) {
+        for (u, du) in d.iter().enumerate().take(ra) {
+            for (v, &dv) in du.iter().enumerate().take(rb) {
+                if bi + u <= bj + v {
+                    out[(bi + u) * t + bj + v] = dv;
+                }
+            }
+        }
+    }
+
+    /// Dot products <a_u, b_v> of n-float rows (only u <= v when DIAG, where a and b are the
+    /// same rows), 16 f32 lanes each, reduced in f64.
+    ///
+    /// # Safety
+    /// AVX-512F; every pointer must be valid for n reads.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn tile<const RA: usize, const RB: usize, const DIAG: bool>(
+        a: [*const f32; RA],
+        b: [*const f32; RB],
+        n: usize,
+        pf: Prefetch,
+    ) -> [[f64; RB]; RA] {
+        let mut acc = [[_mm512_setzero_ps(); RB]; RA];
+        let full = n / 16 * 16;
+        let mut k = 0;
+        while k < full {
+            // SAFETY: k + 16 <= n.
+            if k < pf.cols {
+                for &r in &pf.rows[..pf.count] {
+                    _mm_prefetch::<_MM_HINT_T1>(r.wrapping_add(k).cast::<i8>());
+                }
+            }
+            let x: [__m512; RA] = std::array::from_fn(|u| unsafe { _mm512_loadu_ps(a[u].add(k)) });
+            // SAFETY: columns k..k + 16 are valid in every row.
+            unsafe { step::<RA, RB, DIAG>(&mut acc, &x, b, k, u16::MAX) };
+            k += 16;
+        }
+        if k < n {
+            // Masked loads read only the n - k valid values (and never fault past them).
+            let m = ((1u32 << (n - k)) - 1) as u16;
+            let x: [__m512; RA] =
+                std::array::from_fn(|u| unsafe { _mm512_maskz_loadu_ps(m, a[u].add(k)) });
+            // SAFETY: the mask covers only valid columns.
+            unsafe { step::<RA, RB, DIAG>(&mut acc, &x, b, k, m) };
+        }
+        let mut out = [[0.0f64; RB]; RA];
+        for u in 0..RA {
+            for v in 0..RB {
+                if !DIAG || u <= v {
+                    out[u][v] = lanes_to_f64(acc[u][v]);
+                }
+            }
+        }
+        out
+    }
+
+    /// One 16-column step of [`tile`]: load b's vectors (mask m) and do the FMAs.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn step<const RA: usize, const RB: usize, const DIAG: bool>(
+        acc: &mut [[__m512; RB]; RA],
+        x: &[__m512; RA],
+        b: [*const f32; RB],
+        k: usize,
+        m: u16,
+    ) {
+        for v in 0..RB {
+            let y = if DIAG {
+                x[v.min(RA - 1)]
+            } else {
+                // SAFETY: the caller's mask covers only valid columns.
+                unsafe { _mm512_maskz_loadu_ps(m, b[v].add(k)) }
+            };
+            for u in 0..RA {
+                if !DIAG || u <= v {
+                    acc[u][v] = _mm512_fmadd_ps(x[u], y, acc[u][v]);
+                }
+            }
+        }
+    }
+
+    /// Sum of 16 f32 lanes in f64 (fixed order: halves added lane-wise, then a fixed tree).
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn lanes_to_f64(v: __m512) -> f64 {
+        let lo = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
+        let hi_bits = _mm512_extracti64x4_epi64::<1>(_mm512_castps_si512(v));
+        let hi = _mm512_cvtps_pd(_mm256_castsi256_ps(hi_bits));
+        _mm512_reduce_add_pd(_mm512_add_pd(lo, hi))
+    }
+}
+
+/// Adds the upper triangle of the Gram matrix of columns [c0, c1) into `acc` with exact f64
+/// products and f64 sums: the reference the f32-lane kernels fall back to.
+fn block_gram_f64(g: &[f32], t: usize, p: usize, c0: usize, c1: usize, acc: &mut [f64]) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::is_x86_feature_detected as has;
         if has!("avx512f") && has!("fma") {
             // SAFETY: the CPU supports AVX-512F and FMA (checked just above).
-            unsafe { block_gram_avx512(g, t, p, c0, c1, acc) };
+            unsafe { block_gram_f64_avx512(g, t, p, c0, c1, acc) };
             return;
         }
         if has!("avx2") && has!("fma") {
             // SAFETY: the CPU supports AVX2 and FMA (checked just above).
-            unsafe { block_gram_avx2(g, t, p, c0, c1, acc) };
+            unsafe { block_gram_f64_avx2(g, t, p, c0, c1, acc) };
             return;
         }
     }
-    block_gram_body::<false, 4, 2>(g, t, p, c0, c1, acc);
+    block_gram_f64_body::<false, 4, 2>(g, t, p, c0, c1, acc);
 }
 
-/// The block kernel with AVX-512: 4 x 4 row tiles, 8 f64 lanes (one register per accumulator).
+/// The f64 block kernel with AVX-512: 4 x 4 row tiles, 8 f64 lanes (one register per sum).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,fma")]
-unsafe fn block_gram_avx512(g: &[f32], t: usize, p: usize, c0: usize, c1: usize, acc: &mut [f64]) {
+unsafe fn block_gram_f64_avx512(
+    g: &[f32],
+    t: usize,
+    p: usize,
+    c0: usize,
+    c1: usize,
+    acc: &mut [f64],
+) {
     // With T <= 2 a 4 x 4 tile would mostly compute duplicates.
     if t <= 2 {
-        block_gram_body::<true, 8, 2>(g, t, p, c0, c1, acc);
+        block_gram_f64_body::<true, 8, 2>(g, t, p, c0, c1, acc);
     } else {
-        block_gram_body::<true, 8, 4>(g, t, p, c0, c1, acc);
+        block_gram_f64_body::<true, 8, 4>(g, t, p, c0, c1, acc);
     }
 }
 
-/// The block kernel with AVX2: 2 x 2 row tiles, 4 f64 lanes.
+/// The f64 block kernel with AVX2: 2 x 2 row tiles, 4 f64 lanes.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn block_gram_avx2(g: &[f32], t: usize, p: usize, c0: usize, c1: usize, acc: &mut [f64]) {
-    block_gram_body::<true, 4, 2>(g, t, p, c0, c1, acc);
+unsafe fn block_gram_f64_avx2(
+    g: &[f32],
+    t: usize,
+    p: usize,
+    c0: usize,
+    c1: usize,
+    acc: &mut [f64],
+) {
+    block_gram_f64_body::<true, 4, 2>(g, t, p, c0, c1, acc);
 }
 
 /// Multiply-add, fused when the caller's target has FMA.
@@ -275,7 +696,7 @@ fn madd<const FMA: bool>(a: f64, b: f64, c: f64) -> f64 {
 /// Walks R x R tiles of row pairs (upper block triangle); each loaded value feeds R products.
 /// A partial last tile repeats the last row and drops the extra results.
 #[inline(always)]
-fn block_gram_body<const FMA: bool, const L: usize, const R: usize>(
+fn block_gram_f64_body<const FMA: bool, const L: usize, const R: usize>(
     g: &[f32],
     t: usize,
     p: usize,
@@ -293,7 +714,7 @@ fn block_gram_body<const FMA: bool, const L: usize, const R: usize>(
         let mut bj = bi;
         while bj < t {
             let b: [&[f32]; R] = std::array::from_fn(|v| row(bj + v));
-            let d = tile_dots::<FMA, L, R>(&a, &b);
+            let d = tile_dots_f64::<FMA, L, R>(&a, &b);
             for (u, du) in d.iter().enumerate() {
                 for (v, &dv) in du.iter().enumerate() {
                     let (i, j) = (bi + u, bj + v);
@@ -313,7 +734,7 @@ fn block_gram_body<const FMA: bool, const L: usize, const R: usize>(
 /// All R x R dot products <a_u, b_v> over equal-length slices, with L independent f64 lanes
 /// per product (summed in a fixed order at the end).
 #[inline(always)]
-fn tile_dots<const FMA: bool, const L: usize, const R: usize>(
+fn tile_dots_f64<const FMA: bool, const L: usize, const R: usize>(
     a: &[&[f32]; R],
     b: &[&[f32]; R],
 ) -> [[f64; R]; R] {
@@ -367,62 +788,174 @@ fn tile_dots<const FMA: bool, const L: usize, const R: usize>(
 mod tests {
     use super::*;
 
-    /// Every compiled variant of the block kernel (portable, AVX2, AVX-512) against a naive sum.
-    #[test]
-    fn every_block_kernel_variant_matches_naive() {
-        let mut state = 12345u64;
-        let mut next = || {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((state >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0) as f32
-        };
+    /// A block kernel build: (g, t, p, c0, c1, out).
+    type BlockKernel<'a> = &'a dyn Fn(&[f32], usize, usize, usize, usize, &mut [f64]);
+
+    /// Uniform values in [-1, 1), with every 7th scaled by 30 (mixed magnitudes).
+    fn values(seed: u64, len: usize) -> Vec<f32> {
+        let mut state = seed;
+        (0..len)
+            .map(|k| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let u = ((state >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0) as f32;
+                if k % 7 == 0 { 30.0 * u } else { u }
+            })
+            .collect()
+    }
+
+    /// Checks every upper entry of `kernel`'s block Gram matrix against exact f64 sums, with
+    /// `tol` relative to sqrt(G_ii G_jj); returns the worst relative error seen.
+    fn check_kernel(kernel: BlockKernel<'_>, what: &str, tol: f64) -> f64 {
+        let mut worst = 0.0f64;
         for (t, p, c0, c1) in [
             (1, 5, 0, 5),
             (2, 99, 1, 98),
+            (3, 40, 0, 40),
+            (4, 16, 0, 16),
+            (5, 33, 2, 31),
             (7, 301, 3, 300),
+            (8, 2048, 0, 2048),
             (9, 2048, 0, 2048),
+            (13, 1000, 17, 1000),
             (16, 77, 1, 76),
+            (33, 130, 0, 130),
         ] {
-            let g: Vec<f32> = (0..t * p).map(|_| next()).collect();
-            let mut want = vec![0.0f64; t * t];
+            let g = values(12345 + t as u64, t * p);
+            let exact = |i: usize, j: usize| -> f64 {
+                (c0..c1)
+                    .map(|k| g[i * p + k] as f64 * g[j * p + k] as f64)
+                    .sum()
+            };
+            // Poisoned below the diagonal and above: kernels that write must fill the upper
+            // triangle, kernels that add start from zero there.
+            let mut got = vec![0.0f64; t * t];
+            kernel(&g, t, p, c0, c1, &mut got);
             for i in 0..t {
                 for j in i..t {
-                    want[i * t + j] = (c0..c1)
-                        .map(|k| g[i * p + k] as f64 * g[j * p + k] as f64)
-                        .sum();
-                }
-            }
-            let check = |got: &[f64], what: &str| {
-                for i in 0..t {
-                    for j in i..t {
-                        let (a, b) = (got[i * t + j], want[i * t + j]);
-                        assert!(
-                            (a - b).abs() <= 1e-12 * (1.0 + b.abs()),
-                            "{what} ({i},{j}) {a} {b}"
-                        );
-                    }
-                }
-            };
-            let mut got = vec![0.0f64; t * t];
-            block_gram_body::<false, 4, 2>(&g, t, p, c0, c1, &mut got);
-            check(&got, "portable");
-            #[cfg(target_arch = "x86_64")]
-            {
-                use std::arch::is_x86_feature_detected as has;
-                if has!("avx2") && has!("fma") {
-                    let mut got = vec![0.0f64; t * t];
-                    // SAFETY: features checked.
-                    unsafe { block_gram_avx2(&g, t, p, c0, c1, &mut got) };
-                    check(&got, "avx2");
-                }
-                if has!("avx512f") && has!("fma") {
-                    let mut got = vec![0.0f64; t * t];
-                    // SAFETY: features checked.
-                    unsafe { block_gram_avx512(&g, t, p, c0, c1, &mut got) };
-                    check(&got, "avx512");
+                    let scale = (exact(i, i) * exact(j, j)).sqrt().max(1e-300);
+                    let err = (got[i * t + j] - exact(i, j)).abs() / scale;
+                    worst = worst.max(err);
+                    assert!(
+                        err <= tol,
+                        "{what} t={t} n={} ({i},{j}) rel err {err}",
+                        c1 - c0
+                    );
                 }
             }
         }
+        worst
+    }
+
+    /// Every compiled variant of the exact f64 block kernel (portable, AVX2, AVX-512).
+    #[test]
+    fn every_f64_block_kernel_variant_matches_naive() {
+        check_kernel(
+            &|g, t, p, c0, c1, out| block_gram_f64_body::<false, 4, 2>(g, t, p, c0, c1, out),
+            "portable",
+            1e-12,
+        );
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            if has!("avx2") && has!("fma") {
+                // SAFETY: features checked.
+                check_kernel(
+                    &|g, t, p, c0, c1, out| unsafe { block_gram_f64_avx2(g, t, p, c0, c1, out) },
+                    "avx2",
+                    1e-12,
+                );
+            }
+            if has!("avx512f") && has!("fma") {
+                // SAFETY: features checked.
+                check_kernel(
+                    &|g, t, p, c0, c1, out| unsafe { block_gram_f64_avx512(g, t, p, c0, c1, out) },
+                    "avx512",
+                    1e-12,
+                );
+            }
+        }
+    }
+
+    /// Every compiled variant of the f32-lane block kernel (portable, AVX2, AVX-512 intrinsics,
+    /// including masked tails and partial tiles). Measured worst error: about 1e-7 relative to
+    /// sqrt(G_ii G_jj) (a few f32 roundings), against 1e-12 for the f64 kernels.
+    #[test]
+    fn every_f32_block_kernel_variant_matches_naive() {
+        let tol = 1e-6;
+        let mut worst = check_kernel(
+            &|g, t, p, c0, c1, out| block_gram_f32_body::<false, 16, 2>(g, t, p, c0, c1, out),
+            "portable f32",
+            tol,
+        );
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            if has!("avx2") && has!("fma") {
+                // SAFETY: features checked.
+                let w = check_kernel(
+                    &|g, t, p, c0, c1, out| unsafe { block_gram_f32_avx2(g, t, p, c0, c1, out) },
+                    "avx2 f32",
+                    tol,
+                );
+                worst = worst.max(w);
+            }
+            if has!("avx512f") {
+                // SAFETY: features checked.
+                let w = check_kernel(
+                    &|g, t, p, c0, c1, out| unsafe {
+                        avx512::block_gram_f32(g, t, p, c0, c1, 0, out)
+                    },
+                    "avx512 f32",
+                    tol,
+                );
+                worst = worst.max(w);
+            }
+        }
+        eprintln!("f32-lane block kernels: worst relative error {worst:.2e}");
+        // Not exact: f32 sums really are in use (guards against a silent fall back to f64).
+        assert!(worst > 1e-12, "{worst}");
+    }
+
+    /// Blocks the f32 path cannot represent fall back to exact f64 sums, and zero rows do not.
+    #[test]
+    fn out_of_f32_range_blocks_are_exact() {
+        let (t, p) = (3, 300);
+        let base = values(5, t * p);
+        // Row 1 tiny (squares below f32's normal range), then huge (squares overflow f32).
+        for scale in [1e-25f32, 1e25] {
+            let mut g = base.clone();
+            for x in &mut g[p..2 * p] {
+                *x *= scale;
+            }
+            let mut scratch = vec![0.0f64; t * t];
+            block_gram_f32(&g, t, p, 0, p, 0, &mut scratch);
+            assert!(
+                !f32_block_is_safe(&g, t, p, 0, p, &scratch),
+                "scale {scale}"
+            );
+            let mut acc = vec![0.0f64; t * t];
+            block_gram(&g, t, p, 0..p, 0, &mut acc, &mut scratch);
+            let mut want = vec![0.0f64; t * t];
+            block_gram_f64(&g, t, p, 0, p, &mut want);
+            assert_eq!(acc, want, "scale {scale}");
+        }
+        // A zero row piece is exact in f32 and keeps the fast path.
+        let mut g = base.clone();
+        g[p..2 * p].fill(0.0);
+        let mut scratch = vec![0.0f64; t * t];
+        block_gram_f32(&g, t, p, 0, p, 0, &mut scratch);
+        assert!(f32_block_is_safe(&g, t, p, 0, p, &scratch));
+        assert_eq!(
+            (scratch[t + 1], scratch[1], scratch[t + 2]),
+            (0.0, 0.0, 0.0)
+        );
+        // NaN input propagates (through the exact path).
+        let mut g = base;
+        g[7] = f32::NAN;
+        let mut acc = vec![0.0f64; t * t];
+        block_gram(&g, t, p, 0..p, 0, &mut acc, &mut scratch);
+        assert!(acc[0].is_nan());
     }
 }
