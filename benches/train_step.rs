@@ -70,6 +70,19 @@ fn step(
     value
 }
 
+/// CPU time (user + system, all threads) this process has used, from /proc/self/stat; None
+/// off Linux. On a shared machine it moves far less than wall time when other processes
+/// compete for the cores (compare runs with RAYON_NUM_THREADS=1: no thread spins idle).
+fn process_cpu_secs() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    // USER_HZ is 100 on every Linux configuration Rust targets.
+    Some(ticks / 100.0)
+}
+
 fn bench_ours(spec: &str, steps: usize) -> f64 {
     let mut m = Model::from_specs(spec, "10,10", InitOptions::default(), 0).expect("model");
     let r = m.spec().resolution;
@@ -92,17 +105,21 @@ fn bench_ours(spec: &str, steps: usize) -> f64 {
         step(&mut m, &mut opt, &x, &labels, &mut Phases::default());
     }
     let mut phases = Phases::default();
-    let t0 = Instant::now();
+    let (t0, c0) = (Instant::now(), process_cpu_secs());
     let mut loss = 0.0;
     for _ in 0..steps {
         loss = step(&mut m, &mut opt, &x, &labels, &mut phases);
     }
     let secs = t0.elapsed().as_secs_f64();
+    let cpu = match (c0, process_cpu_secs()) {
+        (Some(a), Some(b)) => format!("cpu {:.1} ms/step, ", (b - a) * 1e3 / steps as f64),
+        _ => String::new(),
+    };
     let ips = (steps * BATCH) as f64 / secs;
     let ms = |t: f64| t * 1e3 / steps as f64;
     println!(
-        "scalarize  {spec:<22} {ips:8.1} images/s  ({:.1} ms/step: forward {:.1}, backward {:.1}, \
-         update {:.1}; final loss {loss:.3})",
+        "scalarize  {spec:<22} {ips:8.1} images/s  ({:.1} ms/step, {cpu}forward {:.1}, backward \
+         {:.1}, update {:.1}; final loss {loss:.3})",
         ms(secs),
         ms(phases.forward),
         ms(phases.backward),

@@ -45,13 +45,15 @@ def main():
 
     for _ in range(2):
         step()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(args.steps):
         loss = step()
     secs = time.perf_counter() - t0
+    cpu = time.process_time() - c0
     ips = args.steps * args.batch / secs
     print(
         f"pytorch    {args.model:<22} {ips:8.1f} images/s  ({secs * 1e3 / args.steps:.1f} ms/step, "
+        f"cpu {cpu * 1e3 / args.steps:.1f} ms/step, "
         f"final loss {loss:.3f}, torch {torch.__version__}, {torch.get_num_threads()} threads)"
     )
 

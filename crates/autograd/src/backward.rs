@@ -132,6 +132,7 @@ impl<'a> Backward<'a> {
             }
             let needs: Vec<bool> = node.inputs.iter().map(Option::is_some).collect();
             let input_grads = backward(&g, &needs)?;
+            crate::pool::recycle(g);
             for (input, ig) in node.inputs.iter().zip(input_grads) {
                 if let (Some(input), Some(ig)) = (input, ig) {
                     let expected: usize = input.shape.iter().product();
@@ -186,7 +187,10 @@ fn accumulate_owned(
     g: Vec<f32>,
 ) -> Result<()> {
     match pending.get_mut(&id) {
-        Some(acc) => cpu::axpy_acc(1.0, &g, acc)?,
+        Some(acc) => {
+            cpu::axpy_acc(1.0, &g, acc)?;
+            crate::pool::recycle(g);
+        }
         None => {
             pending.insert(id, g);
         }

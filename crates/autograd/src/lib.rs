@@ -60,6 +60,7 @@ pub mod no_grad;
 pub mod node;
 pub mod ops;
 pub mod params;
+pub mod pool;
 pub mod storage;
 pub mod tensor;
 
@@ -68,7 +69,7 @@ pub use device::Device;
 pub use error::{AutogradError, Result};
 pub use no_grad::{NoGradGuard, is_grad_enabled, no_grad};
 pub use node::NodeId;
-pub use ops::batch_norm::BatchNormMode;
+pub use ops::batch_norm::{BatchNormMode, BnEpilogue};
 pub use params::{Entry, EntryKind, ParamStore};
 pub use scalarize_kernels::cpu::{TaskLayout, WeightedLossOutput};
 pub use storage::Storage;

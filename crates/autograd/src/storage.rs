@@ -10,6 +10,15 @@ pub enum Storage {
     Cpu(Vec<f32>),
 }
 
+/// A dropped buffer goes back to the pool for the next op output of its length.
+impl Drop for Storage {
+    fn drop(&mut self) {
+        match self {
+            Storage::Cpu(v) => crate::pool::recycle(std::mem::take(v)),
+        }
+    }
+}
+
 impl Storage {
     /// The device this buffer lives on.
     pub fn device(&self) -> Device {

@@ -5,7 +5,7 @@
 mod common;
 
 use common::{Rng, check_grads};
-use scalarize_autograd::{BatchNormMode, Tensor};
+use scalarize_autograd::{BatchNormMode, BnEpilogue, Tensor};
 
 const H: f32 = 1e-2;
 const TOL: f64 = 1e-2;
@@ -319,6 +319,82 @@ fn batch_norm_train_and_eval() {
             TOL,
             &mut rng,
         );
+    }
+}
+
+#[test]
+fn batch_norm_fused_epilogues() {
+    let mut rng = Rng::new(12);
+    for x in [vec![2, 3, 2, 3], vec![3, 2, 5], vec![1, 2, 3, 1]] {
+        let c = x[1];
+        for train in [true, false] {
+            let (rm, rv) = (rng.vec(c, -0.5, 0.5), rng.vec(c, 0.5, 2.0));
+            let mode = || {
+                if train {
+                    BatchNormMode::TrainNoRunning
+                } else {
+                    BatchNormMode::Eval {
+                        running_mean: &rm,
+                        running_var: &rv,
+                    }
+                }
+            };
+            // Inputs whose ReLU inputs stay 0.1 away from the kink, where finite differences
+            // (h = 5e-3 moves a normalised value by ~0.02) are valid.
+            let ins = (0..1000)
+                .map(|_| {
+                    let gamma = Tensor::new(rng.vec(c, 0.5, 1.5), &[c]).unwrap();
+                    [rng.tensor(&x), gamma, rng.tensor(&[c]), rng.tensor(&x)]
+                })
+                .find(|t| {
+                    let _g = scalarize_autograd::no_grad();
+                    let z = t[0].batch_norm(&t[1], &t[2], mode(), 1e-5).unwrap();
+                    let zr = z.add(&t[3]).unwrap();
+                    z.to_vec().iter().chain(&zr.to_vec()).all(|v| v.abs() > 0.1)
+                })
+                .expect("inputs away from the ReLU kink");
+            check_grads(
+                "batch_norm_relu",
+                &ins[..3],
+                |t| t[0].batch_norm_with(&t[1], &t[2], mode(), 1e-5, BnEpilogue::Relu),
+                5e-3,
+                2e-2,
+                &mut rng,
+            );
+            check_grads(
+                "batch_norm_add_relu",
+                &ins,
+                |t| t[0].batch_norm_with(&t[1], &t[2], mode(), 1e-5, BnEpilogue::AddRelu(&t[3])),
+                5e-3,
+                2e-2,
+                &mut rng,
+            );
+            // On any input, the fused ops equal the separate ops (values and gradients).
+            let ins = [
+                rng.tensor(&x).requires_grad(),
+                rng.tensor(&[c]).requires_grad(),
+                rng.tensor(&[c]).requires_grad(),
+                rng.tensor(&x).requires_grad(),
+            ];
+            let cot = rng.cotangent(&x);
+            let fused = ins[0]
+                .batch_norm_with(&ins[1], &ins[2], mode(), 1e-5, BnEpilogue::AddRelu(&ins[3]))
+                .unwrap();
+            let plain = ins[0]
+                .batch_norm(&ins[1], &ins[2], mode(), 1e-5)
+                .and_then(|z| z.add(&ins[3]))
+                .and_then(|z| z.relu())
+                .unwrap();
+            common::assert_close("fused value", &fused.to_vec(), &plain.to_vec(), 1e-6);
+            let (gf, gp) = (
+                fused.backward_with(&cot).unwrap(),
+                plain.backward_with(&cot).unwrap(),
+            );
+            for (i, t) in ins.iter().enumerate() {
+                let (a, b) = (gf.get(t).unwrap().to_vec(), gp.get(t).unwrap().to_vec());
+                common::assert_close(&format!("fused grad {i}"), &a, &b, 1e-5);
+            }
+        }
     }
 }
 

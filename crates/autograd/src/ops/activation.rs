@@ -2,7 +2,7 @@
 
 use scalarize_kernels::cpu;
 
-use super::zeros;
+use super::output;
 use crate::error::Result;
 use crate::node::attach;
 use crate::tensor::Tensor;
@@ -10,7 +10,7 @@ use crate::tensor::Tensor;
 impl Tensor {
     /// max(x, 0).
     pub fn relu(&self) -> Result<Tensor> {
-        let mut y = zeros(self.numel());
+        let mut y = output(self.numel());
         cpu::relu_forward(self.values(), &mut y)?;
         let x = self.detach();
         Ok(attach(
@@ -18,7 +18,7 @@ impl Tensor {
             Tensor::from_parts(y, self.shape().to_vec()),
             &[self],
             Box::new(move |dy, _| {
-                let mut dx = zeros(dy.len());
+                let mut dx = output(dy.len());
                 cpu::relu_backward(x.values(), dy, &mut dx)?;
                 Ok(vec![Some(dx)])
             }),
@@ -27,7 +27,7 @@ impl Tensor {
 
     /// GELU, erf form: 0.5·x·(1 + erf(x/√2)).
     pub fn gelu(&self) -> Result<Tensor> {
-        let mut y = zeros(self.numel());
+        let mut y = output(self.numel());
         cpu::gelu_forward(self.values(), &mut y)?;
         let x = self.detach();
         Ok(attach(
@@ -35,7 +35,7 @@ impl Tensor {
             Tensor::from_parts(y, self.shape().to_vec()),
             &[self],
             Box::new(move |dy, _| {
-                let mut dx = zeros(dy.len());
+                let mut dx = output(dy.len());
                 cpu::gelu_backward(x.values(), dy, &mut dx)?;
                 Ok(vec![Some(dx)])
             }),

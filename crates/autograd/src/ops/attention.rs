@@ -2,7 +2,7 @@
 
 use scalarize_kernels::cpu::{self, AttentionShape};
 
-use super::zeros;
+use super::output;
 use crate::error::{Result, invalid};
 use crate::node::attach;
 use crate::tensor::Tensor;
@@ -27,8 +27,8 @@ impl Tensor {
         let hd = d3 / 3 / heads;
         let s = AttentionShape { n, t, heads, hd };
         let scale = (hd as f32).powf(-0.5);
-        let mut probs = zeros(s.probs_len());
-        let mut y = zeros(s.out_len());
+        let mut probs = output(s.probs_len());
+        let mut y = output(s.out_len());
         cpu::attention_forward(s, scale, self.values(), &mut probs, &mut y)?;
         let x = self.detach();
         Ok(attach(
@@ -36,7 +36,7 @@ impl Tensor {
             Tensor::from_parts(y, vec![n, t, d3 / 3]),
             &[self],
             Box::new(move |dy, _| {
-                let mut dx = zeros(s.qkv_len());
+                let mut dx = output(s.qkv_len());
                 cpu::attention_backward(s, scale, x.values(), &probs, dy, &mut dx)?;
                 Ok(vec![Some(dx)])
             }),

@@ -2,7 +2,7 @@
 
 use scalarize_kernels::cpu;
 
-use super::zeros;
+use super::output;
 use crate::error::{AutogradError, Result, invalid};
 use crate::node::attach;
 use crate::params::ParamStore;
@@ -32,6 +32,18 @@ pub enum BatchNormMode<'a> {
     },
 }
 
+/// What follows the batch norm in the same kernel (training mode; eval mode composes the
+/// separate ops): saves a pass over the activations, a buffer, and a tape node per op.
+#[derive(Clone, Copy, Debug)]
+pub enum BnEpilogue<'a> {
+    /// Plain batch norm.
+    None,
+    /// max(bn(x), 0).
+    Relu,
+    /// max(bn(x) + residual, 0), the end of a ResNet block; residual has x's shape.
+    AddRelu(&'a Tensor),
+}
+
 impl Tensor {
     /// Batch norm of `self` `[n, c, ...]` with per-channel `gamma` and `beta` `[c]`.
     pub fn batch_norm(
@@ -40,6 +52,18 @@ impl Tensor {
         beta: &Tensor,
         mode: BatchNormMode<'_>,
         eps: f32,
+    ) -> Result<Tensor> {
+        self.batch_norm_with(gamma, beta, mode, eps, BnEpilogue::None)
+    }
+
+    /// Batch norm followed by `epilogue` (see [`BnEpilogue`]).
+    pub fn batch_norm_with(
+        &self,
+        gamma: &Tensor,
+        beta: &Tensor,
+        mode: BatchNormMode<'_>,
+        eps: f32,
+        epilogue: BnEpilogue<'_>,
     ) -> Result<Tensor> {
         let c = if self.rank() >= 2 { self.shape()[1] } else { 0 };
         if c == 0 || gamma.shape() != [c] || beta.shape() != [c] {
@@ -53,6 +77,18 @@ impl Tensor {
                 ),
             ));
         }
+        if let BnEpilogue::AddRelu(r) = epilogue
+            && r.shape() != self.shape()
+        {
+            return Err(invalid(
+                "batch_norm",
+                format!(
+                    "residual has shape {:?}, expected the input's shape {:?}",
+                    r.shape(),
+                    self.shape()
+                ),
+            ));
+        }
         let n = self.shape()[0];
         let hw = self.numel() / (n * c);
         match mode {
@@ -61,7 +97,7 @@ impl Tensor {
                 running_var,
                 momentum,
             } => {
-                let (y, mean, invstd) = self.bn_train(gamma, beta, n, c, hw, eps)?;
+                let (y, mean, invstd) = self.bn_train(gamma, beta, (n, c, hw), eps, epilogue)?;
                 cpu::batch_norm_update_running(
                     c,
                     n * hw,
@@ -72,16 +108,23 @@ impl Tensor {
                     running_mean,
                     running_var,
                 )?;
-                Ok(self.bn_record_train(gamma, beta, y, mean, invstd, (n, c, hw)))
+                Ok(self.bn_record_train(gamma, beta, y, (mean, invstd), (n, c, hw), epilogue))
             }
             BatchNormMode::TrainNoRunning => {
-                let (y, mean, invstd) = self.bn_train(gamma, beta, n, c, hw, eps)?;
-                Ok(self.bn_record_train(gamma, beta, y, mean, invstd, (n, c, hw)))
+                let (y, mean, invstd) = self.bn_train(gamma, beta, (n, c, hw), eps, epilogue)?;
+                Ok(self.bn_record_train(gamma, beta, y, (mean, invstd), (n, c, hw), epilogue))
             }
             BatchNormMode::Eval {
                 running_mean,
                 running_var,
-            } => self.bn_eval(gamma, beta, running_mean, running_var, (n, c, hw), eps),
+            } => {
+                let y = self.bn_eval(gamma, beta, running_mean, running_var, (n, c, hw), eps)?;
+                match epilogue {
+                    BnEpilogue::None => Ok(y),
+                    BnEpilogue::Relu => y.relu(),
+                    BnEpilogue::AddRelu(r) => y.add(r)?.relu(),
+                }
+            }
         }
     }
 
@@ -89,26 +132,34 @@ impl Tensor {
         &self,
         gamma: &Tensor,
         beta: &Tensor,
-        n: usize,
-        c: usize,
-        hw: usize,
+        (n, c, hw): (usize, usize, usize),
         eps: f32,
+        epilogue: BnEpilogue<'_>,
     ) -> Result<(Vec<f32>, Vec<f32>, Vec<f32>)> {
-        let mut y = zeros(self.numel());
-        let mut mean = zeros(c);
-        let mut invstd = zeros(c);
-        cpu::batch_norm_forward_train(
-            n,
-            c,
-            hw,
-            self.values(),
-            gamma.values(),
-            beta.values(),
-            eps,
-            &mut y,
-            &mut mean,
-            &mut invstd,
-        )?;
+        let mut y = output(self.numel());
+        let mut mean = output(c);
+        let mut invstd = output(c);
+        let (x, g, b) = (self.values(), gamma.values(), beta.values());
+        let (ym, mm, im) = (&mut y, &mut mean, &mut invstd);
+        match epilogue {
+            BnEpilogue::None => cpu::batch_norm_forward_train(n, c, hw, x, g, b, eps, ym, mm, im),
+            BnEpilogue::Relu => {
+                cpu::batch_norm_relu_forward_train(n, c, hw, x, g, b, eps, ym, mm, im)
+            }
+            BnEpilogue::AddRelu(r) => cpu::batch_norm_add_relu_forward_train(
+                n,
+                c,
+                hw,
+                x,
+                r.values(),
+                g,
+                b,
+                eps,
+                ym,
+                mm,
+                im,
+            ),
+        }?;
         Ok((y, mean, invstd))
     }
 
@@ -117,39 +168,94 @@ impl Tensor {
         gamma: &Tensor,
         beta: &Tensor,
         y: Vec<f32>,
-        mean: Vec<f32>,
-        invstd: Vec<f32>,
+        (mean, invstd): (Vec<f32>, Vec<f32>),
         (n, c, hw): (usize, usize, usize),
+        epilogue: BnEpilogue<'_>,
     ) -> Tensor {
         let (x, g) = (self.detach(), gamma.detach());
-        attach(
-            "batch_norm_train",
-            Tensor::from_parts(y, self.shape().to_vec()),
-            &[self, gamma, beta],
-            Box::new(move |dy, needs| {
-                let mut dx = zeros(dy.len());
-                let mut dgamma = zeros(c);
-                let mut dbeta = zeros(c);
-                cpu::batch_norm_backward(
+        let out = Tensor::from_parts(y, self.shape().to_vec());
+        // The fused backward gates dy by the output (y > 0 where the ReLU passed).
+        let y_saved = match epilogue {
+            BnEpilogue::None => None,
+            _ => Some(out.detach()),
+        };
+        let residual = match epilogue {
+            BnEpilogue::AddRelu(r) => Some(r),
+            _ => None,
+        };
+        let backward = Box::new(move |dy: &[f32], needs: &[bool]| {
+            let mut dx = output(dy.len());
+            let mut dgamma = output(c);
+            let mut dbeta = output(c);
+            let stats = (&mean[..], &invstd[..]);
+            let mut dres = None;
+            match &y_saved {
+                None => cpu::batch_norm_backward(
                     n,
                     c,
                     hw,
                     x.values(),
                     dy,
                     g.values(),
-                    &mean,
-                    &invstd,
+                    stats.0,
+                    stats.1,
                     &mut dx,
                     &mut dgamma,
                     &mut dbeta,
-                )?;
-                Ok(vec![
-                    needs[0].then_some(dx),
-                    needs[1].then_some(dgamma),
-                    needs[2].then_some(dbeta),
-                ])
-            }),
-        )
+                )?,
+                Some(y) if needs.len() == 4 => {
+                    let mut dr = output(dy.len());
+                    cpu::batch_norm_add_relu_backward(
+                        n,
+                        c,
+                        hw,
+                        x.values(),
+                        y.values(),
+                        dy,
+                        g.values(),
+                        stats.0,
+                        stats.1,
+                        &mut dx,
+                        &mut dr,
+                        &mut dgamma,
+                        &mut dbeta,
+                    )?;
+                    dres = needs[3].then_some(dr);
+                }
+                Some(y) => cpu::batch_norm_relu_backward(
+                    n,
+                    c,
+                    hw,
+                    x.values(),
+                    y.values(),
+                    dy,
+                    g.values(),
+                    stats.0,
+                    stats.1,
+                    &mut dx,
+                    &mut dgamma,
+                    &mut dbeta,
+                )?,
+            }
+            let mut grads = vec![
+                needs[0].then_some(dx),
+                needs[1].then_some(dgamma),
+                needs[2].then_some(dbeta),
+            ];
+            if needs.len() == 4 {
+                grads.push(dres);
+            }
+            Ok(grads)
+        });
+        let op = match epilogue {
+            BnEpilogue::None => "batch_norm_train",
+            BnEpilogue::Relu => "batch_norm_relu_train",
+            BnEpilogue::AddRelu(_) => "batch_norm_add_relu_train",
+        };
+        match residual {
+            None => attach(op, out, &[self, gamma, beta], backward),
+            Some(r) => attach(op, out, &[self, gamma, beta, r], backward),
+        }
     }
 
     fn bn_eval(
@@ -161,7 +267,7 @@ impl Tensor {
         (n, c, hw): (usize, usize, usize),
         eps: f32,
     ) -> Result<Tensor> {
-        let mut y = zeros(self.numel());
+        let mut y = output(self.numel());
         cpu::batch_norm_forward_eval(
             n,
             c,
@@ -183,10 +289,10 @@ impl Tensor {
             Tensor::from_parts(y, self.shape().to_vec()),
             &[self, gamma, beta],
             Box::new(move |dy, needs| {
-                let zero_c = zeros(c);
+                let zero_c = vec![0.0; c];
                 let mut grads = vec![None, None, None];
                 if needs[0] {
-                    let mut dx = zeros(dy.len());
+                    let mut dx = output(dy.len());
                     cpu::batch_norm_forward_eval(
                         n,
                         c,
@@ -203,7 +309,7 @@ impl Tensor {
                 }
                 if needs[1] {
                     let ones = vec![1.0; c];
-                    let mut xhat = zeros(dy.len());
+                    let mut xhat = output(dy.len());
                     cpu::batch_norm_forward_eval(
                         n,
                         c,
@@ -216,14 +322,14 @@ impl Tensor {
                         eps,
                         &mut xhat,
                     )?;
-                    let mut prod = zeros(dy.len());
+                    let mut prod = output(dy.len());
                     cpu::mul(dy, &xhat, &mut prod)?;
-                    let mut dgamma = zeros(c);
+                    let mut dgamma = output(c);
                     cpu::bias_grad_channels(n, c, hw, &prod, &mut dgamma)?;
                     grads[1] = Some(dgamma);
                 }
                 if needs[2] {
-                    let mut dbeta = zeros(c);
+                    let mut dbeta = output(c);
                     cpu::bias_grad_channels(n, c, hw, dy, &mut dbeta)?;
                     grads[2] = Some(dbeta);
                 }
@@ -245,6 +351,19 @@ impl ParamStore {
         momentum: f32,
         eps: f32,
     ) -> Result<Tensor> {
+        self.batch_norm_with(prefix, x, train, momentum, eps, BnEpilogue::None)
+    }
+
+    /// [`ParamStore::batch_norm`] followed by `epilogue` (see [`BnEpilogue`]).
+    pub fn batch_norm_with(
+        &mut self,
+        prefix: &str,
+        x: &Tensor,
+        train: bool,
+        momentum: f32,
+        eps: f32,
+        epilogue: BnEpilogue<'_>,
+    ) -> Result<Tensor> {
         let gamma = self.get(&format!("{prefix}.weight"))?.clone();
         let beta = self.get(&format!("{prefix}.bias"))?.clone();
         let (mean_name, var_name) = (
@@ -253,7 +372,7 @@ impl ParamStore {
         );
         if train {
             let (running_mean, running_var) = self.values_mut_pair(&mean_name, &var_name)?;
-            x.batch_norm(
+            x.batch_norm_with(
                 &gamma,
                 &beta,
                 BatchNormMode::Train {
@@ -262,6 +381,7 @@ impl ParamStore {
                     momentum,
                 },
                 eps,
+                epilogue,
             )
         } else {
             let running_mean = self.values(&mean_name)?;
@@ -274,7 +394,7 @@ impl ParamStore {
                     gamma.numel()
                 )));
             }
-            x.batch_norm(
+            x.batch_norm_with(
                 &gamma,
                 &beta,
                 BatchNormMode::Eval {
@@ -282,6 +402,7 @@ impl ParamStore {
                     running_var,
                 },
                 eps,
+                epilogue,
             )
         }
     }

@@ -2,7 +2,7 @@
 
 use scalarize_kernels::cpu::{self, Conv2dShape};
 
-use super::zeros;
+use super::output;
 use crate::error::{Result, invalid};
 use crate::node::attach;
 use crate::tensor::Tensor;
@@ -46,7 +46,7 @@ impl Tensor {
         };
         s.validate()?;
         let (oh, ow) = (s.out_h(), s.out_w());
-        let mut y = zeros(s.n * s.c_out * oh * ow);
+        let mut y = output(s.n * s.c_out * oh * ow);
         cpu::conv2d_forward(
             &s,
             self.values(),
@@ -57,13 +57,13 @@ impl Tensor {
         let out = Tensor::from_parts(y, vec![s.n, s.c_out, oh, ow]);
         let (x, w) = (self.detach(), weight.detach());
         let backward = Box::new(move |dy: &[f32], needs: &[bool]| {
-            let mut dx = needs[0].then(|| zeros(x.numel()));
-            let mut dw = needs[1].then(|| zeros(w.numel()));
+            let mut dx = needs[0].then(|| output(x.numel()));
+            let mut dw = needs[1].then(|| output(w.numel()));
             let mut db = needs
                 .get(2)
                 .copied()
                 .unwrap_or(false)
-                .then(|| zeros(s.c_out));
+                .then(|| output(s.c_out));
             cpu::conv2d_backward(
                 &s,
                 x.values(),

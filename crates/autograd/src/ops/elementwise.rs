@@ -2,7 +2,7 @@
 
 use scalarize_kernels::cpu;
 
-use super::{expect_same_shape, zeros};
+use super::{expect_same_shape, output};
 use crate::error::{Result, invalid};
 use crate::node::attach;
 use crate::tensor::Tensor;
@@ -11,7 +11,7 @@ impl Tensor {
     /// `self + other` (same shapes).
     pub fn add(&self, other: &Tensor) -> Result<Tensor> {
         expect_same_shape("add", self, other)?;
-        let mut y = zeros(self.numel());
+        let mut y = output(self.numel());
         cpu::add(self.values(), other.values(), &mut y)?;
         let out = Tensor::from_parts(y, self.shape().to_vec());
         Ok(attach(
@@ -25,7 +25,7 @@ impl Tensor {
     /// `self - other` (same shapes).
     pub fn sub(&self, other: &Tensor) -> Result<Tensor> {
         expect_same_shape("sub", self, other)?;
-        let mut y = zeros(self.numel());
+        let mut y = output(self.numel());
         cpu::sub(self.values(), other.values(), &mut y)?;
         let out = Tensor::from_parts(y, self.shape().to_vec());
         Ok(attach(
@@ -35,7 +35,7 @@ impl Tensor {
             Box::new(|dy, needs| {
                 let da = needs[0].then(|| dy.to_vec());
                 let db = if needs[1] {
-                    let mut g = zeros(dy.len());
+                    let mut g = output(dy.len());
                     cpu::scale(dy, -1.0, &mut g)?;
                     Some(g)
                 } else {
@@ -49,7 +49,7 @@ impl Tensor {
     /// Elementwise product `self ⊙ other` (same shapes).
     pub fn mul(&self, other: &Tensor) -> Result<Tensor> {
         expect_same_shape("mul", self, other)?;
-        let mut y = zeros(self.numel());
+        let mut y = output(self.numel());
         cpu::mul(self.values(), other.values(), &mut y)?;
         let out = Tensor::from_parts(y, self.shape().to_vec());
         let (a, b) = (self.detach(), other.detach());
@@ -60,12 +60,12 @@ impl Tensor {
             Box::new(move |dy, needs| {
                 let mut grads = vec![None, None];
                 if needs[0] {
-                    let mut g = zeros(dy.len());
+                    let mut g = output(dy.len());
                     cpu::mul(dy, b.values(), &mut g)?;
                     grads[0] = Some(g);
                 }
                 if needs[1] {
-                    let mut g = zeros(dy.len());
+                    let mut g = output(dy.len());
                     cpu::mul(dy, a.values(), &mut g)?;
                     grads[1] = Some(g);
                 }
@@ -76,7 +76,7 @@ impl Tensor {
 
     /// `s · self`.
     pub fn scale(&self, s: f32) -> Result<Tensor> {
-        let mut y = zeros(self.numel());
+        let mut y = output(self.numel());
         cpu::scale(self.values(), s, &mut y)?;
         let out = Tensor::from_parts(y, self.shape().to_vec());
         Ok(attach(
@@ -84,7 +84,7 @@ impl Tensor {
             out,
             &[self],
             Box::new(move |dy, _| {
-                let mut g = zeros(dy.len());
+                let mut g = output(dy.len());
                 cpu::scale(dy, s, &mut g)?;
                 Ok(vec![Some(g)])
             }),
@@ -113,7 +113,7 @@ impl Tensor {
         }
         let dim = bias.numel();
         let rows = self.numel() / dim;
-        let mut y = zeros(self.numel());
+        let mut y = output(self.numel());
         cpu::add_bias_rows(rows, dim, self.values(), bias.values(), &mut y)?;
         let out = Tensor::from_parts(y, self.shape().to_vec());
         Ok(attach(
@@ -123,7 +123,7 @@ impl Tensor {
             Box::new(move |dy, needs| {
                 let dx = needs[0].then(|| dy.to_vec());
                 let db = if needs[1] {
-                    let mut g = zeros(dim);
+                    let mut g = output(dim);
                     cpu::bias_grad_rows(rows, dim, dy, &mut g)?;
                     Some(g)
                 } else {
@@ -148,7 +148,7 @@ impl Tensor {
         }
         let (n, c) = (self.shape()[0], self.shape()[1]);
         let hw = self.numel() / (n * c);
-        let mut y = zeros(self.numel());
+        let mut y = output(self.numel());
         cpu::add_bias_channels(n, c, hw, self.values(), bias.values(), &mut y)?;
         let out = Tensor::from_parts(y, self.shape().to_vec());
         Ok(attach(
@@ -158,7 +158,7 @@ impl Tensor {
             Box::new(move |dy, needs| {
                 let dx = needs[0].then(|| dy.to_vec());
                 let db = if needs[1] {
-                    let mut g = zeros(c);
+                    let mut g = output(c);
                     cpu::bias_grad_channels(n, c, hw, dy, &mut g)?;
                     Some(g)
                 } else {

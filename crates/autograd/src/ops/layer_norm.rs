@@ -2,7 +2,7 @@
 
 use scalarize_kernels::cpu;
 
-use super::zeros;
+use super::output;
 use crate::error::{Result, invalid};
 use crate::node::attach;
 use crate::tensor::Tensor;
@@ -24,9 +24,9 @@ impl Tensor {
             ));
         }
         let rows = self.numel() / dim;
-        let mut y = zeros(self.numel());
-        let mut mean = zeros(rows);
-        let mut invstd = zeros(rows);
+        let mut y = output(self.numel());
+        let mut mean = output(rows);
+        let mut invstd = output(rows);
         cpu::layer_norm_forward(
             rows,
             dim,
@@ -44,9 +44,9 @@ impl Tensor {
             Tensor::from_parts(y, self.shape().to_vec()),
             &[self, gamma, beta],
             Box::new(move |dy, needs| {
-                let mut dx = zeros(dy.len());
-                let mut dgamma = zeros(dim);
-                let mut dbeta = zeros(dim);
+                let mut dx = output(dy.len());
+                let mut dgamma = output(dim);
+                let mut dbeta = output(dim);
                 cpu::layer_norm_backward(
                     rows,
                     dim,

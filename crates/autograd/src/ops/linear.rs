@@ -2,7 +2,7 @@
 
 use scalarize_kernels::cpu;
 
-use super::zeros;
+use super::output;
 use crate::error::{Result, invalid};
 use crate::node::attach;
 use crate::tensor::Tensor;
@@ -30,7 +30,7 @@ impl Tensor {
         let rows = self.numel() / in_f;
         // One node for x·Wᵀ + b on any leading shape: no reshape or bias nodes, whose
         // backward passes would each copy the whole gradient.
-        let mut y = zeros(rows * out_f);
+        let mut y = output(rows * out_f);
         let beta = match bias {
             Some(b) => {
                 y.chunks_mut(out_f)
@@ -64,7 +64,7 @@ impl Tensor {
                 let mut grads = vec![None; needs.len()];
                 if needs[0] {
                     // dx = dy·W.
-                    let mut dx = zeros(rows * in_f);
+                    let mut dx = output(rows * in_f);
                     cpu::matmul(
                         rows,
                         out_f,
@@ -81,7 +81,7 @@ impl Tensor {
                 }
                 if needs[1] {
                     // dW = dyᵀ·x.
-                    let mut dw = zeros(out_f * in_f);
+                    let mut dw = output(out_f * in_f);
                     cpu::matmul(
                         out_f,
                         rows,
@@ -97,7 +97,7 @@ impl Tensor {
                     grads[1] = Some(dw);
                 }
                 if needs.get(2) == Some(&true) {
-                    let mut db = zeros(out_f);
+                    let mut db = output(out_f);
                     cpu::bias_grad_rows(rows, out_f, dy, &mut db)?;
                     grads[2] = Some(db);
                 }

@@ -2,7 +2,7 @@
 
 use scalarize_kernels::cpu;
 
-use super::zeros;
+use super::output;
 use crate::error::{Result, invalid};
 use crate::node::attach;
 use crate::tensor::Tensor;
@@ -22,7 +22,7 @@ fn matmul_grads(
 ) -> Result<Vec<Option<Vec<f32>>>> {
     let mut grads = vec![None, None];
     if needs[0] {
-        let mut da = zeros(batch * m * k);
+        let mut da = output(batch * m * k);
         if trans_a {
             // A stored [k, m]: dA = op(B)·dCᵀ.
             cpu::matmul_batched(batch, k, n, m, b, trans_b, dc, true, &mut da, 1.0, 0.0)?;
@@ -33,7 +33,7 @@ fn matmul_grads(
         grads[0] = Some(da);
     }
     if needs[1] {
-        let mut db = zeros(batch * k * n);
+        let mut db = output(batch * k * n);
         if trans_b {
             // B stored [n, k]: dB = dCᵀ·op(A).
             cpu::matmul_batched(batch, n, m, k, dc, true, a, trans_a, &mut db, 1.0, 0.0)?;
@@ -123,7 +123,7 @@ impl Tensor {
                 ),
             ));
         }
-        let mut y = zeros(batch * m * n);
+        let mut y = output(batch * m * n);
         cpu::matmul_batched(
             batch,
             m,

@@ -21,12 +21,16 @@ pub mod weighted_loss;
 use crate::error::{Result, invalid};
 use crate::tensor::Tensor;
 
-/// A zero-filled buffer (kernels overwrite their outputs). The first call tunes the allocator
-/// to keep freed buffers for reuse (see `scalarize_kernels::cpu::keep_freed_buffers`).
+/// A zero-filled buffer, for kernels that accumulate into their output. The first call tunes
+/// the allocator to keep freed buffers for reuse (see
+/// `scalarize_kernels::cpu::keep_freed_buffers`).
 pub(crate) fn zeros(n: usize) -> Vec<f32> {
     scalarize_kernels::cpu::keep_freed_buffers();
     vec![0.0; n]
 }
+
+/// A buffer for a kernel that overwrites every element (recycled; see [`crate::pool`]).
+pub(crate) use crate::pool::for_overwrite as output;
 
 /// Requires `t` to have exactly `rank` dimensions.
 pub(crate) fn expect_rank(op: &'static str, what: &str, t: &Tensor, rank: usize) -> Result<()> {

@@ -20,38 +20,43 @@ fn check_c(op: &'static str, name: &str, len: usize, c: usize) -> Result<()> {
     buf(op, name, len, c, format_args!("[c={c}]"))
 }
 
-/// Σ over the n planes of channel `ch` of f(offset of the plane).
-fn channel_sum(n: usize, c: usize, hw: usize, ch: usize, f: impl Fn(usize) -> f64) -> f64 {
-    (0..n).map(|img| f((img * c + ch) * hw)).sum()
-}
-
-/// Runs `f(channel, planes)` for every channel, where `planes` are that channel's n planes of
-/// `out` [n, c, hw] (image order), in parallel over channels when large. Reading the inputs
-/// and writing the output of one channel in one task keeps its data in cache between passes.
-fn per_channel_out<T: Send>(
-    out: &mut [f32],
-    c: usize,
-    hw: usize,
-    f: impl Fn(usize, &mut [&mut [f32]]) -> T + Sync + Send,
-) -> Vec<T> {
-    let total = out.len();
-    let n = total / (c * hw);
+/// The n planes of channel `ch` of a buffer [n, c, hw], in image order.
+fn channel_planes(buf: &mut [f32], c: usize, hw: usize) -> Vec<Vec<&mut [f32]>> {
+    let n = buf.len() / (c * hw);
     let mut groups: Vec<Vec<&mut [f32]>> = (0..c).map(|_| Vec::with_capacity(n)).collect();
-    for (i, plane) in out.chunks_mut(hw).enumerate() {
+    for (i, plane) in buf.chunks_mut(hw).enumerate() {
         groups[i % c].push(plane);
     }
+    groups
+}
+
+/// Runs `f(channel, planes, extra_planes)` for every channel, where `planes` are that
+/// channel's n planes of `out` [n, c, hw] (image order) and `extra_planes` those of the
+/// optional second output, in parallel over channels when large. Reading the inputs and
+/// writing the outputs of one channel in one task keeps its data in cache between passes.
+fn per_channel_out<T: Send>(
+    out: &mut [f32],
+    extra: Option<&mut [f32]>,
+    c: usize,
+    hw: usize,
+    f: impl Fn(usize, &mut [&mut [f32]], Option<&mut [&mut [f32]]>) -> T + Sync + Send,
+) -> Vec<T> {
+    let total = out.len();
+    let main = channel_planes(out, c, hw);
+    let mut extra: Vec<Option<Vec<&mut [f32]>>> = match extra {
+        Some(e) => channel_planes(e, c, hw).into_iter().map(Some).collect(),
+        None => (0..c).map(|_| None).collect(),
+    };
+    type Planes<'a> = Vec<&'a mut [f32]>;
+    let jobs: Vec<(Planes<'_>, Option<Planes<'_>>)> =
+        main.into_iter().zip(extra.drain(..)).collect();
+    let run = |(ch, (mut g, mut e)): (usize, (Planes<'_>, Option<Planes<'_>>))| {
+        f(ch, &mut g, e.as_deref_mut())
+    };
     if total >= PAR_MIN && c > 1 {
-        groups
-            .into_par_iter()
-            .enumerate()
-            .map(|(ch, mut g)| f(ch, &mut g))
-            .collect()
+        jobs.into_par_iter().enumerate().map(run).collect()
     } else {
-        groups
-            .into_iter()
-            .enumerate()
-            .map(|(ch, mut g)| f(ch, &mut g))
-            .collect()
+        jobs.into_iter().enumerate().map(run).collect()
     }
 }
 
@@ -95,7 +100,7 @@ pub fn batch_norm_forward_train(
         n,
         c,
         hw,
-        x,
+        (x, None),
         (gamma, beta),
         eps,
         y,
@@ -126,13 +131,87 @@ pub fn batch_norm_relu_forward_train(
         n,
         c,
         hw,
-        x,
+        (x, None),
         (gamma, beta),
         eps,
         y,
         save_mean,
         save_invstd,
     )
+}
+
+/// Fused training-mode batch norm, residual add and ReLU: y = max(bn(x) + residual, 0), the
+/// last block of a ResNet bottleneck in one pass (backward: `batch_norm_add_relu_backward`).
+/// Statistics as in `batch_norm_forward_train` (of x alone).
+#[allow(clippy::too_many_arguments)]
+pub fn batch_norm_add_relu_forward_train(
+    n: usize,
+    c: usize,
+    hw: usize,
+    x: &[f32],
+    residual: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f32,
+    y: &mut [f32],
+    save_mean: &mut [f32],
+    save_invstd: &mut [f32],
+) -> Result<()> {
+    let op = "batch_norm_add_relu_forward_train";
+    numel(op, &[("n", n), ("c", c), ("hw", hw)])?;
+    check_x(op, "residual", residual.len(), n, c, hw)?;
+    forward_train(
+        op,
+        true,
+        n,
+        c,
+        hw,
+        (x, Some(residual)),
+        (gamma, beta),
+        eps,
+        y,
+        save_mean,
+        save_invstd,
+    )
+}
+
+/// One channel's share of a training forward (everything the per-channel task reads).
+struct FwdChannel<'a> {
+    x: &'a [f32],
+    residual: Option<&'a [f32]>,
+    c: usize,
+    hw: usize,
+    ch: usize,
+    gamma: f32,
+    beta: f32,
+    eps: f64,
+    relu: bool,
+}
+
+/// Statistics of one channel (returned as (mean, invstd)), then its output planes.
+#[inline(always)]
+fn forward_channel(j: &FwdChannel<'_>, planes: &mut [&mut [f32]]) -> (f32, f32) {
+    let (c, hw, ch) = (j.c, j.hw, j.ch);
+    let plane = |img: usize| &j.x[(img * c + ch) * hw..][..hw];
+    // Sums of x − k for the channel's first value k: one pass, and no cancellation in
+    // E[(x − k)²] − E[x − k]² when |mean| is large against the spread.
+    let k = j.x[ch * hw] as f64;
+    let (s, q) = acc::shifted_sums((0..planes.len()).map(plane), k);
+    let count = (planes.len() * hw) as f64;
+    let d = s / count;
+    let var = (q / count - d * d).max(0.0);
+    let is = 1.0 / (var + j.eps).sqrt();
+    let (m, isf) = ((k + d) as f32, is as f32);
+    let scale = isf * j.gamma;
+    let shift = j.beta - m * scale;
+    for (img, out) in planes.iter_mut().enumerate() {
+        let o = (img * c + ch) * hw;
+        match j.residual {
+            None => affine(out, plane(img), scale, shift, j.relu),
+            Some(r) => affine_add(out, plane(img), &r[o..o + hw], scale, shift, j.relu),
+        }
+    }
+    (m, isf)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -142,7 +221,7 @@ fn forward_train(
     n: usize,
     c: usize,
     hw: usize,
-    x: &[f32],
+    (x, residual): (&[f32], Option<&[f32]>),
     (gamma, beta): (&[f32], &[f32]),
     eps: f32,
     y: &mut [f32],
@@ -156,19 +235,25 @@ fn forward_train(
     check_c(op, "beta", beta.len(), c)?;
     check_c(op, "save_mean", save_mean.len(), c)?;
     check_c(op, "save_invstd", save_invstd.len(), c)?;
-    let count = (n * hw) as f64;
-    let stats = per_channel_out(y, c, hw, |ch, planes| {
-        let mean = channel_sum(n, c, hw, ch, |o| acc::sum(&x[o..o + hw])) / count;
-        let var = channel_sum(n, c, hw, ch, |o| acc::sum_sq_dev(&x[o..o + hw], mean)) / count;
-        let is = 1.0 / (var + eps as f64).sqrt();
-        let (m, isf) = (mean as f32, is as f32);
-        let scale = isf * gamma[ch];
-        let shift = beta[ch] - m * scale;
-        for (img, plane) in planes.iter_mut().enumerate() {
-            let o = (img * c + ch) * hw;
-            affine(plane, &x[o..o + hw], scale, shift, relu);
+    let wide = wide::available();
+    let stats = per_channel_out(y, None, c, hw, |ch, planes, _| {
+        let job = FwdChannel {
+            x,
+            residual,
+            c,
+            hw,
+            ch,
+            gamma: gamma[ch],
+            beta: beta[ch],
+            eps: eps as f64,
+            relu,
+        };
+        if wide {
+            // SAFETY: `wide::available()` checked the CPU features.
+            unsafe { wide::forward_channel(&job, planes) }
+        } else {
+            forward_channel(&job, planes)
         }
-        (m, isf)
     });
     for (ch, &(m, is)) in stats.iter().enumerate() {
         save_mean[ch] = m;
@@ -178,6 +263,7 @@ fn forward_train(
 }
 
 /// plane = src·scale + shift, clamped at 0 when `relu`.
+#[inline(always)]
 fn affine(plane: &mut [f32], src: &[f32], scale: f32, shift: f32, relu: bool) {
     if relu {
         for (d, &v) in plane.iter_mut().zip(src) {
@@ -187,6 +273,73 @@ fn affine(plane: &mut [f32], src: &[f32], scale: f32, shift: f32, relu: bool) {
         for (d, &v) in plane.iter_mut().zip(src) {
             *d = v * scale + shift;
         }
+    }
+}
+
+/// plane = src·scale + shift + res, clamped at 0 when `relu`.
+#[inline(always)]
+fn affine_add(plane: &mut [f32], src: &[f32], res: &[f32], scale: f32, shift: f32, relu: bool) {
+    if relu {
+        for ((d, &v), &r) in plane.iter_mut().zip(src).zip(res) {
+            *d = (v * scale + shift + r).max(0.0);
+        }
+    } else {
+        for ((d, &v), &r) in plane.iter_mut().zip(src).zip(res) {
+            *d = v * scale + shift + r;
+        }
+    }
+}
+
+/// The per-channel bodies compiled for AVX-512 (the crate's baseline target is SSE2, which
+/// runs the f64 sums 2 lanes wide). Rust never contracts mul + add into FMA, so both versions
+/// give the same bits.
+mod wide {
+    use super::{BwdChannel, FwdChannel};
+
+    /// Whether the AVX-512 bodies can run on this CPU.
+    #[inline]
+    pub(super) fn available() -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            std::arch::is_x86_feature_detected!("avx512f")
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn forward_channel(j: &FwdChannel<'_>, planes: &mut [&mut [f32]]) -> (f32, f32) {
+        super::forward_channel(j, planes)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn backward_channel(
+        j: &BwdChannel<'_>,
+        dx: &mut [&mut [f32]],
+        dres: Option<&mut [&mut [f32]]>,
+    ) -> (f64, f64) {
+        super::backward_channel(j, dx, dres)
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    pub(super) unsafe fn forward_channel(
+        j: &FwdChannel<'_>,
+        planes: &mut [&mut [f32]],
+    ) -> (f32, f32) {
+        super::forward_channel(j, planes)
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    pub(super) unsafe fn backward_channel(
+        j: &BwdChannel<'_>,
+        dx: &mut [&mut [f32]],
+        dres: Option<&mut [&mut [f32]]>,
+    ) -> (f64, f64) {
+        super::backward_channel(j, dx, dres)
     }
 }
 
@@ -325,7 +478,18 @@ pub fn batch_norm_backward(
 ) -> Result<()> {
     let op = "batch_norm_backward";
     let stats = (save_mean, save_invstd);
-    backward(op, n, c, hw, x, None, dy, gamma, stats, dx, dgamma, dbeta)
+    backward(
+        op,
+        (n, c, hw),
+        x,
+        None,
+        dy,
+        gamma,
+        stats,
+        (dx, None),
+        dgamma,
+        dbeta,
+    )
 }
 
 /// Backward of `batch_norm_relu_forward_train` from its output y (the ReLU passes dy where
@@ -352,32 +516,128 @@ pub fn batch_norm_relu_backward(
     let stats = (save_mean, save_invstd);
     backward(
         op,
-        n,
-        c,
-        hw,
+        (n, c, hw),
         x,
         Some(y),
         dy,
         gamma,
         stats,
-        dx,
+        (dx, None),
         dgamma,
         dbeta,
     )
 }
 
+/// Backward of `batch_norm_add_relu_forward_train` from its output y: with g = dy where
+/// y > 0, dresidual = g and dx, dgamma, dbeta are the batch-norm backward of g (all
+/// overwritten).
 #[allow(clippy::too_many_arguments)]
-fn backward(
-    op: &'static str,
+pub fn batch_norm_add_relu_backward(
     n: usize,
     c: usize,
     hw: usize,
+    x: &[f32],
+    y: &[f32],
+    dy: &[f32],
+    gamma: &[f32],
+    save_mean: &[f32],
+    save_invstd: &[f32],
+    dx: &mut [f32],
+    dresidual: &mut [f32],
+    dgamma: &mut [f32],
+    dbeta: &mut [f32],
+) -> Result<()> {
+    let op = "batch_norm_add_relu_backward";
+    numel(op, &[("n", n), ("c", c), ("hw", hw)])?;
+    check_x(op, "y", y.len(), n, c, hw)?;
+    check_x(op, "dresidual", dresidual.len(), n, c, hw)?;
+    let stats = (save_mean, save_invstd);
+    backward(
+        op,
+        (n, c, hw),
+        x,
+        Some(y),
+        dy,
+        gamma,
+        stats,
+        (dx, Some(dresidual)),
+        dgamma,
+        dbeta,
+    )
+}
+
+/// One channel's share of a training backward.
+struct BwdChannel<'a> {
+    x: &'a [f32],
+    y: Option<&'a [f32]>,
+    dy: &'a [f32],
+    c: usize,
+    hw: usize,
+    ch: usize,
+    gamma: f32,
+    mean: f32,
+    invstd: f32,
+}
+
+/// Σ g and Σ g·(x − mean) of one channel (g = dy, gated by y > 0 when y is given), then its
+/// dx planes (and dresidual = g).
+#[inline(always)]
+fn backward_channel(
+    j: &BwdChannel<'_>,
+    dx: &mut [&mut [f32]],
+    mut dres: Option<&mut [&mut [f32]]>,
+) -> (f64, f64) {
+    let (c, hw, ch, n) = (j.c, j.hw, j.ch, dx.len());
+    let at = |img: usize| (img * c + ch) * hw..(img * c + ch + 1) * hw;
+    let m = j.mean;
+    let (sdy, sdyx) = match j.y {
+        None => acc::grad_sums((0..n).map(|i| (&j.dy[at(i)], &j.x[at(i)], None)), m),
+        Some(y) => acc::grad_sums(
+            (0..n).map(|i| (&j.dy[at(i)], &j.x[at(i)], Some(&y[at(i)]))),
+            m,
+        ),
+    };
+    // dx = gamma·invstd·(g − mean(g) − (x − mean)·invstd²·mean(g·(x − mean))).
+    let count = (n * hw) as f64;
+    let is = j.invstd as f64;
+    let k = (j.gamma as f64 * is) as f32;
+    let mdy = (sdy / count) as f32;
+    let coef = (sdyx / count * is * is) as f32;
+    for (img, plane) in dx.iter_mut().enumerate() {
+        let (g, v) = (&j.dy[at(img)], &j.x[at(img)]);
+        match j.y {
+            None => {
+                for ((d, &g), &v) in plane.iter_mut().zip(g).zip(v) {
+                    *d = k * (g - mdy - (v - m) * coef);
+                }
+            }
+            Some(y) => {
+                let yr = &y[at(img)];
+                for (((d, &g), &v), &u) in plane.iter_mut().zip(g).zip(v).zip(yr) {
+                    let g = if u > 0.0 { g } else { 0.0 };
+                    *d = k * (g - mdy - (v - m) * coef);
+                }
+                if let Some(dr) = dres.as_deref_mut() {
+                    for ((d, &g), &u) in dr[img].iter_mut().zip(&j.dy[at(img)]).zip(yr) {
+                        *d = if u > 0.0 { g } else { 0.0 };
+                    }
+                }
+            }
+        }
+    }
+    (sdy, sdyx)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn backward(
+    op: &'static str,
+    (n, c, hw): (usize, usize, usize),
     x: &[f32],
     y: Option<&[f32]>,
     dy: &[f32],
     gamma: &[f32],
     (save_mean, save_invstd): (&[f32], &[f32]),
-    dx: &mut [f32],
+    (dx, dres): (&mut [f32], Option<&mut [f32]>),
     dgamma: &mut [f32],
     dbeta: &mut [f32],
 ) -> Result<()> {
@@ -390,45 +650,25 @@ fn backward(
     check_c(op, "save_invstd", save_invstd.len(), c)?;
     check_c(op, "dgamma", dgamma.len(), c)?;
     check_c(op, "dbeta", dbeta.len(), c)?;
-    // Per channel: Σ dy and Σ dy·(x − mean) (x̂ = (x − mean)·invstd), then
-    // dx = gamma·invstd·(dy − mean(dy) − (x − mean)·invstd²·mean(dy·(x − mean))).
-    let count = (n * hw) as f64;
-    let sums = per_channel_out(dx, c, hw, |ch, planes| {
-        let m = save_mean[ch];
-        let (mut sdy, mut sdyx) = (0.0f64, 0.0f64);
-        for img in 0..n {
-            let o = (img * c + ch) * hw;
-            let (g, v) = (&dy[o..o + hw], &x[o..o + hw]);
-            let (a, b) = match y {
-                None => (acc::sum(g), acc::dot_dev(g, v, m)),
-                Some(y) => acc::gated_sums(g, v, &y[o..o + hw], m),
-            };
-            sdy += a;
-            sdyx += b;
+    let wide = wide::available();
+    let sums = per_channel_out(dx, dres, c, hw, |ch, planes, extra| {
+        let job = BwdChannel {
+            x,
+            y,
+            dy,
+            c,
+            hw,
+            ch,
+            gamma: gamma[ch],
+            mean: save_mean[ch],
+            invstd: save_invstd[ch],
+        };
+        if wide {
+            // SAFETY: `wide::available()` checked the CPU features.
+            unsafe { wide::backward_channel(&job, planes, extra) }
+        } else {
+            backward_channel(&job, planes, extra)
         }
-        let is = save_invstd[ch] as f64;
-        let k = (gamma[ch] as f64 * is) as f32;
-        let mdy = (sdy / count) as f32;
-        let coef = (sdyx / count * is * is) as f32;
-        for (img, plane) in planes.iter_mut().enumerate() {
-            let o = (img * c + ch) * hw;
-            let (g, v) = (&dy[o..o + hw], &x[o..o + hw]);
-            match y {
-                None => {
-                    for ((d, &g), &v) in plane.iter_mut().zip(g).zip(v) {
-                        *d = k * (g - mdy - (v - m) * coef);
-                    }
-                }
-                Some(y) => {
-                    let yr = &y[o..o + hw];
-                    for (((d, &g), &v), &u) in plane.iter_mut().zip(g).zip(v).zip(yr) {
-                        let g = if u > 0.0 { g } else { 0.0 };
-                        *d = k * (g - mdy - (v - m) * coef);
-                    }
-                }
-            }
-        }
-        (sdy, sdyx)
     });
     for ch in 0..c {
         dbeta[ch] = sums[ch].0 as f32;

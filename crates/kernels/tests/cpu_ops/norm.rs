@@ -333,3 +333,90 @@ fn fused_batch_norm_relu_matches_unfused_pair() {
         "`y` has 5",
     );
 }
+
+#[test]
+fn fused_batch_norm_add_relu_matches_unfused_ops() {
+    use scalarize_kernels::cpu::{
+        add, batch_norm_add_relu_backward, batch_norm_add_relu_forward_train, relu_backward,
+        relu_forward,
+    };
+    let mut r = rng(26);
+    for &(n, c, hw) in &[(1, 3, 7), (2, 4, 17), (3, 16, 1024), (5, 32, 16)] {
+        let x = randv(&mut r, n * c * hw);
+        let res = randv(&mut r, x.len());
+        let g = randv(&mut r, c);
+        let b = randv(&mut r, c);
+        let dy = randv(&mut r, x.len());
+        let eps = EPS as f32;
+        // Unfused: bn, add, relu; relu backward, then the add passes the gradient to both.
+        let len = x.len();
+        let (mut z, mut s, mut y1) = (vec![0.0; len], vec![0.0; len], vec![0.0; len]);
+        let (mut m1, mut i1) = (vec![0.0; c], vec![0.0; c]);
+        batch_norm_forward_train(n, c, hw, &x, &g, &b, eps, &mut z, &mut m1, &mut i1).unwrap();
+        add(&z, &res, &mut s).unwrap();
+        relu_forward(&s, &mut y1).unwrap();
+        let mut ds = vec![0.0; len];
+        relu_backward(&s, &dy, &mut ds).unwrap();
+        let (mut dx1, mut dg1, mut db1) = (vec![0.0; len], vec![0.0; c], vec![0.0; c]);
+        batch_norm_backward(
+            n, c, hw, &x, &ds, &g, &m1, &i1, &mut dx1, &mut dg1, &mut db1,
+        )
+        .unwrap();
+        // Fused, outputs poisoned so that an unwritten element shows.
+        let mut y2 = vec![f32::NAN; len];
+        let (mut m2, mut i2) = (vec![f32::NAN; c], vec![f32::NAN; c]);
+        batch_norm_add_relu_forward_train(
+            n, c, hw, &x, &res, &g, &b, eps, &mut y2, &mut m2, &mut i2,
+        )
+        .unwrap();
+        assert_close("add-relu forward", &y2, &f64s(&y1), 1e-6);
+        assert_close("add-relu mean", &m2, &f64s(&m1), 1e-6);
+        assert_close("add-relu invstd", &i2, &f64s(&i1), 1e-6);
+        assert!(y2.contains(&0.0) && y2.iter().any(|&v| v > 0.0));
+        let (mut dx2, mut dr2) = (vec![f32::NAN; len], vec![f32::NAN; len]);
+        let (mut dg2, mut db2) = (vec![f32::NAN; c], vec![f32::NAN; c]);
+        batch_norm_add_relu_backward(
+            n, c, hw, &x, &y2, &dy, &g, &m2, &i2, &mut dx2, &mut dr2, &mut dg2, &mut db2,
+        )
+        .unwrap();
+        assert_close("add-relu dresidual", &dr2, &f64s(&ds), 0.0);
+        assert_close("add-relu dx", &dx2, &f64s(&dx1), 1e-5);
+        assert_close("add-relu dgamma", &dg2, &f64s(&dg1), 1e-5);
+        assert_close("add-relu dbeta", &db2, &f64s(&db1), 1e-5);
+    }
+    let mut y = vec![0.0; 6];
+    let (mut m, mut s) = (vec![0.0; 2], vec![0.0; 2]);
+    crate::common::assert_err(
+        batch_norm_add_relu_forward_train(
+            1, 2, 3, &[0.5; 6], &[0.5; 4], &[1.0; 2], &[0.0; 2], 1e-5, &mut y, &mut m, &mut s,
+        ),
+        "batch_norm_add_relu_forward_train",
+        "`residual` has 4",
+    );
+}
+
+#[test]
+fn batch_norm_statistics_survive_a_large_mean() {
+    // Values 1000 + small noise: a one-pass E[x²] − E[x]² in f32 would lose the variance.
+    let mut r = rng(27);
+    let (n, c, hw) = (4, 3, 50);
+    let x: Vec<f32> = randv(&mut r, n * c * hw)
+        .iter()
+        .map(|v| 1000.0 + 0.01 * v)
+        .collect();
+    let (g, b) = (vec![1.0f32; c], vec![0.0f32; c]);
+    let (mut y, mut m, mut s) = (vec![0.0; x.len()], vec![0.0; c], vec![0.0; c]);
+    batch_norm_forward_train(n, c, hw, &x, &g, &b, EPS as f32, &mut y, &mut m, &mut s).unwrap();
+    let (want, mean, var) = naive_bn(n, c, hw, &f64s(&x), &[1.0; 3], &[0.0; 3]);
+    for ch in 0..c {
+        let is = 1.0 / (var[ch] + EPS).sqrt();
+        assert!(
+            (s[ch] as f64 - is).abs() < 1e-4 * is,
+            "invstd {} vs {is}",
+            s[ch]
+        );
+        assert!((m[ch] as f64 - mean[ch]).abs() < 1e-4);
+    }
+    // Normalised outputs: x·scale + shift cancels ~1.7e5 against ~1.7e5 in f32 (ulp 0.016).
+    assert_close("large-mean y", &y, &want, 2e-2);
+}

@@ -1,6 +1,6 @@
 //! ResNet forward pass (torchvision bottleneck v1.5, CIFAR stem) over a [`ParamStore`].
 
-use scalarize_autograd::{ParamStore, Tensor};
+use scalarize_autograd::{BnEpilogue, ParamStore, Tensor};
 
 use crate::error::Result;
 use crate::layout::resnet::resnet_blocks;
@@ -9,7 +9,7 @@ use crate::spec::ModelSpec;
 /// BatchNorm epsilon (PyTorch default).
 pub const BN_EPS: f32 = 1e-5;
 
-/// Conv (no bias) then BN, then ReLU if asked.
+/// Conv (no bias) then BN, then ReLU if asked (fused into the BN kernel).
 #[allow(clippy::too_many_arguments)]
 fn conv_bn(
     store: &mut ParamStore,
@@ -22,10 +22,33 @@ fn conv_bn(
     momentum: f32,
     relu: bool,
 ) -> Result<Tensor> {
+    let epilogue = if relu {
+        BnEpilogue::Relu
+    } else {
+        BnEpilogue::None
+    };
+    conv_bn_with(
+        store,
+        (conv, bn),
+        x,
+        (stride, pad),
+        (train, momentum),
+        epilogue,
+    )
+}
+
+/// Conv (no bias) then BN with `epilogue`.
+fn conv_bn_with(
+    store: &mut ParamStore,
+    (conv, bn): (&str, &str),
+    x: &Tensor,
+    (stride, pad): (usize, usize),
+    (train, momentum): (bool, f32),
+    epilogue: BnEpilogue<'_>,
+) -> Result<Tensor> {
     let w = store.get(&format!("{conv}.weight"))?.clone();
     let y = x.conv2d(&w, None, stride, pad)?;
-    let y = store.batch_norm(bn, &y, train, momentum, BN_EPS)?;
-    Ok(if relu { y.relu()? } else { y })
+    Ok(store.batch_norm_with(bn, &y, train, momentum, BN_EPS, epilogue)?)
 }
 
 /// Runs the backbone on `x` `[n, c, h, w]`; returns the last feature map `[n, 32*base, h/8, w/8]`.
@@ -73,17 +96,6 @@ pub fn resnet_forward(
             m,
             true,
         )?;
-        let o = conv_bn(
-            store,
-            &format!("{p}.conv3"),
-            &format!("{p}.bn3"),
-            &o,
-            1,
-            0,
-            train,
-            m,
-            false,
-        )?;
         let shortcut = if b.downsample {
             conv_bn(
                 store,
@@ -99,7 +111,15 @@ pub fn resnet_forward(
         } else {
             h
         };
-        h = o.add(&shortcut)?.relu()?;
+        // relu(bn3(conv3(o)) + shortcut) in one kernel.
+        h = conv_bn_with(
+            store,
+            (&format!("{p}.conv3"), &format!("{p}.bn3")),
+            &o,
+            (1, 0),
+            (train, m),
+            BnEpilogue::AddRelu(&shortcut),
+        )?;
     }
     Ok(h)
 }
