@@ -149,13 +149,18 @@ mod tests {
             assert!((ss - 2.0 * ws).abs() < 1e-12 && (sq - 2.0 * wq).abs() < 1e-12);
             let (a, b) = grad_sums([(&g[..], &x[..], None)].into_iter(), 0.3);
             let wa: f64 = g.iter().map(|&v| v as f64).sum();
-            let wb: f64 = (0..len).map(|i| g[i] as f64 * (x[i] as f64 - 0.3)).sum();
-            assert!((a - wa).abs() < 1e-12 && (b - wb).abs() < 1e-12);
+            let wb: f64 = (0..len)
+                .map(|i| g[i] as f64 * (x[i] as f64 - 0.3f32 as f64))
+                .sum();
+            assert!(
+                (a - wa).abs() < 1e-12 && (b - wb).abs() < 1e-12,
+                "{a} {wa} {b} {wb}"
+            );
             let (a, b) = grad_sums([(&g[..], &x[..], Some(&y[..]))].into_iter(), 0.3);
             let wa: f64 = (0..len).filter(|&i| y[i] > 0.0).map(|i| g[i] as f64).sum();
             let wb: f64 = (0..len)
                 .filter(|&i| y[i] > 0.0)
-                .map(|i| g[i] as f64 * (x[i] as f64 - 0.3))
+                .map(|i| g[i] as f64 * (x[i] as f64 - 0.3f32 as f64))
                 .sum();
             assert!((a - wa).abs() < 1e-12 && (b - wb).abs() < 1e-12);
         }
