@@ -2,7 +2,7 @@
 
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
-use scalarize_kernels::cpu::{GramPart, grad_gram};
+use scalarize_kernels::cpu::{GramPart, grad_gram, grad_gram_fast};
 
 /// Random T x P matrix with values of mixed scale (never all zero).
 fn random_g(rng: &mut StdRng, t: usize, p: usize) -> Vec<f32> {
@@ -41,11 +41,13 @@ fn naive(g: &[f32], t: usize, p: usize, ends: &[usize]) -> Vec<Vec<f64>> {
     out
 }
 
-/// Tolerance relative to sqrt(G_ii G_jj), i.e. on cosines. The block kernel sums products in
-/// f32 lanes (at most 128 per lane, block sums added in f64), so entries carry a few f32
-/// roundings: the worst error measured on these tests is about 1e-7 (it was 1e-12 with f64
-/// products, when the kernel was compute-bound at T >= 8).
-const TOL: f64 = 1e-6;
+/// Tolerance of `grad_gram` relative to sqrt(G_ii G_jj), i.e. on cosines: exact products and
+/// f64 sums.
+const TOL: f64 = 1e-12;
+
+/// Tolerance of `grad_gram_fast`, which sums products in f32 lanes (at most 128 per lane,
+/// block sums added in f64): the worst error measured on these tests is about 1e-7.
+const FAST_TOL: f64 = 1e-6;
 
 /// Asserts |a - b| <= tol * sqrt(a_ii * a_jj) elementwise (the natural scale of a Gram entry).
 fn assert_gram_close(got: &[f64], want: &[f64], t: usize, tol: f64, what: &str) {
@@ -214,7 +216,7 @@ fn bad_input_is_an_error_naming_the_problem() {
 }
 
 #[test]
-fn cosines_within_1e_6_for_t_up_to_64_and_mixed_segments() {
+fn fast_cosines_within_1e_6_and_exact_within_1e_12_for_t_up_to_64() {
     let mut rng = StdRng::seed_from_u64(13);
     let mut worst = 0.0f64;
     for &t in &[2usize, 3, 5, 8, 12, 16, 31, 64] {
@@ -222,9 +224,11 @@ fn cosines_within_1e_6_for_t_up_to_64_and_mixed_segments() {
         let g = random_g(&mut rng, t, p);
         // A 1-float and a 64-float segment next to ones spanning several 2048-column blocks.
         let ends = [1, 65, 6000, 6001, p];
-        let got = grad_gram(&g, t, p, &ends).unwrap();
+        let got = grad_gram_fast(&g, t, p, &ends).unwrap();
+        let exact = grad_gram(&g, t, p, &ends).unwrap();
         let want = naive(&g, t, p, &ends);
         for (l, w) in want.iter().enumerate() {
+            assert_gram_close(&exact.segments[l], w, t, TOL, &format!("t={t} seg {l}"));
             for i in 0..t {
                 for j in 0..t {
                     let d = (w[i * t + i] * w[j * t + j]).sqrt();
@@ -236,11 +240,13 @@ fn cosines_within_1e_6_for_t_up_to_64_and_mixed_segments() {
             }
         }
     }
-    eprintln!("worst cosine error {worst:.2e}");
+    eprintln!("grad_gram_fast: worst cosine error {worst:.2e}");
+    // The fast variant really sums in f32 (guards against a silent switch to f64).
+    assert!(worst > 1e-12, "{worst}");
 }
 
 #[test]
-fn rows_outside_the_f32_range_are_exact() {
+fn fast_variant_is_exact_on_rows_outside_the_f32_range() {
     let mut rng = StdRng::seed_from_u64(17);
     let (t, p) = (5, 5000);
     let base = random_g(&mut rng, t, p);
@@ -253,12 +259,35 @@ fn rows_outside_the_f32_range_are_exact() {
         g[3 * p + k] *= 1e25;
         g[4 * p + k] = 0.0;
     }
-    let got = grad_gram(&g, t, p, &ends).unwrap();
+    let got = grad_gram_fast(&g, t, p, &ends).unwrap();
     let want = naive(&g, t, p, &ends);
-    assert_gram_close(&got.segments[1], &want[1], t, 1e-12, "out-of-range segment");
+    assert_gram_close(&got.segments[1], &want[1], t, TOL, "out-of-range segment");
     assert_eq!(got.dot(1, 4, 4), 0.0);
     assert_eq!(got.cosine(1, 0, 4), 0.0);
     for l in [0, 2] {
-        assert_gram_close(&got.segments[l], &want[l], t, TOL, &format!("seg {l}"));
+        assert_gram_close(&got.segments[l], &want[l], t, FAST_TOL, &format!("seg {l}"));
+    }
+}
+
+#[test]
+fn fast_variant_matches_naive_and_is_deterministic() {
+    let mut rng = StdRng::seed_from_u64(19);
+    let (t, p) = (6, 200_003);
+    let g = random_g(&mut rng, t, p);
+    let ends = [1, 64, 40_000, 150_000, p];
+    let want = naive(&g, t, p, &ends);
+    let run = |threads: usize| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap()
+            .install(|| grad_gram_fast(&g, t, p, &ends).unwrap())
+    };
+    let one = run(1);
+    for (l, w) in want.iter().enumerate() {
+        assert_gram_close(&one.segments[l], w, t, FAST_TOL, &format!("seg {l}"));
+    }
+    for threads in [2, 3] {
+        assert_eq!(one, run(threads), "{threads} threads differ");
     }
 }

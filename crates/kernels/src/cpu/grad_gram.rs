@@ -134,8 +134,34 @@ pub(crate) fn check_segments(op: &'static str, p: usize, segment_ends: &[usize])
 /// Per-segment and whole-vector Gram matrices of the rows of `g` (T x P row-major f32).
 ///
 /// `segment_ends` are the exclusive ends of the L segments (strictly increasing, last == p).
-/// Accumulates in f64; bit-for-bit deterministic regardless of the rayon thread count.
+/// Exact products and f64 sums (error ~1e-16 relative to sqrt(G_ii G_jj)), which the MTO
+/// methods need on near-singular Gram matrices; bit-for-bit deterministic regardless of the
+/// rayon thread count.
 pub fn grad_gram(g: &[f32], t: usize, p: usize, segment_ends: &[usize]) -> Result<SegmentedGram> {
+    gram(g, t, p, segment_ends, true)
+}
+
+/// [`grad_gram`] with products summed in f32 lanes inside each 2048-column block (block sums
+/// added in f64): about twice the arithmetic rate, at a cosine error of about 1e-7 (at most
+/// 1e-6 in the tests). For metrics (per-layer conflict logging), not for methods that solve
+/// with the Gram matrix. Blocks outside f32's range fall back to exact sums. Deterministic.
+pub fn grad_gram_fast(
+    g: &[f32],
+    t: usize,
+    p: usize,
+    segment_ends: &[usize],
+) -> Result<SegmentedGram> {
+    gram(g, t, p, segment_ends, false)
+}
+
+/// [`grad_gram`] (`exact`) or [`grad_gram_fast`].
+fn gram(
+    g: &[f32],
+    t: usize,
+    p: usize,
+    segment_ends: &[usize],
+    exact: bool,
+) -> Result<SegmentedGram> {
     if t == 0 || p == 0 {
         return Err(KernelError::new(
             OP,
@@ -163,7 +189,7 @@ pub fn grad_gram(g: &[f32], t: usize, p: usize, segment_ends: &[usize]) -> Resul
             .map(|grp| {
                 let c0 = grp * group_cols;
                 let c1 = (c0 + group_cols).min(p);
-                group_partials(g, t, p, segment_ends, c0, c1)
+                group_partials(Rows { g, t, p }, segment_ends, c0..c1, exact)
             })
             .collect();
         // Fixed-order reduction: group index order, then segment order inside a group.
@@ -198,15 +224,22 @@ fn mirror_upper(m: &mut [f64], t: usize) {
     }
 }
 
-/// Upper-triangle partial Gram matrices of columns [c0, c1), one per segment touched.
-fn group_partials(
-    g: &[f32],
+/// The T x P input matrix.
+#[derive(Clone, Copy)]
+struct Rows<'a> {
+    g: &'a [f32],
     t: usize,
     p: usize,
+}
+
+/// Upper-triangle partial Gram matrices of columns `cols`, one per segment touched.
+fn group_partials(
+    rows: Rows<'_>,
     segment_ends: &[usize],
-    c0: usize,
-    c1: usize,
+    cols: std::ops::Range<usize>,
+    exact: bool,
 ) -> Vec<(usize, Vec<f64>)> {
+    let (t, c0, c1) = (rows.t, cols.start, cols.end);
     let mut out: Vec<(usize, Vec<f64>)> = Vec::new();
     let mut scratch = vec![0.0f64; t * t];
     let mut seg = segment_ends.partition_point(|&e| e <= c0);
@@ -221,7 +254,11 @@ fn group_partials(
         if let Some((_, acc)) = out.last_mut() {
             // Prefetch as much of the next block as lies in this group.
             let ahead = BLOCK.min(c1 - b_end);
-            block_gram(g, t, p, c..b_end, ahead, acc, &mut scratch);
+            if exact {
+                exact_block(rows, c..b_end, ahead, acc, &mut scratch);
+            } else {
+                fast_block(rows, c..b_end, ahead, acc, &mut scratch);
+            }
         }
         c = b_end;
         if c == seg_end {
@@ -231,8 +268,38 @@ fn group_partials(
     out
 }
 
-/// Adds the upper triangle of the Gram matrix of columns `cols` = [c0, c1) into `acc`,
-/// prefetching columns [c1, c1 + ahead) of every row meanwhile.
+/// Adds the exact upper triangle of the Gram matrix of columns `cols` = [c0, c1) into `acc`;
+/// the AVX-512 kernel prefetches columns [c1, c1 + ahead) of every row meanwhile.
+fn exact_block(
+    rows: Rows<'_>,
+    cols: std::ops::Range<usize>,
+    ahead: usize,
+    acc: &mut [f64],
+    scratch: &mut [f64],
+) {
+    let Rows { g, t, p } = rows;
+    let (c0, c1) = (cols.start, cols.end);
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU supports AVX-512F (checked just above).
+        unsafe { avx512::block_gram::<true>(g, t, p, c0, c1, ahead, scratch) };
+        add_upper(acc, scratch, t);
+        return;
+    }
+    block_gram_f64(g, t, p, c0, c1, acc);
+}
+
+/// acc += m on the upper triangle.
+fn add_upper(acc: &mut [f64], m: &[f64], t: usize) {
+    for i in 0..t {
+        for j in i..t {
+            acc[i * t + j] += m[i * t + j];
+        }
+    }
+}
+
+/// Adds the upper triangle of the Gram matrix of columns `cols` = [c0, c1) into `acc`
+/// (for [`grad_gram_fast`]), prefetching columns [c1, c1 + ahead) of every row meanwhile.
 ///
 /// The products of one block are summed in f32 lanes (at most BLOCK / 16 = 128 products per
 /// lane), the lanes are reduced in f64 and only the block sums are added to the f64
@@ -242,25 +309,20 @@ fn group_partials(
 /// the tests' shapes, see `tests/grad_gram_cpu.rs`). Blocks where f32 could lose more than
 /// that (a product overflowing, or rows so small that products fall below the f32 normal
 /// range) are recomputed with exact f64 products.
-fn block_gram(
-    g: &[f32],
-    t: usize,
-    p: usize,
+fn fast_block(
+    rows: Rows<'_>,
     cols: std::ops::Range<usize>,
     ahead: usize,
     acc: &mut [f64],
     scratch: &mut [f64],
 ) {
+    let Rows { g, t, p } = rows;
     let (c0, c1) = (cols.start, cols.end);
     block_gram_f32(g, t, p, c0, c1, ahead, scratch);
     if f32_block_is_safe(g, t, p, c0, c1, scratch) {
-        for i in 0..t {
-            for j in i..t {
-                acc[i * t + j] += scratch[i * t + j];
-            }
-        }
+        add_upper(acc, scratch, t);
     } else {
-        block_gram_f64(g, t, p, c0, c1, acc);
+        exact_block(rows, cols, 0, acc, scratch);
     }
 }
 
@@ -288,7 +350,7 @@ fn f32_block_is_safe(g: &[f32], t: usize, p: usize, c0: usize, c1: usize, m: &[f
 }
 
 /// Writes the upper triangle of the block Gram matrix of columns [c0, c1) into `out`,
-/// summing products in f32 lanes (see [`block_gram`]). The AVX-512 build prefetches the
+/// summing products in f32 lanes (see [`fast_block`]). The AVX-512 build prefetches the
 /// `ahead` columns after c1 (the next block) so that memory reads overlap the FMAs.
 fn block_gram_f32(
     g: &[f32],
@@ -304,7 +366,7 @@ fn block_gram_f32(
         use std::arch::is_x86_feature_detected as has;
         if has!("avx512f") {
             // SAFETY: the CPU supports AVX-512F (checked just above).
-            unsafe { avx512::block_gram_f32(g, t, p, c0, c1, ahead, out) };
+            unsafe { avx512::block_gram::<false>(g, t, p, c0, c1, ahead, out) };
             return;
         }
         if has!("avx2") && has!("fma") {
@@ -446,7 +508,7 @@ mod avx512 {
     /// # Safety
     /// The CPU must support AVX-512F; `g` must hold t x p values, c0 <= c1 <= p, out >= t * t.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn block_gram_f32(
+    pub(super) unsafe fn block_gram<const EXACT: bool>(
         g: &[f32],
         t: usize,
         p: usize,
@@ -487,10 +549,10 @@ mod avx512 {
             let pf = next_prefetch();
             let d = unsafe {
                 match ra {
-                    4 => widen::<4, 4>(tile::<4, 4, true>(a, a, n, pf)),
-                    3 => widen(tile::<3, 3, true>(head(a), head(a), n, pf)),
-                    2 => widen(tile::<2, 2, true>(head(a), head(a), n, pf)),
-                    _ => widen(tile::<1, 1, true>(head(a), head(a), n, pf)),
+                    4 => widen::<4, 4>(tile::<EXACT, 4, 4, true>(a, a, n, pf)),
+                    3 => widen(tile::<EXACT, 3, 3, true>(head(a), head(a), n, pf)),
+                    2 => widen(tile::<EXACT, 2, 2, true>(head(a), head(a), n, pf)),
+                    _ => widen(tile::<EXACT, 1, 1, true>(head(a), head(a), n, pf)),
                 }
             };
             store(out, t, bi, bi, ra, ra, &d);
@@ -502,10 +564,10 @@ mod avx512 {
                 let pf = next_prefetch();
                 let d = unsafe {
                     match rb {
-                        4 => tile::<4, 4, false>(a, b, n, pf),
-                        3 => widen(tile::<4, 3, false>(a, head(b), n, pf)),
-                        2 => widen(tile::<4, 2, false>(a, head(b), n, pf)),
-                        _ => widen(tile::<4, 1, false>(a, head(b), n, pf)),
+                        4 => tile::<EXACT, 4, 4, false>(a, b, n, pf),
+                        3 => widen(tile::<EXACT, 4, 3, false>(a, head(b), n, pf)),
+                        2 => widen(tile::<EXACT, 4, 2, false>(a, head(b), n, pf)),
+                        _ => widen(tile::<EXACT, 4, 1, false>(a, head(b), n, pf)),
                     }
                 };
                 store(out, t, bi, bj, ra, rb, &d);
@@ -552,13 +614,142 @@ mod avx512 {
     }
 
     /// Dot products <a_u, b_v> of n-float rows (only u <= v when DIAG, where a and b are the
-    /// same rows), 16 f32 lanes each, reduced in f64.
+    /// same rows): exact f64 products and sums when EXACT, else f32 lanes.
     ///
     /// # Safety
     /// AVX-512F; every pointer must be valid for n reads.
     #[inline]
     #[target_feature(enable = "avx512f")]
-    unsafe fn tile<const RA: usize, const RB: usize, const DIAG: bool>(
+    unsafe fn tile<const EXACT: bool, const RA: usize, const RB: usize, const DIAG: bool>(
+        a: [*const f32; RA],
+        b: [*const f32; RB],
+        n: usize,
+        pf: Prefetch,
+    ) -> [[f64; RB]; RA] {
+        // SAFETY: forwarded contract.
+        unsafe {
+            if EXACT {
+                tile_f64::<RA, RB, DIAG>(a, b, n, pf)
+            } else {
+                tile_f32::<RA, RB, DIAG>(a, b, n, pf)
+            }
+        }
+    }
+
+    /// Issues the tile's share of next-block prefetches for column offset k.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn prefetch(pf: &Prefetch, k: usize) {
+        if k < pf.cols {
+            for &r in &pf.rows[..pf.count] {
+                // Into L2: the block is consumed from L2, and L1 prefetches evict the
+                // current block's rows (measured slower).
+                // A prefetch never faults and does not access memory semantically.
+                _mm_prefetch::<_MM_HINT_T1>(r.wrapping_add(k).cast::<i8>());
+            }
+        }
+    }
+
+    /// [`tile`] with exact f64 products (f32 -> f64 conversion on load) and 8-lane f64 sums,
+    /// 16 columns per step.
+    ///
+    /// # Safety
+    /// AVX-512F; every pointer must be valid for n reads.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn tile_f64<const RA: usize, const RB: usize, const DIAG: bool>(
+        a: [*const f32; RA],
+        b: [*const f32; RB],
+        n: usize,
+        pf: Prefetch,
+    ) -> [[f64; RB]; RA] {
+        let mut acc = [[_mm512_setzero_pd(); RB]; RA];
+        let full = n / 16 * 16;
+        let mut k = 0;
+        while k < full {
+            prefetch(&pf, k);
+            // SAFETY: k + 16 <= n.
+            let x: [[__m512d; 2]; RA] = std::array::from_fn(|u| unsafe {
+                [
+                    _mm512_cvtps_pd(_mm256_loadu_ps(a[u].add(k))),
+                    _mm512_cvtps_pd(_mm256_loadu_ps(a[u].add(k + 8))),
+                ]
+            });
+            // SAFETY: columns k..k + 16 are valid in every row.
+            unsafe { step_f64::<RA, RB, DIAG>(&mut acc, &x, b, k, u16::MAX) };
+            k += 16;
+        }
+        if k < n {
+            let m = ((1u32 << (n - k)) - 1) as u16;
+            // SAFETY: the mask covers only the n - k valid values.
+            let x: [[__m512d; 2]; RA] =
+                std::array::from_fn(|u| unsafe { widen16(_mm512_maskz_loadu_ps(m, a[u].add(k))) });
+            // SAFETY: the mask covers only valid columns.
+            unsafe { step_f64::<RA, RB, DIAG>(&mut acc, &x, b, k, m) };
+        }
+        let mut out = [[0.0f64; RB]; RA];
+        for u in 0..RA {
+            for v in 0..RB {
+                if !DIAG || u <= v {
+                    out[u][v] = _mm512_reduce_add_pd(acc[u][v]);
+                }
+            }
+        }
+        out
+    }
+
+    /// The 16 f32 lanes of v as two f64 vectors (low half, high half).
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn widen16(v: __m512) -> [__m512d; 2] {
+        let hi = _mm512_extracti64x4_epi64::<1>(_mm512_castps_si512(v));
+        [
+            _mm512_cvtps_pd(_mm512_castps512_ps256(v)),
+            _mm512_cvtps_pd(_mm256_castsi256_ps(hi)),
+        ]
+    }
+
+    /// One 16-column step of [`tile_f64`].
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn step_f64<const RA: usize, const RB: usize, const DIAG: bool>(
+        acc: &mut [[__m512d; RB]; RA],
+        x: &[[__m512d; 2]; RA],
+        b: [*const f32; RB],
+        k: usize,
+        m: u16,
+    ) {
+        for v in 0..RB {
+            let y = if DIAG {
+                x[v.min(RA - 1)]
+            } else if m == u16::MAX {
+                // SAFETY: 16 valid columns.
+                unsafe {
+                    [
+                        _mm512_cvtps_pd(_mm256_loadu_ps(b[v].add(k))),
+                        _mm512_cvtps_pd(_mm256_loadu_ps(b[v].add(k + 8))),
+                    ]
+                }
+            } else {
+                // SAFETY: the caller's mask covers only valid columns.
+                widen16(unsafe { _mm512_maskz_loadu_ps(m, b[v].add(k)) })
+            };
+            for u in 0..RA {
+                if !DIAG || u <= v {
+                    acc[u][v] = _mm512_fmadd_pd(x[u][0], y[0], acc[u][v]);
+                    acc[u][v] = _mm512_fmadd_pd(x[u][1], y[1], acc[u][v]);
+                }
+            }
+        }
+    }
+
+    /// [`tile`] with 16 f32 lanes per product, reduced in f64.
+    ///
+    /// # Safety
+    /// AVX-512F; every pointer must be valid for n reads.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn tile_f32<const RA: usize, const RB: usize, const DIAG: bool>(
         a: [*const f32; RA],
         b: [*const f32; RB],
         n: usize,
@@ -569,11 +760,7 @@ mod avx512 {
         let mut k = 0;
         while k < full {
             // SAFETY: k + 16 <= n.
-            if k < pf.cols {
-                for &r in &pf.rows[..pf.count] {
-                    _mm_prefetch::<_MM_HINT_T1>(r.wrapping_add(k).cast::<i8>());
-                }
-            }
+            prefetch(&pf, k);
             let x: [__m512; RA] = std::array::from_fn(|u| unsafe { _mm512_loadu_ps(a[u].add(k)) });
             // SAFETY: columns k..k + 16 are valid in every row.
             unsafe { step::<RA, RB, DIAG>(&mut acc, &x, b, k, u16::MAX) };
@@ -867,6 +1054,16 @@ mod tests {
                     1e-12,
                 );
             }
+            if has!("avx512f") {
+                // SAFETY: features checked.
+                check_kernel(
+                    &|g, t, p, c0, c1, out| unsafe {
+                        avx512::block_gram::<true>(g, t, p, c0, c1, 0, out)
+                    },
+                    "avx512 intrinsics",
+                    1e-12,
+                );
+            }
             if has!("avx512f") && has!("fma") {
                 // SAFETY: features checked.
                 check_kernel(
@@ -905,7 +1102,7 @@ mod tests {
                 // SAFETY: features checked.
                 let w = check_kernel(
                     &|g, t, p, c0, c1, out| unsafe {
-                        avx512::block_gram_f32(g, t, p, c0, c1, 0, out)
+                        avx512::block_gram::<false>(g, t, p, c0, c1, 0, out)
                     },
                     "avx512 f32",
                     tol,
@@ -936,9 +1133,9 @@ mod tests {
                 "scale {scale}"
             );
             let mut acc = vec![0.0f64; t * t];
-            block_gram(&g, t, p, 0..p, 0, &mut acc, &mut scratch);
+            fast_block(Rows { g: &g, t, p }, 0..p, 0, &mut acc, &mut scratch);
             let mut want = vec![0.0f64; t * t];
-            block_gram_f64(&g, t, p, 0, p, &mut want);
+            exact_block(Rows { g: &g, t, p }, 0..p, 0, &mut want, &mut scratch);
             assert_eq!(acc, want, "scale {scale}");
         }
         // A zero row piece is exact in f32 and keeps the fast path.
@@ -955,7 +1152,7 @@ mod tests {
         let mut g = base;
         g[7] = f32::NAN;
         let mut acc = vec![0.0f64; t * t];
-        block_gram(&g, t, p, 0..p, 0, &mut acc, &mut scratch);
+        fast_block(Rows { g: &g, t, p }, 0..p, 0, &mut acc, &mut scratch);
         assert!(acc[0].is_nan());
     }
 }
