@@ -174,10 +174,17 @@ impl Tensor {
     ) -> Tensor {
         let (x, g) = (self.detach(), gamma.detach());
         let out = Tensor::from_parts(y, self.shape().to_vec());
-        // The fused backward gates dy by the output (y > 0 where the ReLU passed).
-        let y_saved = match epilogue {
-            BnEpilogue::None => None,
-            _ => Some(out.detach()),
+        // What the backward needs besides x: the ReLU gate is recomputed from x and beta;
+        // after a residual add it is read from the output (y > 0 where the ReLU passed).
+        enum Saved {
+            Plain,
+            Relu(Tensor),
+            AddRelu(Tensor),
+        }
+        let saved = match epilogue {
+            BnEpilogue::None => Saved::Plain,
+            BnEpilogue::Relu => Saved::Relu(beta.detach()),
+            BnEpilogue::AddRelu(_) => Saved::AddRelu(out.detach()),
         };
         let residual = match epilogue {
             BnEpilogue::AddRelu(r) => Some(r),
@@ -189,8 +196,8 @@ impl Tensor {
             let mut dbeta = output(c);
             let stats = (&mean[..], &invstd[..]);
             let mut dres = None;
-            match &y_saved {
-                None => cpu::batch_norm_backward(
+            match &saved {
+                Saved::Plain => cpu::batch_norm_backward(
                     n,
                     c,
                     hw,
@@ -203,7 +210,7 @@ impl Tensor {
                     &mut dgamma,
                     &mut dbeta,
                 )?,
-                Some(y) if needs.len() == 4 => {
+                Saved::AddRelu(y) => {
                     let mut dr = output(dy.len());
                     cpu::batch_norm_add_relu_backward(
                         n,
@@ -222,14 +229,13 @@ impl Tensor {
                     )?;
                     dres = needs[3].then_some(dr);
                 }
-                Some(y) => cpu::batch_norm_relu_backward(
+                Saved::Relu(b) => cpu::batch_norm_relu_backward(
                     n,
                     c,
                     hw,
                     x.values(),
-                    y.values(),
                     dy,
-                    g.values(),
+                    (g.values(), b.values()),
                     stats.0,
                     stats.1,
                     &mut dx,

@@ -74,12 +74,13 @@ pub(crate) fn shifted_sums<'a>(planes: impl Iterator<Item = &'a [f32]>, k: f64) 
 }
 
 /// (Σ g, Σ g·(x − m)) over all planes (g, x, y), where g is gated to 0 where y ≤ 0 when a y
-/// plane is given: the two sums of a (ReLU-gated) batch-norm backward, lanes as in
-/// `shifted_sums`.
+/// plane is given, or where x·a + b ≤ 0 for `affine_gate` = Some((a, b)): the two sums of a
+/// (ReLU-gated) batch-norm backward, lanes as in `shifted_sums`.
 #[inline(always)]
 pub(crate) fn grad_sums<'a>(
-    planes: impl Iterator<Item = (&'a [f32], &'a [f32], Option<&'a [f32]>)>,
+    planes: &mut dyn Iterator<Item = (&'a [f32], &'a [f32], Option<&'a [f32]>)>,
     m: f32,
+    affine_gate: Option<(f32, f32)>,
 ) -> (f64, f64) {
     let m = m as f64;
     let (mut a, mut b) = ([0.0f64; WIDE], [0.0f64; WIDE]);
@@ -88,8 +89,27 @@ pub(crate) fn grad_sums<'a>(
         let n = g.len().min(x.len());
         let (g, x) = (&g[..n], &x[..n]);
         let full = n / WIDE * WIDE;
-        match y {
-            None => {
+        match (y, affine_gate) {
+            (None, Some((ga, gb))) => {
+                for (cg, cx) in g.chunks_exact(WIDE).zip(x.chunks_exact(WIDE)) {
+                    for l in 0..WIDE {
+                        let pass = cx[l] * ga + gb > 0.0;
+                        let gv = if pass { cg[l] as f64 } else { 0.0 };
+                        a[l] += gv;
+                        b[l] += gv * (cx[l] as f64 - m);
+                    }
+                }
+                for i in full..n {
+                    let gv = if x[i] * ga + gb > 0.0 {
+                        g[i] as f64
+                    } else {
+                        0.0
+                    };
+                    ta += gv;
+                    tb += gv * (x[i] as f64 - m);
+                }
+            }
+            (None, None) => {
                 for (cg, cx) in g.chunks_exact(WIDE).zip(x.chunks_exact(WIDE)) {
                     for l in 0..WIDE {
                         let gv = cg[l] as f64;
@@ -102,7 +122,7 @@ pub(crate) fn grad_sums<'a>(
                     tb += g[i] as f64 * (x[i] as f64 - m);
                 }
             }
-            Some(y) => {
+            (Some(y), _) => {
                 let y = &y[..n];
                 let chunks = g
                     .chunks_exact(WIDE)
@@ -126,6 +146,129 @@ pub(crate) fn grad_sums<'a>(
     (a.iter().sum::<f64>() + ta, b.iter().sum::<f64>() + tb)
 }
 
+/// `shifted_sums` and `grad_sums` with explicit AVX-512 (LLVM leaves the portable versions
+/// scalar, with the lanes spilled to the stack). Same lanes, same order of additions and no
+/// FMA contraction, so the results are bit-identical to the portable versions.
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx512 {
+    use super::WIDE;
+    use std::arch::x86_64::*;
+
+    /// Lanes 0-7 and 8-15 of 16 f32 values at `p`, widened to f64.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn widen(v: __m512) -> (__m512d, __m512d) {
+        let lo = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
+        let hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(
+            _mm512_castps_pd(v),
+            1,
+        )));
+        (lo, hi)
+    }
+
+    /// Sum of the 16 lanes (two registers) in lane order, as the portable versions add them.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn lanes_sum(lo: __m512d, hi: __m512d) -> f64 {
+        let mut l = [0.0f64; WIDE];
+        // SAFETY: `l` holds 16 f64, two registers' worth.
+        unsafe {
+            _mm512_storeu_pd(l.as_mut_ptr(), lo);
+            _mm512_storeu_pd(l.as_mut_ptr().add(8), hi);
+        }
+        l.iter().sum()
+    }
+
+    /// See [`super::shifted_sums`].
+    #[target_feature(enable = "avx512f")]
+    pub(crate) fn shifted_sums<'a>(planes: impl Iterator<Item = &'a [f32]>, k: f64) -> (f64, f64) {
+        let kv = _mm512_set1_pd(k);
+        let (mut s0, mut s1) = (_mm512_setzero_pd(), _mm512_setzero_pd());
+        let (mut q0, mut q1) = (_mm512_setzero_pd(), _mm512_setzero_pd());
+        let (mut ts, mut tq) = (0.0f64, 0.0f64);
+        for p in planes {
+            let mut it = p.chunks_exact(WIDE);
+            for c in &mut it {
+                // SAFETY: `c` holds exactly 16 f32.
+                let v = unsafe { _mm512_loadu_ps(c.as_ptr()) };
+                let (lo, hi) = widen(v);
+                let (d0, d1) = (_mm512_sub_pd(lo, kv), _mm512_sub_pd(hi, kv));
+                s0 = _mm512_add_pd(s0, d0);
+                s1 = _mm512_add_pd(s1, d1);
+                q0 = _mm512_add_pd(q0, _mm512_mul_pd(d0, d0));
+                q1 = _mm512_add_pd(q1, _mm512_mul_pd(d1, d1));
+            }
+            for &v in it.remainder() {
+                let d = v as f64 - k;
+                ts += d;
+                tq += d * d;
+            }
+        }
+        (lanes_sum(s0, s1) + ts, lanes_sum(q0, q1) + tq)
+    }
+
+    /// See [`super::grad_sums`].
+    #[target_feature(enable = "avx512f")]
+    pub(crate) fn grad_sums<'a>(
+        planes: &mut dyn Iterator<Item = (&'a [f32], &'a [f32], Option<&'a [f32]>)>,
+        m: f32,
+        affine_gate: Option<(f32, f32)>,
+    ) -> (f64, f64) {
+        let m = m as f64;
+        let mv = _mm512_set1_pd(m);
+        let (ga, gb) = affine_gate.unwrap_or((0.0, 0.0));
+        let (gav, gbv) = (_mm512_set1_ps(ga), _mm512_set1_ps(gb));
+        let (mut a0, mut a1) = (_mm512_setzero_pd(), _mm512_setzero_pd());
+        let (mut b0, mut b1) = (_mm512_setzero_pd(), _mm512_setzero_pd());
+        let (mut ta, mut tb) = (0.0f64, 0.0f64);
+        for (g, x, y) in planes {
+            let n = g.len().min(x.len()).min(y.map_or(usize::MAX, <[f32]>::len));
+            let full = n / WIDE * WIDE;
+            for i in (0..full).step_by(WIDE) {
+                // SAFETY: i + 16 <= n <= the length of g, x (and y).
+                let (gv, xv) = unsafe {
+                    let gv = _mm512_loadu_ps(g.as_ptr().add(i));
+                    let xv = _mm512_loadu_ps(x.as_ptr().add(i));
+                    let zero = _mm512_setzero_ps();
+                    let gv = match (y, affine_gate) {
+                        (Some(y), _) => {
+                            let yv = _mm512_loadu_ps(y.as_ptr().add(i));
+                            let pass = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(yv, zero);
+                            _mm512_maskz_mov_ps(pass, gv)
+                        }
+                        (None, Some(_)) => {
+                            // x·a + b as two roundings, like the forward (no FMA).
+                            let pre = _mm512_add_ps(_mm512_mul_ps(xv, gav), gbv);
+                            let pass = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(pre, zero);
+                            _mm512_maskz_mov_ps(pass, gv)
+                        }
+                        (None, None) => gv,
+                    };
+                    (gv, xv)
+                };
+                let (g0, g1) = widen(gv);
+                let (x0, x1) = widen(xv);
+                a0 = _mm512_add_pd(a0, g0);
+                a1 = _mm512_add_pd(a1, g1);
+                b0 = _mm512_add_pd(b0, _mm512_mul_pd(g0, _mm512_sub_pd(x0, mv)));
+                b1 = _mm512_add_pd(b1, _mm512_mul_pd(g1, _mm512_sub_pd(x1, mv)));
+            }
+            for i in full..n {
+                let gv = match (y, affine_gate) {
+                    (Some(y), _) if y[i] > 0.0 => g[i] as f64,
+                    (Some(_), _) => 0.0,
+                    (None, Some(_)) if x[i] * ga + gb > 0.0 => g[i] as f64,
+                    (None, Some(_)) => 0.0,
+                    (None, None) => g[i] as f64,
+                };
+                ta += gv;
+                tb += gv * (x[i] as f64 - m);
+            }
+        }
+        (lanes_sum(a0, a1) + ta, lanes_sum(b0, b1) + tb)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,7 +290,7 @@ mod tests {
             let ws: f64 = x.iter().map(|&v| v as f64 - 3.0).sum();
             let wq: f64 = x.iter().map(|&v| (v as f64 - 3.0).powi(2)).sum();
             assert!((ss - 2.0 * ws).abs() < 1e-12 && (sq - 2.0 * wq).abs() < 1e-12);
-            let (a, b) = grad_sums([(&g[..], &x[..], None)].into_iter(), 0.3);
+            let (a, b) = grad_sums(&mut [(&g[..], &x[..], None)].into_iter(), 0.3, None);
             let wa: f64 = g.iter().map(|&v| v as f64).sum();
             let wb: f64 = (0..len)
                 .map(|i| g[i] as f64 * (x[i] as f64 - 0.3f32 as f64))
@@ -156,13 +299,46 @@ mod tests {
                 (a - wa).abs() < 1e-12 && (b - wb).abs() < 1e-12,
                 "{a} {wa} {b} {wb}"
             );
-            let (a, b) = grad_sums([(&g[..], &x[..], Some(&y[..]))].into_iter(), 0.3);
+            let (a, b) = grad_sums(&mut [(&g[..], &x[..], Some(&y[..]))].into_iter(), 0.3, None);
             let wa: f64 = (0..len).filter(|&i| y[i] > 0.0).map(|i| g[i] as f64).sum();
             let wb: f64 = (0..len)
                 .filter(|&i| y[i] > 0.0)
                 .map(|i| g[i] as f64 * (x[i] as f64 - 0.3f32 as f64))
                 .sum();
             assert!((a - wa).abs() < 1e-12 && (b - wb).abs() < 1e-12);
+            // A gate recomputed from x: x·1.5 − 4.2 > 0.
+            let gate = Some((1.5f32, -4.2f32));
+            let (a, b) = grad_sums(&mut [(&g[..], &x[..], None)].into_iter(), 0.3, gate);
+            let pass = |i: usize| x[i] * 1.5 - 4.2 > 0.0;
+            let wa: f64 = (0..len).filter(|&i| pass(i)).map(|i| g[i] as f64).sum();
+            let wb: f64 = (0..len)
+                .filter(|&i| pass(i))
+                .map(|i| g[i] as f64 * (x[i] as f64 - 0.3f32 as f64))
+                .sum();
+            assert!((a - wa).abs() < 1e-12 && (b - wb).abs() < 1e-12);
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                // SAFETY: the CPU has AVX-512F (checked just above).
+                let wide = unsafe {
+                    (
+                        avx512::shifted_sums([&x[..], &y[..]].into_iter(), 3.0),
+                        avx512::grad_sums(
+                            &mut [(&g[..], &x[..], Some(&y[..]))].into_iter(),
+                            0.3,
+                            None,
+                        ),
+                        avx512::grad_sums(&mut [(&g[..], &x[..], None)].into_iter(), 0.3, None),
+                        avx512::grad_sums(&mut [(&g[..], &x[..], None)].into_iter(), 0.3, gate),
+                    )
+                };
+                let portable = (
+                    shifted_sums([&x[..], &y[..]].into_iter(), 3.0),
+                    grad_sums(&mut [(&g[..], &x[..], Some(&y[..]))].into_iter(), 0.3, None),
+                    grad_sums(&mut [(&g[..], &x[..], None)].into_iter(), 0.3, None),
+                    grad_sums(&mut [(&g[..], &x[..], None)].into_iter(), 0.3, gate),
+                );
+                assert_eq!(wide, portable, "AVX-512 sums differ from the portable ones");
+            }
         }
     }
 }

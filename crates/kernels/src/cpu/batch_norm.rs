@@ -188,15 +188,20 @@ struct FwdChannel<'a> {
     relu: bool,
 }
 
-/// Statistics of one channel (returned as (mean, invstd)), then its output planes.
+/// Statistics of one channel (returned as (mean, invstd)), then its output planes. `sums` is
+/// `acc::shifted_sums` or its AVX-512 twin.
 #[inline(always)]
-fn forward_channel(j: &FwdChannel<'_>, planes: &mut [&mut [f32]]) -> (f32, f32) {
+fn forward_channel<'a>(
+    j: &FwdChannel<'a>,
+    planes: &mut [&mut [f32]],
+    sums: impl FnOnce(&mut dyn Iterator<Item = &'a [f32]>, f64) -> (f64, f64),
+) -> (f32, f32) {
     let (c, hw, ch) = (j.c, j.hw, j.ch);
     let plane = |img: usize| &j.x[(img * c + ch) * hw..][..hw];
     // Sums of x − k for the channel's first value k: one pass, and no cancellation in
     // E[(x − k)²] − E[x − k]² when |mean| is large against the spread.
     let k = j.x[ch * hw] as f64;
-    let (s, q) = acc::shifted_sums((0..planes.len()).map(plane), k);
+    let (s, q) = sums(&mut (0..planes.len()).map(plane), k);
     let count = (planes.len() * hw) as f64;
     let d = s / count;
     let var = (q / count - d * d).max(0.0);
@@ -252,7 +257,7 @@ fn forward_train(
             // SAFETY: `wide::available()` checked the CPU features.
             unsafe { wide::forward_channel(&job, planes) }
         } else {
-            forward_channel(&job, planes)
+            forward_channel(&job, planes, |p, k| acc::shifted_sums(p, k))
         }
     });
     for (ch, &(m, is)) in stats.iter().enumerate() {
@@ -294,7 +299,7 @@ fn affine_add(plane: &mut [f32], src: &[f32], res: &[f32], scale: f32, shift: f3
 /// runs the f64 sums 2 lanes wide). Rust never contracts mul + add into FMA, so both versions
 /// give the same bits.
 mod wide {
-    use super::{BwdChannel, FwdChannel};
+    use super::{BwdChannel, FwdChannel, acc};
 
     /// Whether the AVX-512 bodies can run on this CPU.
     #[inline]
@@ -312,7 +317,7 @@ mod wide {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
     pub(super) fn forward_channel(j: &FwdChannel<'_>, planes: &mut [&mut [f32]]) -> (f32, f32) {
-        super::forward_channel(j, planes)
+        super::forward_channel(j, planes, |p, k| acc::avx512::shifted_sums(p, k))
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -322,7 +327,7 @@ mod wide {
         dx: &mut [&mut [f32]],
         dres: Option<&mut [&mut [f32]]>,
     ) -> (f64, f64) {
-        super::backward_channel(j, dx, dres)
+        super::backward_channel(j, dx, dres, |p, m, a| acc::avx512::grad_sums(p, m, a))
     }
 
     #[cfg(not(target_arch = "x86_64"))]
@@ -330,7 +335,7 @@ mod wide {
         j: &FwdChannel<'_>,
         planes: &mut [&mut [f32]],
     ) -> (f32, f32) {
-        super::forward_channel(j, planes)
+        super::forward_channel(j, planes, |p, k| acc::shifted_sums(p, k))
     }
 
     #[cfg(not(target_arch = "x86_64"))]
@@ -339,7 +344,7 @@ mod wide {
         dx: &mut [&mut [f32]],
         dres: Option<&mut [&mut [f32]]>,
     ) -> (f64, f64) {
-        super::backward_channel(j, dx, dres)
+        super::backward_channel(j, dx, dres, acc::grad_sums)
     }
 }
 
@@ -482,7 +487,7 @@ pub fn batch_norm_backward(
         op,
         (n, c, hw),
         x,
-        None,
+        Gate::None,
         dy,
         gamma,
         stats,
@@ -492,18 +497,18 @@ pub fn batch_norm_backward(
     )
 }
 
-/// Backward of `batch_norm_relu_forward_train` from its output y (the ReLU passes dy where
-/// y > 0): the same results as `relu_backward` then `batch_norm_backward`, without the
-/// intermediate buffer.
+/// Backward of `batch_norm_relu_forward_train`: the same results as `relu_backward` then
+/// `batch_norm_backward`, without the intermediate buffer. The ReLU gate (y > 0) is
+/// recomputed from x with the forward's exact f32 arithmetic (x·scale + shift > 0, scale =
+/// invstd·gamma, shift = beta − mean·scale), so y is not read: one stream less per pass.
 #[allow(clippy::too_many_arguments)]
 pub fn batch_norm_relu_backward(
     n: usize,
     c: usize,
     hw: usize,
     x: &[f32],
-    y: &[f32],
     dy: &[f32],
-    gamma: &[f32],
+    (gamma, beta): (&[f32], &[f32]),
     save_mean: &[f32],
     save_invstd: &[f32],
     dx: &mut [f32],
@@ -512,13 +517,13 @@ pub fn batch_norm_relu_backward(
 ) -> Result<()> {
     let op = "batch_norm_relu_backward";
     numel(op, &[("n", n), ("c", c), ("hw", hw)])?;
-    check_x(op, "y", y.len(), n, c, hw)?;
+    check_c(op, "beta", beta.len(), c)?;
     let stats = (save_mean, save_invstd);
     backward(
         op,
         (n, c, hw),
         x,
-        Some(y),
+        Gate::Recompute(beta),
         dy,
         gamma,
         stats,
@@ -556,7 +561,7 @@ pub fn batch_norm_add_relu_backward(
         op,
         (n, c, hw),
         x,
-        Some(y),
+        Gate::Output(y),
         dy,
         gamma,
         stats,
@@ -566,10 +571,24 @@ pub fn batch_norm_add_relu_backward(
     )
 }
 
+/// Which ReLU gate a backward applies to dy.
+#[derive(Clone, Copy)]
+enum Gate<'a> {
+    /// No ReLU.
+    None,
+    /// The fused output y: dy passes where y > 0.
+    Output(&'a [f32]),
+    /// Recomputed from x: x·scale + shift > 0 with scale = invstd·gamma and shift =
+    /// beta − mean·scale, as the forward computed them (this is beta).
+    Recompute(&'a [f32]),
+}
+
 /// One channel's share of a training backward.
 struct BwdChannel<'a> {
     x: &'a [f32],
     y: Option<&'a [f32]>,
+    /// (scale, shift) of a gate recomputed from x.
+    affine_gate: Option<(f32, f32)>,
     dy: &'a [f32],
     c: usize,
     hw: usize,
@@ -579,24 +598,27 @@ struct BwdChannel<'a> {
     invstd: f32,
 }
 
+/// The planes (dy, x, y) of one channel, as `grad_sums` reads them.
+type GradPlanes<'d, 'a> = &'d mut dyn Iterator<Item = (&'a [f32], &'a [f32], Option<&'a [f32]>)>;
+
 /// Σ g and Σ g·(x − mean) of one channel (g = dy, gated by y > 0 when y is given), then its
-/// dx planes (and dresidual = g).
+/// dx planes (and dresidual = g). `sums` is `acc::grad_sums` or its AVX-512 twin.
 #[inline(always)]
-fn backward_channel(
-    j: &BwdChannel<'_>,
+fn backward_channel<'a>(
+    j: &BwdChannel<'a>,
     dx: &mut [&mut [f32]],
     mut dres: Option<&mut [&mut [f32]]>,
+    sums: impl FnOnce(GradPlanes<'_, 'a>, f32, Option<(f32, f32)>) -> (f64, f64),
 ) -> (f64, f64) {
     let (c, hw, ch, n) = (j.c, j.hw, j.ch, dx.len());
     let at = |img: usize| (img * c + ch) * hw..(img * c + ch + 1) * hw;
     let m = j.mean;
-    let (sdy, sdyx) = match j.y {
-        None => acc::grad_sums((0..n).map(|i| (&j.dy[at(i)], &j.x[at(i)], None)), m),
-        Some(y) => acc::grad_sums(
-            (0..n).map(|i| (&j.dy[at(i)], &j.x[at(i)], Some(&y[at(i)]))),
-            m,
-        ),
-    };
+    let (x, dy, y) = (j.x, j.dy, j.y);
+    let (sdy, sdyx) = sums(
+        &mut (0..n).map(|i| (&dy[at(i)], &x[at(i)], y.map(|y| &y[at(i)]))),
+        m,
+        j.affine_gate,
+    );
     // dx = gamma·invstd·(g − mean(g) − (x − mean)·invstd²·mean(g·(x − mean))).
     let count = (n * hw) as f64;
     let is = j.invstd as f64;
@@ -605,13 +627,19 @@ fn backward_channel(
     let coef = (sdyx / count * is * is) as f32;
     for (img, plane) in dx.iter_mut().enumerate() {
         let (g, v) = (&j.dy[at(img)], &j.x[at(img)]);
-        match j.y {
-            None => {
+        match (j.y, j.affine_gate) {
+            (None, None) => {
                 for ((d, &g), &v) in plane.iter_mut().zip(g).zip(v) {
                     *d = k * (g - mdy - (v - m) * coef);
                 }
             }
-            Some(y) => {
+            (None, Some((a, b))) => {
+                for ((d, &g), &v) in plane.iter_mut().zip(g).zip(v) {
+                    let g = if v * a + b > 0.0 { g } else { 0.0 };
+                    *d = k * (g - mdy - (v - m) * coef);
+                }
+            }
+            (Some(y), _) => {
                 let yr = &y[at(img)];
                 for (((d, &g), &v), &u) in plane.iter_mut().zip(g).zip(v).zip(yr) {
                     let g = if u > 0.0 { g } else { 0.0 };
@@ -633,7 +661,7 @@ fn backward(
     op: &'static str,
     (n, c, hw): (usize, usize, usize),
     x: &[f32],
-    y: Option<&[f32]>,
+    gate: Gate<'_>,
     dy: &[f32],
     gamma: &[f32],
     (save_mean, save_invstd): (&[f32], &[f32]),
@@ -650,11 +678,27 @@ fn backward(
     check_c(op, "save_invstd", save_invstd.len(), c)?;
     check_c(op, "dgamma", dgamma.len(), c)?;
     check_c(op, "dbeta", dbeta.len(), c)?;
+    let y = match gate {
+        Gate::Output(y) => {
+            check_x(op, "y", y.len(), n, c, hw)?;
+            Some(y)
+        }
+        _ => None,
+    };
     let wide = wide::available();
     let sums = per_channel_out(dx, dres, c, hw, |ch, planes, extra| {
+        let affine_gate = match gate {
+            Gate::Recompute(beta) => {
+                // Exactly the forward's f32 operations (forward_channel).
+                let scale = save_invstd[ch] * gamma[ch];
+                Some((scale, beta[ch] - save_mean[ch] * scale))
+            }
+            _ => None,
+        };
         let job = BwdChannel {
             x,
             y,
+            affine_gate,
             dy,
             c,
             hw,
@@ -667,7 +711,7 @@ fn backward(
             // SAFETY: `wide::available()` checked the CPU features.
             unsafe { wide::backward_channel(&job, planes, extra) }
         } else {
-            backward_channel(&job, planes, extra)
+            backward_channel(&job, planes, extra, acc::grad_sums)
         }
     });
     for ch in 0..c {

@@ -205,6 +205,50 @@ fn grow(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
     &mut v[..n]
 }
 
+/// `im2col_body`, compiled for AVX-512 when the CPU has it (the crate's baseline is SSE2, and
+/// the strided gathers and border fills are most of the copy's cost).
+fn im2col(s: &Conv2dShape, x: &[f32], nb: usize, col: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if wide::available() {
+        // SAFETY: the CPU has the features (checked just above).
+        unsafe { wide::im2col(s, x, nb, col) };
+        return;
+    }
+    im2col_body(s, x, nb, col)
+}
+
+/// `col2im_body`, compiled for AVX-512 when the CPU has it.
+fn col2im(s: &Conv2dShape, col: &[f32], nb: usize, dx: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if wide::available() {
+        // SAFETY: the CPU has the features (checked just above).
+        unsafe { wide::col2im(s, col, nb, dx) };
+        return;
+    }
+    col2im_body(s, col, nb, dx)
+}
+
+#[cfg(target_arch = "x86_64")]
+mod wide {
+    use super::Conv2dShape;
+    use std::arch::is_x86_feature_detected as has;
+
+    /// Whether the CPU has AVX-512 F, BW and VL.
+    pub(super) fn available() -> bool {
+        has!("avx512f") && has!("avx512bw") && has!("avx512vl")
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    pub(super) fn im2col(s: &Conv2dShape, x: &[f32], nb: usize, col: &mut [f32]) {
+        super::im2col_body(s, x, nb, col)
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    pub(super) fn col2im(s: &Conv2dShape, col: &[f32], nb: usize, dx: &mut [f32]) {
+        super::col2im_body(s, col, nb, dx)
+    }
+}
+
 /// For kernel column `kj`: the output columns `lo..hi` whose input column is inside the image.
 fn valid_range(kj: usize, pad: usize, stride: usize, size: usize, out: usize) -> (usize, usize) {
     let lo = if kj >= pad {
@@ -278,7 +322,8 @@ fn gemm_strided(
 }
 
 /// Writes the im2col matrix [c_in·kh·kw, nb·oh·ow] of `nb` images `x` into `col`.
-fn im2col(s: &Conv2dShape, x: &[f32], nb: usize, col: &mut [f32]) {
+#[inline(always)]
+fn im2col_body(s: &Conv2dShape, x: &[f32], nb: usize, col: &mut [f32]) {
     let (oh, ow) = (s.out_h(), s.out_w());
     let (ohw, hw) = (oh * ow, s.h * s.w);
     let p = nb * ohw;
@@ -368,9 +413,9 @@ fn shifted_copy(
     }
 }
 
-/// dst[i] = src[i·stride]; a separate small function so that the loop stays in registers, and
-/// stride 2 (the ResNet downsampling) as a constant so that it vectorises.
-#[inline(never)]
+/// dst[i] = src[i·stride], with stride 2 (the ResNet downsampling) as a constant so that it
+/// vectorises.
+#[inline(always)]
 fn gather(dst: &mut [f32], src: &[f32], stride: usize) {
     let Some(last) = dst.len().checked_sub(1) else {
         return;
@@ -388,7 +433,7 @@ fn gather(dst: &mut [f32], src: &[f32], stride: usize) {
 }
 
 /// dst[i·stride] += src[i] (the adjoint of `gather`).
-#[inline(never)]
+#[inline(always)]
 fn scatter_add(dst: &mut [f32], src: &[f32], stride: usize) {
     let Some(last) = src.len().checked_sub(1) else {
         return;
@@ -407,7 +452,8 @@ fn scatter_add(dst: &mut [f32], src: &[f32], stride: usize) {
 
 /// Adds the im2col-shaped gradient `col` back onto the `nb` images `dx` (which the caller
 /// zeroed first).
-fn col2im(s: &Conv2dShape, col: &[f32], nb: usize, dx: &mut [f32]) {
+#[inline(always)]
+fn col2im_body(s: &Conv2dShape, col: &[f32], nb: usize, dx: &mut [f32]) {
     let (oh, ow) = (s.out_h(), s.out_w());
     let (ohw, hw) = (oh * ow, s.h * s.w);
     let p = nb * ohw;

@@ -302,7 +302,17 @@ fn fused_batch_norm_relu_matches_unfused_pair() {
         assert!(y2.contains(&0.0) && y2.iter().any(|&v| v > 0.0));
         let (mut dx2, mut dg2, mut db2) = (vec![f32::NAN; x.len()], vec![0.0; c], vec![0.0; c]);
         batch_norm_relu_backward(
-            n, c, hw, &x, &y2, &dy, &g, &m2, &i2, &mut dx2, &mut dg2, &mut db2,
+            n,
+            c,
+            hw,
+            &x,
+            &dy,
+            (&g, &b),
+            &m2,
+            &i2,
+            &mut dx2,
+            &mut dg2,
+            &mut db2,
         )
         .unwrap();
         assert_close("fused dx", &dx2, &f64s(&dx1), 1e-6);
@@ -326,11 +336,20 @@ fn fused_batch_norm_relu_matches_unfused_pair() {
     let (mut dg, mut db) = (vec![0.0; 2], vec![0.0; 2]);
     crate::common::assert_err(
         batch_norm_relu_backward(
-            1, 2, 3, &[0.5; 6], &[0.5; 5], &[0.5; 6], &[1.0; 2], &[0.0; 2], &[1.0; 2], &mut dx,
-            &mut dg, &mut db,
+            1,
+            2,
+            3,
+            &[0.5; 6],
+            &[0.5; 6],
+            (&[1.0; 2], &[0.0; 1]),
+            &[0.0; 2],
+            &[1.0; 2],
+            &mut dx,
+            &mut dg,
+            &mut db,
         ),
         "batch_norm_relu_backward",
-        "`y` has 5",
+        "`beta` has 1",
     );
 }
 
