@@ -2,6 +2,8 @@
 //! next to a copy of the same size measured in the same run.
 //!
 //! GB/s counts the T x P gradient matrix read once and the L x T x T result written once.
+//! The CPU group measures the exact `grad_gram` (f64 sums, what the MTO methods use) and the
+//! opt-in `grad_gram_fast` (f32 lanes per block, cosine error ~1e-7).
 //! Summary lines go to stderr and, if `SCALARIZE_BENCH_SUMMARY` names a file, are appended to
 //! it as JSON. `SCALARIZE_REQUIRE_GPU=1` makes a missing GPU an error.
 
@@ -152,6 +154,9 @@ fn cpu_benches(c: &mut Criterion) {
         g.bench_function(format!("gram {shape}"), |b| {
             b.iter(|| black_box(cpu::grad_gram(&data, t, p, &ends).expect("ok")))
         });
+        g.bench_function(format!("gram_fast {shape}"), |b| {
+            b.iter(|| black_box(cpu::grad_gram_fast(&data, t, p, &ends).expect("ok")))
+        });
         // A copy moving the same number of bytes (read half, write half).
         let half = t * p / 2;
         let mut dst = vec![0.0f32; half];
@@ -162,13 +167,24 @@ fn cpu_benches(c: &mut Criterion) {
         let secs = median_secs(9, || {
             black_box(cpu::grad_gram(&data, t, p, &ends).expect("ok"));
         });
+        let fast_secs = median_secs(9, || {
+            black_box(cpu::grad_gram_fast(&data, t, p, &ends).expect("ok"));
+        });
         let copy = median_secs(9, || par_copy(&data[..half], &mut dst));
+        let copy_gbps = (2 * half * 4) as f64 / copy / 1e9;
         report(
             "grad_gram",
             "cpu",
             &shape,
             bytes as f64 / secs / 1e9,
-            (2 * half * 4) as f64 / copy / 1e9,
+            copy_gbps,
+        );
+        report(
+            "grad_gram_fast",
+            "cpu",
+            &shape,
+            bytes as f64 / fast_secs / 1e9,
+            copy_gbps,
         );
     }
     g.finish();

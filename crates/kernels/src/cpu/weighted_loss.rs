@@ -141,32 +141,82 @@ pub fn weighted_ce_loss(
     input: &WeightedCeInput<'_>,
     dlogits: Option<&mut [f32]>,
 ) -> Result<WeightedLossOutput> {
+    weighted_ce_impl(input, dlogits, has_avx512())
+}
+
+/// Whether the AVX-512 row kernels can run.
+fn has_avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// [`weighted_ce_loss`] with the AVX-512 row kernel (`vector`, which the caller must have
+/// checked) or the portable one.
+fn weighted_ce_impl(
+    input: &WeightedCeInput<'_>,
+    dlogits: Option<&mut [f32]>,
+    vector: bool,
+) -> Result<WeightedLossOutput> {
     const OP: &str = "weighted_ce_loss";
+    let vector = vector && cfg!(target_arch = "x86_64");
     let layout = input.layout;
     let (n, t_count, width) = (input.n, layout.num_tasks(), layout.width());
     check_common(OP, n, layout, input.logits, input.mask, input.weights)?;
     check_len(OP, "targets", input.targets.len(), n * t_count)?;
-    let valid = |i: usize, t: usize| -> Result<bool> {
-        let y = input.targets[i * t_count + t];
-        let masked_in = input.mask.is_none_or(|m| m[i * t_count + t] != 0);
-        if y == input.ignore_index || !masked_in {
-            return Ok(false);
-        }
-        let c = layout.range(t).len();
-        if y < 0 || y as u64 >= c as u64 {
-            return Err(KernelError::new(
-                OP,
-                format!(
-                    "targets[row {i}, task {t}] = {y} is outside [0, {c}) and is not the \
-                     ignore_index {}",
-                    input.ignore_index
-                ),
-            ));
-        }
-        Ok(true)
-    };
-    let counts = count_rows(n, t_count, valid)?;
+    let counts = ce_counts(OP, input)?;
     let scales = grad_scales(input.weights, &counts, |_| 1);
+    let targets_row = |i: usize| &input.targets[i * t_count..(i + 1) * t_count];
+    let mask_row = |i: usize| input.mask.map(|m| &m[i * t_count..(i + 1) * t_count]);
+    #[cfg(target_arch = "x86_64")]
+    if vector {
+        // Rows prefetched ahead: at least 4 KiB, so that a memory access is in flight while
+        // the rows before it are computed (the masked loads of small heads did not get the
+        // hardware prefetcher ahead on its own).
+        let ahead = 4096usize.div_ceil(width * 4);
+        let small = avx512::SmallHeads::new(layout.offsets(), &scales);
+        let chunk = |rows: std::ops::Range<usize>, mut d: Option<&mut [f32]>, sums: &mut [f64]| {
+            let (r0, r1) = (rows.start, rows.end);
+            for (k, i) in rows.enumerate() {
+                if i + ahead < n {
+                    let next = &input.logits[(i + ahead) * width..(i + ahead + 1) * width];
+                    avx512::prefetch(next, false);
+                }
+                if let Some(dc) = d.as_deref()
+                    && i + ahead < r1
+                {
+                    let at = (i + ahead - r0) * width;
+                    avx512::prefetch(&dc[at..at + width], true);
+                }
+                let drow = d.as_deref_mut().map(|d| &mut d[k * width..(k + 1) * width]);
+                let row = &input.logits[i * width..(i + 1) * width];
+                if let Some(sh) = &small {
+                    let (ys, m) = (targets_row(i), mask_row(i));
+                    // SAFETY: the CPU supports AVX-512F (checked by the caller); targets of
+                    // valid entries are inside their heads (checked by ce_counts).
+                    unsafe { sh.run(row, ys, m, input.ignore_index, drow, sums) };
+                    continue;
+                }
+                let ce = avx512::CeRow {
+                    offsets: layout.offsets(),
+                    targets: targets_row(i),
+                    mask: mask_row(i),
+                    ignore_index: input.ignore_index,
+                    scales: &scales,
+                };
+                // SAFETY: the CPU supports AVX-512F (checked by the caller); targets of valid
+                // entries are inside their heads (checked by ce_counts).
+                unsafe { ce.run(row, drow, sums) };
+            }
+        };
+        let sums = run_rows(OP, n, width, t_count, dlogits, chunk)?;
+        return Ok(finish(sums, counts, input.weights));
+    }
     let row_loss = |i: usize, drow: Option<&mut [f32]>, sums: &mut [f64]| {
         let row = &input.logits[i * width..(i + 1) * width];
         let mut drow = drow;
@@ -186,49 +236,115 @@ pub fn weighted_ce_loss(
             }
         }
     };
-    let sums = run_rows(OP, n, width, t_count, dlogits, row_loss)?;
+    let sums = run_rows(OP, n, width, t_count, dlogits, by_rows(width, row_loss))?;
     Ok(finish(sums, counts, input.weights))
 }
 
 /// Fused sigmoid binary cross-entropy: per-task mean losses (mean over valid samples and the
-/// task's columns), and if `dlogits` is given, the gradient of `sum_t p_t * loss_t`.
+/// task's columns), and if `dlogits` is given, the gradient of `sum_t p_t * loss_t`. Targets
+/// must lie in [0, 1]; when one does not, the error names the first such target and
+/// `dlogits` may have been partly written.
 pub fn weighted_bce_loss(
     input: &WeightedBceInput<'_>,
     dlogits: Option<&mut [f32]>,
 ) -> Result<WeightedLossOutput> {
+    weighted_bce_impl(input, dlogits, has_avx512())
+}
+
+/// [`weighted_bce_loss`] with the AVX-512 row kernel (`vector`, which the caller must have
+/// checked) or the portable one.
+fn weighted_bce_impl(
+    input: &WeightedBceInput<'_>,
+    dlogits: Option<&mut [f32]>,
+    vector: bool,
+) -> Result<WeightedLossOutput> {
     const OP: &str = "weighted_bce_loss";
+    let vector = vector && cfg!(target_arch = "x86_64");
     let layout = input.layout;
     let (n, t_count, width) = (input.n, layout.num_tasks(), layout.width());
     check_common(OP, n, layout, input.logits, input.mask, input.weights)?;
     check_len(OP, "targets", input.targets.len(), n * width)?;
-    // Chunked so the scan stays a plain vectorised loop; the first bad chunk in order wins.
-    let bad = input
-        .targets
-        .par_chunks(1 << 16)
-        .enumerate()
-        .filter_map(|(c, ys)| {
-            let k = ys.iter().position(|y| !(0.0..=1.0).contains(y))?;
-            Some((c << 16) + k)
-        })
-        .min();
-    if let Some(k) = bad {
-        return Err(KernelError::new(
-            OP,
-            format!(
-                "targets[row {}, column {}] = {} is outside [0, 1]",
-                k / width,
-                k % width,
-                input.targets[k]
-            ),
-        ));
+    let check_targets = || -> Result<()> {
+        // Chunked in parallel; the first bad chunk in order wins.
+        let bad = input
+            .targets
+            .par_chunks(1 << 16)
+            .enumerate()
+            .filter_map(|(c, ys)| {
+                let k = ys.iter().position(|y| !(0.0..=1.0).contains(y))?;
+                Some((c << 16) + k)
+            })
+            .min();
+        match bad {
+            Some(k) => Err(KernelError::new(
+                OP,
+                format!(
+                    "targets[row {}, column {}] = {} is outside [0, 1]",
+                    k / width,
+                    k % width,
+                    input.targets[k]
+                ),
+            )),
+            None => Ok(()),
+        }
+    };
+    // The vector kernel checks the targets in its own pass (an up-front scan was a quarter of
+    // the call's time) and only then looks for the first bad one.
+    if !vector {
+        check_targets()?;
     }
-    let counts = count_rows(n, t_count, |i, t| {
-        Ok(input.mask.is_none_or(|m| m[i * t_count + t] != 0))
-    })?;
+    let counts = mask_counts(n, t_count, input.mask);
     let scales = grad_scales(input.weights, &counts, |t| layout.range(t).len());
     let col_task: Vec<usize> = (0..t_count)
         .flat_map(|t| layout.range(t).map(move |_| t))
         .collect();
+    #[cfg(target_arch = "x86_64")]
+    if vector {
+        let col_scale: Vec<f32> = col_task.iter().map(|&t| scales[t]).collect();
+        let bad_target = std::sync::atomic::AtomicBool::new(false);
+        let chunk = |rows: std::ops::Range<usize>, d: Option<&mut [f32]>, sums: &mut [f64]| {
+            // Loss sums per column (f64, padded to whole vectors), folded into the tasks at
+            // the end of the chunk: the row loop then needs no per-column task lookup.
+            let mut col_sums = vec![0.0f64; width.next_multiple_of(16)];
+            // Per-element validity: the mask rows themselves when every task has one column,
+            // else expanded to the columns.
+            let expanded: Vec<u8>;
+            let valid = match input.mask {
+                None => None,
+                Some(m) if width == t_count => Some(&m[rows.start * t_count..rows.end * t_count]),
+                Some(m) => {
+                    expanded = m[rows.start * t_count..rows.end * t_count]
+                        .chunks_exact(t_count)
+                        .flat_map(|mr| col_task.iter().map(|&t| mr[t]))
+                        .collect();
+                    Some(&expanded[..])
+                }
+            };
+            let bce = avx512::BceRows {
+                width,
+                logits: &input.logits[rows.start * width..rows.end * width],
+                targets: &input.targets[rows.start * width..rows.end * width],
+                valid,
+                col_scale: &col_scale,
+            };
+            // SAFETY: the CPU supports AVX-512F (checked by the caller).
+            if !unsafe { bce.run(d, &mut col_sums) } {
+                bad_target.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            for (&t, &s) in col_task.iter().zip(&col_sums) {
+                sums[t] += s;
+            }
+        };
+        let mut sums = run_rows(OP, n, width, t_count, dlogits, chunk)?;
+        if bad_target.into_inner() {
+            check_targets()?;
+            unreachable!("the vector pass saw a target outside [0, 1] that the scan did not");
+        }
+        for (t, s) in sums.iter_mut().enumerate() {
+            *s /= layout.range(t).len() as f64;
+        }
+        return Ok(finish(sums, counts, input.weights));
+    }
     let row_loss = |i: usize, drow: Option<&mut [f32]>, sums: &mut [f64]| {
         let row = &input.logits[i * width..(i + 1) * width];
         let yrow = &input.targets[i * width..(i + 1) * width];
@@ -255,7 +371,7 @@ pub fn weighted_bce_loss(
             c0 = c1;
         }
     };
-    let mut sums = run_rows(OP, n, width, t_count, dlogits, row_loss)?;
+    let mut sums = run_rows(OP, n, width, t_count, dlogits, by_rows(width, row_loss))?;
     // Mean over the task's columns as well as its samples.
     for (t, s) in sums.iter_mut().enumerate() {
         *s /= layout.range(t).len() as f64;
@@ -263,22 +379,53 @@ pub fn weighted_bce_loss(
     Ok(finish(sums, counts, input.weights))
 }
 
-/// Valid samples per task, counted in parallel row chunks; the first error in row order wins.
-fn count_rows(
-    n: usize,
-    t_count: usize,
-    valid: impl Fn(usize, usize) -> Result<bool> + Sync,
-) -> Result<Vec<usize>> {
-    let per_chunk: Vec<Result<Vec<usize>>> = (0..n.div_ceil(ROWS_PER_CHUNK))
+/// Rows per unit of the counting passes (cheap per row, so larger than [`ROWS_PER_CHUNK`]).
+const COUNT_ROWS: usize = 1024;
+
+/// Valid samples per task of a CE call (target not ignored, mask nonzero). The per-chunk
+/// loop is branch-free; a chunk with an out-of-range target is rescanned in order to name the
+/// first bad entry, and the first such chunk in row order wins.
+fn ce_counts(op: &'static str, input: &WeightedCeInput<'_>) -> Result<Vec<usize>> {
+    let layout = input.layout;
+    let (n, t_count) = (input.n, layout.num_tasks());
+    let sizes: Vec<u64> = (0..t_count).map(|t| layout.range(t).len() as u64).collect();
+    let per_chunk: Vec<Result<Vec<usize>>> = (0..n.div_ceil(COUNT_ROWS))
         .into_par_iter()
         .map(|c| {
+            let rows = c * COUNT_ROWS..((c + 1) * COUNT_ROWS).min(n);
+            let ys = &input.targets[rows.start * t_count..rows.end * t_count];
             let mut counts = vec![0usize; t_count];
-            for i in c * ROWS_PER_CHUNK..((c + 1) * ROWS_PER_CHUNK).min(n) {
-                for (t, k) in counts.iter_mut().enumerate() {
-                    *k += usize::from(valid(i, t)?);
+            let mut bad = false;
+            for (r, yr) in ys.chunks_exact(t_count).enumerate() {
+                let i = rows.start + r;
+                let mr = input.mask.map(|m| &m[i * t_count..(i + 1) * t_count]);
+                for t in 0..t_count {
+                    let y = yr[t];
+                    let ok = y != input.ignore_index && mr.is_none_or(|m| m[t] != 0);
+                    counts[t] += usize::from(ok);
+                    bad |= ok & (y as u64 >= sizes[t]);
                 }
             }
-            Ok(counts)
+            if !bad {
+                return Ok(counts);
+            }
+            for (r, yr) in ys.chunks_exact(t_count).enumerate() {
+                let i = rows.start + r;
+                for (t, &y) in yr.iter().enumerate() {
+                    let masked_in = input.mask.is_none_or(|m| m[i * t_count + t] != 0);
+                    if y != input.ignore_index && masked_in && y as u64 >= sizes[t] {
+                        return Err(KernelError::new(
+                            op,
+                            format!(
+                                "targets[row {i}, task {t}] = {y} is outside [0, {}) and is \
+                                 not the ignore_index {}",
+                                sizes[t], input.ignore_index
+                            ),
+                        ));
+                    }
+                }
+            }
+            unreachable!("a chunk flagged bad has a bad target")
         })
         .collect();
     let mut counts = vec![0usize; t_count];
@@ -288,6 +435,33 @@ fn count_rows(
         }
     }
     Ok(counts)
+}
+
+/// Samples per task with a nonzero mask entry (all n without a mask).
+fn mask_counts(n: usize, t_count: usize, mask: Option<&[u8]>) -> Vec<usize> {
+    let Some(mask) = mask else {
+        return vec![n; t_count];
+    };
+    let per_chunk: Vec<Vec<u32>> = mask
+        .par_chunks(COUNT_ROWS * t_count)
+        .map(|m| {
+            // u32 counters keep the inner loop one vector add per 16 tasks.
+            let mut counts = vec![0u32; t_count];
+            for row in m.chunks_exact(t_count) {
+                for (k, &v) in counts.iter_mut().zip(row) {
+                    *k += u32::from(v != 0);
+                }
+            }
+            counts
+        })
+        .collect();
+    let mut counts = vec![0usize; t_count];
+    for chunk in per_chunk {
+        for (a, b) in counts.iter_mut().zip(chunk) {
+            *a += b as usize;
+        }
+    }
+    counts
 }
 
 /// Shape checks shared by both variants.
@@ -335,19 +509,40 @@ fn grad_scales(weights: &[f32], counts: &[usize], cols: impl Fn(usize) -> usize)
         .collect()
 }
 
-/// Runs `row_loss` over all rows in parallel chunks; returns per-task loss sums reduced in
-/// chunk order (deterministic).
+/// Turns a per-row kernel into a per-chunk one for [`run_rows`].
+fn by_rows<F>(
+    width: usize,
+    row_loss: F,
+) -> impl Fn(std::ops::Range<usize>, Option<&mut [f32]>, &mut [f64]) + Sync
+where
+    F: Fn(usize, Option<&mut [f32]>, &mut [f64]) + Sync,
+{
+    move |rows, mut d, sums| {
+        for (k, i) in rows.enumerate() {
+            row_loss(
+                i,
+                d.as_deref_mut().map(|d| &mut d[k * width..(k + 1) * width]),
+                sums,
+            );
+        }
+    }
+}
+
+/// Runs `chunk_loss(rows, d(logits) of those rows, per-task sums)` over chunks of
+/// [`ROWS_PER_CHUNK`] rows in parallel; returns per-task loss sums reduced in chunk order
+/// (deterministic).
 fn run_rows<F>(
     op: &'static str,
     n: usize,
     width: usize,
     t_count: usize,
     dlogits: Option<&mut [f32]>,
-    row_loss: F,
+    chunk_loss: F,
 ) -> Result<Vec<f64>>
 where
-    F: Fn(usize, Option<&mut [f32]>, &mut [f64]) + Sync,
+    F: Fn(std::ops::Range<usize>, Option<&mut [f32]>, &mut [f64]) + Sync,
 {
+    let rows = |c: usize| c * ROWS_PER_CHUNK..((c + 1) * ROWS_PER_CHUNK).min(n);
     let chunk_sums: Vec<Vec<f64>> = match dlogits {
         Some(d) => {
             check_len(op, "dlogits", d.len(), n * width)?;
@@ -355,9 +550,7 @@ where
                 .enumerate()
                 .map(|(c, dchunk)| {
                     let mut sums = vec![0.0f64; t_count];
-                    for (k, drow) in dchunk.chunks_exact_mut(width).enumerate() {
-                        row_loss(c * ROWS_PER_CHUNK + k, Some(drow), &mut sums);
-                    }
+                    chunk_loss(rows(c), Some(dchunk), &mut sums);
                     sums
                 })
                 .collect()
@@ -366,9 +559,7 @@ where
             .into_par_iter()
             .map(|c| {
                 let mut sums = vec![0.0f64; t_count];
-                for i in c * ROWS_PER_CHUNK..((c + 1) * ROWS_PER_CHUNK).min(n) {
-                    row_loss(i, None, &mut sums);
-                }
+                chunk_loss(rows(c), None, &mut sums);
                 sums
             })
             .collect(),
@@ -638,7 +829,753 @@ pub(crate) fn exp_f32(x: f32) -> f32 {
     if x < -87.3 { 0.0 } else { p * scale }
 }
 
+/// The AVX-512 row kernels: whole rows of all heads at once, with 16-lane exp / log written
+/// with intrinsics. A head of up to 16 classes is one masked vector (max, exp, sum and the
+/// gradient without any scalar per-class work), the logs of up to 16 heads' sums are one
+/// vector log, and BCE handles 16 columns per vector.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    /// Prefetches the cache lines of `xs` into L1 (for writing when `write`).
+    #[inline]
+    pub(super) fn prefetch(xs: &[f32], write: bool) {
+        let p = xs.as_ptr().cast::<i8>();
+        for off in (0..std::mem::size_of_val(xs)).step_by(64) {
+            // SAFETY: SSE is part of x86_64; a prefetch never faults, and the address lies
+            // inside `xs`.
+            unsafe {
+                if write {
+                    _mm_prefetch::<_MM_HINT_ET0>(p.add(off));
+                } else {
+                    _mm_prefetch::<_MM_HINT_T0>(p.add(off));
+                }
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn splat(v: f32) -> __m512 {
+        // SAFETY: _mm512_set1_ps only needs AVX-512F, which every caller has enabled.
+        unsafe { _mm512_set1_ps(v) }
+    }
+
+    /// exp of 16 lanes: the reduction and polynomial of [`super::exp_f32`] with the 2^k
+    /// scaling done by vscalefps. 0 below -87.3 (and for -inf), saturating above 88, NaN
+    /// stays NaN (the clamps take x as the operand that wins on NaN).
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn exp16(x: __m512) -> __m512 {
+        exp16n([x])[0]
+    }
+
+    /// [`exp16`] of N independent vectors, stage by stage: the N dependency chains are
+    /// interleaved in program order, which the out-of-order core overlaps far better than N
+    /// calls one after the other (measured: the row kernels were latency-bound).
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn exp16n<const N: usize>(x: [__m512; N]) -> [__m512; N] {
+        const LN2_HI: f32 = 0.693_145_75;
+        const LN2_LO: f32 = 1.428_606_8e-6;
+        let xc = x.map(|v| _mm512_min_ps(splat(88.0), _mm512_max_ps(splat(-87.3), v)));
+        let k = xc.map(|v| {
+            _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+                _mm512_mul_ps(v, splat(std::f32::consts::LOG2_E)),
+            )
+        });
+        let mut r: [__m512; N] =
+            std::array::from_fn(|i| _mm512_fnmadd_ps(k[i], splat(LN2_HI), xc[i]));
+        r = std::array::from_fn(|i| _mm512_fnmadd_ps(k[i], splat(LN2_LO), r[i]));
+        let mut p = [splat(1.388_974_4e-3); N];
+        for c in [8.333_452e-3, 4.166_666_8e-2, 1.666_666_7e-1, 0.5, 1.0, 1.0] {
+            p = std::array::from_fn(|i| _mm512_fmadd_ps(p[i], r[i], splat(c)));
+        }
+        std::array::from_fn(|i| {
+            let e = _mm512_scalef_ps(p[i], k[i]);
+            let under = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x[i], splat(-87.3));
+            _mm512_mask_mov_ps(e, under, _mm512_setzero_ps())
+        })
+    }
+
+    /// Natural log of 16 positive normal lanes (Cephes logf: mantissa in [sqrt(1/2), sqrt(2)),
+    /// degree-8 polynomial, exponent times ln 2 in two parts); about 1 ulp, ln(1) = 0 exactly.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn ln16(x: __m512) -> __m512 {
+        let m1 = _mm512_getmant_ps::<_MM_MANT_NORM_1_2, _MM_MANT_SIGN_SRC>(x);
+        let e = _mm512_getexp_ps(x);
+        let big = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(m1, splat(std::f32::consts::SQRT_2));
+        let m = _mm512_mask_mul_ps(m1, big, m1, splat(0.5));
+        let e = _mm512_mask_add_ps(e, big, e, splat(1.0));
+        let f = _mm512_sub_ps(m, splat(1.0));
+        let z = _mm512_mul_ps(f, f);
+        let mut p = splat(7.037_683_6e-2);
+        for c in [
+            -1.151_461e-1,
+            1.167_699_9e-1,
+            -1.242_014_1e-1,
+            1.424_932_3e-1,
+            -1.666_805_8e-1,
+            2.000_071_4e-1,
+            -2.499_999_4e-1,
+            3.333_333e-1,
+        ] {
+            p = _mm512_fmadd_ps(p, f, splat(c));
+        }
+        let y = _mm512_mul_ps(_mm512_mul_ps(p, f), z);
+        let y = _mm512_fmadd_ps(e, splat(-2.121_944_4e-4), y);
+        let y = _mm512_fnmadd_ps(z, splat(0.5), y);
+        _mm512_fmadd_ps(e, splat(0.693_359_4), _mm512_add_ps(f, y))
+    }
+
+    /// ln(1 + e) for e in [0, 1] on N vectors of 16 lanes, stage by stage (see [`exp16n`]):
+    /// the series of [`super::ln1p_unit`], with 1 / (2 + e) from rcp14 and one Newton step
+    /// (relative error about 2^-28).
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn ln1p_unit16n<const N: usize>(e: [__m512; N]) -> [__m512; N] {
+        let a = e.map(|v| _mm512_add_ps(splat(2.0), v));
+        let r0 = a.map(|v| _mm512_rcp14_ps(v));
+        let r: [__m512; N] = std::array::from_fn(|i| {
+            _mm512_mul_ps(r0[i], _mm512_fnmadd_ps(a[i], r0[i], splat(2.0)))
+        });
+        let u: [__m512; N] = std::array::from_fn(|i| _mm512_mul_ps(e[i], r[i]));
+        let u2 = u.map(|v| _mm512_mul_ps(v, v));
+        let mut p = [splat(1.0 / 13.0); N];
+        for c in [1.0 / 11.0, 1.0 / 9.0, 1.0 / 7.0, 1.0 / 5.0, 1.0 / 3.0, 1.0] {
+            p = std::array::from_fn(|i| _mm512_fmadd_ps(p[i], u2[i], splat(c)));
+        }
+        std::array::from_fn(|i| _mm512_mul_ps(_mm512_add_ps(u[i], u[i]), p[i]))
+    }
+
+    /// Mask of the first k lanes (k <= 16).
+    #[inline(always)]
+    fn first(k: usize) -> __mmask16 {
+        ((1u32 << k) - 1) as __mmask16
+    }
+
+    /// One row of the fused softmax cross-entropy over all heads.
+    pub(super) struct CeRow<'a> {
+        /// The layout's T + 1 offsets.
+        pub offsets: &'a [usize],
+        /// This row's T targets.
+        pub targets: &'a [i64],
+        /// This row's T mask entries, if any.
+        pub mask: Option<&'a [u8]>,
+        pub ignore_index: i64,
+        /// Gradient scale p_t / n_t per task.
+        pub scales: &'a [f32],
+    }
+
+    impl CeRow<'_> {
+        /// Adds each valid head's loss to `sums` and writes the row's gradient if asked
+        /// (zeros for invalid heads).
+        ///
+        /// # Safety
+        /// AVX-512F; the target of every valid head must lie inside it (checked by the
+        /// counting pass; indexing is bounds-checked anyway).
+        #[target_feature(enable = "avx512f")]
+        pub(super) unsafe fn run(&self, x: &[f32], mut d: Option<&mut [f32]>, sums: &mut [f64]) {
+            let t_count = self.offsets.len() - 1;
+            let mut t0 = 0;
+            while t0 < t_count {
+                let t1 = (t0 + 16).min(t_count);
+                // Per head: m - x[y] and the exp sum s (1 for skipped heads, so ln s = 0).
+                let mut shift = [0.0f32; 16];
+                let mut s = [1.0f32; 16];
+                let mut ok = [false; 16];
+                // Valid heads of at most 16 classes, done together by `small_heads`.
+                let mut small = [0usize; 16];
+                let mut n_small = 0;
+                for t in t0..t1 {
+                    let r = self.offsets[t]..self.offsets[t + 1];
+                    let y = self.targets[t];
+                    let valid = y != self.ignore_index && self.mask.is_none_or(|m| m[t] != 0);
+                    if valid && r.len() <= 16 {
+                        ok[t - t0] = true;
+                        small[n_small] = t;
+                        n_small += 1;
+                        continue;
+                    }
+                    let grad = d.as_deref_mut().map(|d| &mut d[r.clone()]);
+                    if valid {
+                        let xs = &x[r];
+                        let y = y as usize;
+                        let xy = xs[y];
+                        // SAFETY: AVX-512F is enabled; y < xs.len() (indexed just above).
+                        let (m, sum) = unsafe { head(xs, y, grad, self.scales[t]) };
+                        shift[t - t0] = m - xy;
+                        s[t - t0] = sum;
+                        ok[t - t0] = true;
+                    } else if let Some(g) = grad {
+                        g.fill(0.0);
+                    }
+                }
+                let heads = &small[..n_small];
+                // SAFETY: AVX-512F is enabled; valid targets lie inside their heads.
+                unsafe { self.small_heads(x, heads, t0, d.as_deref_mut(), &mut shift, &mut s) };
+                // SAFETY: 16-element arrays.
+                let ln = unsafe { _mm512_loadu_ps(s.as_ptr()) };
+                let mut ln_s = [0.0f32; 16];
+                // SAFETY: 16-element array.
+                unsafe { _mm512_storeu_ps(ln_s.as_mut_ptr(), ln16(ln)) };
+                for t in t0..t1 {
+                    if ok[t - t0] {
+                        sums[t] += shift[t - t0] as f64 + ln_s[t - t0] as f64;
+                    }
+                }
+                t0 = t1;
+            }
+        }
+    }
+
+    impl CeRow<'_> {
+        /// Softmax of up to 16 valid heads of at most 16 classes each, transposed: after
+        /// loading head b into vector b (classes in lanes, -inf past the head) and a 16 x 16
+        /// transpose, vector j holds class j of every head, so the max, the exp sum, the
+        /// target logit, ln s and scale / s of all heads are plain lane-wise operations (no
+        /// horizontal reductions, no scalar work per head). Sets `shift` (m - x[y]) and `s`
+        /// at slot t - t0 and writes the gradients (transposed back) if asked.
+        ///
+        /// # Safety
+        /// AVX-512F; every head's target lies inside it.
+        #[target_feature(enable = "avx512f")]
+        unsafe fn small_heads(
+            &self,
+            x: &[f32],
+            heads: &[usize],
+            t0: usize,
+            d: Option<&mut [f32]>,
+            shift: &mut [f32; 16],
+            s: &mut [f32; 16],
+        ) {
+            let nb = heads.len();
+            assert!(nb <= 16);
+            if nb == 0 {
+                return;
+            }
+            let range = |b: usize| self.offsets[heads[b]]..self.offsets[heads[b] + 1];
+            let mut rows = [_mm512_setzero_ps(); 16];
+            let mut ys = [-1i32; 16];
+            let mut sc = [0.0f32; 16];
+            let mut c_max = 0;
+            for b in 0..nb {
+                let xs = &x[range(b)];
+                let y = self.targets[heads[b]];
+                assert!(xs.len() <= 16 && (0..xs.len() as i64).contains(&y));
+                c_max = c_max.max(xs.len());
+                ys[b] = y as i32;
+                sc[b] = self.scales[heads[b]];
+                // SAFETY: the mask covers the head's values; masked lanes read nothing.
+                rows[b] = unsafe {
+                    _mm512_mask_loadu_ps(splat(f32::NEG_INFINITY), first(xs.len()), xs.as_ptr())
+                };
+            }
+            let cols = transpose16(rows);
+            // SAFETY: 16-element arrays.
+            let (yv, scv) = unsafe {
+                (
+                    _mm512_loadu_si512(ys.as_ptr().cast()),
+                    _mm512_loadu_ps(sc.as_ptr()),
+                )
+            };
+            let mut m = cols[0];
+            for col in &cols[1..c_max] {
+                m = _mm512_max_ps(m, *col);
+            }
+            let mut e = [_mm512_setzero_ps(); 16];
+            let mut sum = _mm512_setzero_ps();
+            let mut xy = _mm512_setzero_ps();
+            for j in 0..c_max {
+                e[j] = exp16(_mm512_sub_ps(cols[j], m));
+                sum = _mm512_add_ps(sum, e[j]);
+                let is_y = _mm512_cmpeq_epi32_mask(yv, _mm512_set1_epi32(j as i32));
+                xy = _mm512_mask_mov_ps(xy, is_y, cols[j]);
+            }
+            let mut shifts = [0.0f32; 16];
+            let mut sums = [0.0f32; 16];
+            // SAFETY: 16-element arrays.
+            unsafe {
+                _mm512_storeu_ps(shifts.as_mut_ptr(), _mm512_sub_ps(m, xy));
+                _mm512_storeu_ps(sums.as_mut_ptr(), sum);
+            }
+            for b in 0..nb {
+                shift[heads[b] - t0] = shifts[b];
+                s[heads[b] - t0] = sums[b];
+            }
+            let Some(d) = d else { return };
+            let k = _mm512_div_ps(scv, sum);
+            let mut g = [_mm512_setzero_ps(); 16];
+            for j in 0..c_max {
+                let is_y = _mm512_cmpeq_epi32_mask(yv, _mm512_set1_epi32(j as i32));
+                let gj = _mm512_mul_ps(e[j], k);
+                g[j] = _mm512_mask_sub_ps(gj, is_y, gj, scv);
+            }
+            let g = transpose16(g);
+            for b in 0..nb {
+                let out = &mut d[range(b)];
+                // SAFETY: the mask covers the head's out.len() <= 16 values.
+                unsafe { _mm512_mask_storeu_ps(out.as_mut_ptr(), first(out.len()), g[b]) };
+            }
+        }
+    }
+
+    /// Heads of a layout whose heads all have at most 16 classes, in groups of 16: every
+    /// row then runs [`transpose16`]-based softmax on whole groups with no per-head branches
+    /// (validity, targets and the loss sums are lane-wise too).
+    pub(super) struct SmallHeads {
+        groups: Vec<HeadGroup>,
+    }
+
+    /// Up to 16 consecutive heads.
+    struct HeadGroup {
+        /// First task.
+        t0: usize,
+        /// Number of heads (<= 16).
+        count: usize,
+        /// Column offset and lane mask (first C_t lanes; 0 past `count`) of each head.
+        offsets: [usize; 16],
+        masks: [__mmask16; 16],
+        /// Largest head.
+        c_max: usize,
+        /// Gradient scale p_t / n_t per head (0 past `count`).
+        scales: [f32; 16],
+    }
+
+    impl SmallHeads {
+        /// The grouping for `offsets` (T + 1), or None if some head has more than 16 classes.
+        pub(super) fn new(offsets: &[usize], scales: &[f32]) -> Option<Self> {
+            let t_count = offsets.len() - 1;
+            if (0..t_count).any(|t| offsets[t + 1] - offsets[t] > 16) {
+                return None;
+            }
+            let groups = (0..t_count)
+                .step_by(16)
+                .map(|t0| {
+                    let count = (t_count - t0).min(16);
+                    let len = |b: usize| {
+                        if b < count {
+                            offsets[t0 + b + 1] - offsets[t0 + b]
+                        } else {
+                            0
+                        }
+                    };
+                    HeadGroup {
+                        t0,
+                        count,
+                        offsets: std::array::from_fn(
+                            |b| if b < count { offsets[t0 + b] } else { 0 },
+                        ),
+                        masks: std::array::from_fn(|b| first(len(b))),
+                        c_max: (0..count).map(len).max().unwrap_or(1),
+                        scales: std::array::from_fn(
+                            |b| if b < count { scales[t0 + b] } else { 0.0 },
+                        ),
+                    }
+                })
+                .collect();
+            Some(Self { groups })
+        }
+
+        /// One row: adds each valid head's loss to `sums` (T) and writes the row's gradient
+        /// if asked (zeros for invalid heads).
+        ///
+        /// # Safety
+        /// AVX-512F; `x` is a row of the layout given to `new`; targets has T entries, mask
+        /// (if any) T; the target of every valid head lies inside it (checked by the counting
+        /// pass).
+        #[target_feature(enable = "avx512f")]
+        pub(super) unsafe fn run(
+            &self,
+            x: &[f32],
+            targets: &[i64],
+            mask: Option<&[u8]>,
+            ignore_index: i64,
+            mut d: Option<&mut [f32]>,
+            sums: &mut [f64],
+        ) {
+            let t_count = targets.len();
+            assert!(sums.len() == t_count && mask.is_none_or(|m| m.len() == t_count));
+            let last = self.groups.last().map_or(0, |g| g.offsets[g.count - 1]);
+            let last_len = self
+                .groups
+                .last()
+                .map_or(0, |g| g.masks[g.count - 1].count_ones());
+            assert!(x.len() >= last + last_len as usize);
+            assert!(d.as_deref().is_none_or(|d| d.len() == x.len()));
+            let ignore = _mm512_set1_epi64(ignore_index);
+            for grp in &self.groups {
+                let t0 = grp.t0;
+                let here = first(grp.count);
+                let (lo, hi) = ((here & 0xff) as __mmask8, (here >> 8) as __mmask8);
+                // SAFETY (targets, sums): the masks cover tasks t0..t0 + count < T + 1.
+                let (y_lo, y_hi) = unsafe {
+                    (
+                        _mm512_maskz_loadu_epi64(lo, targets.as_ptr().add(t0).cast()),
+                        _mm512_maskz_loadu_epi64(hi, targets.as_ptr().add(t0 + 8).cast()),
+                    )
+                };
+                let mut valid = here
+                    & (u16::from(_mm512_cmpneq_epi64_mask(y_lo, ignore))
+                        | (u16::from(_mm512_cmpneq_epi64_mask(y_hi, ignore)) << 8));
+                if let Some(m) = mask {
+                    valid &= m[t0..t0 + grp.count]
+                        .iter()
+                        .enumerate()
+                        .fold(0, |acc, (l, &b)| acc | (u16::from(b != 0) << l));
+                }
+                let yv = _mm512_inserti64x4::<1>(
+                    _mm512_castsi256_si512(_mm512_cvtepi64_epi32(y_lo)),
+                    _mm512_cvtepi64_epi32(y_hi),
+                );
+                let rows: [__m512; 16] = std::array::from_fn(|b| {
+                    // SAFETY: the head's mask covers its columns inside the row (the last
+                    // head's end was asserted); an empty mask reads nothing.
+                    unsafe {
+                        _mm512_mask_loadu_ps(
+                            splat(f32::NEG_INFINITY),
+                            grp.masks[b],
+                            x.as_ptr().add(grp.offsets[b]),
+                        )
+                    }
+                });
+                let cols = transpose16(rows);
+                let mut m = cols[0];
+                for col in &cols[1..grp.c_max] {
+                    m = _mm512_max_ps(m, *col);
+                }
+                let mut e = [_mm512_setzero_ps(); 16];
+                let mut sum = _mm512_setzero_ps();
+                let mut xy = _mm512_setzero_ps();
+                // Four columns at a time (see exp16n); columns past a head are -inf, so the
+                // padding adds exact zeros.
+                for j0 in (0..grp.c_max).step_by(4) {
+                    let ej = exp16n::<4>(std::array::from_fn(|i| {
+                        _mm512_sub_ps(cols[(j0 + i).min(15)], m)
+                    }));
+                    for (i, &eji) in ej.iter().enumerate() {
+                        let j = j0 + i;
+                        if j < 16 {
+                            e[j] = eji;
+                            sum = _mm512_add_ps(sum, eji);
+                            let is_y = _mm512_cmpeq_epi32_mask(yv, _mm512_set1_epi32(j as i32));
+                            xy = _mm512_mask_mov_ps(xy, is_y, cols[j]);
+                        }
+                    }
+                }
+                // loss = (m - x[y]) + ln s, each part widened to f64 as the scalar path does.
+                let shift = _mm512_sub_ps(m, xy);
+                let ln = ln16(sum);
+                let widen = |v: __m512| {
+                    let hi = _mm512_extracti64x4_epi64::<1>(_mm512_castps_si512(v));
+                    (
+                        _mm512_cvtps_pd(_mm512_castps512_ps256(v)),
+                        _mm512_cvtps_pd(_mm256_castsi256_ps(hi)),
+                    )
+                };
+                let (s_lo, s_hi) = widen(shift);
+                let (l_lo, l_hi) = widen(ln);
+                let (v_lo, v_hi) = ((valid & 0xff) as __mmask8, (valid >> 8) as __mmask8);
+                let p = sums.as_mut_ptr();
+                // SAFETY: the masks cover tasks t0..t0 + count.
+                unsafe {
+                    let a = _mm512_maskz_loadu_pd(lo, p.add(t0));
+                    let a = _mm512_mask_add_pd(a, v_lo, a, _mm512_add_pd(s_lo, l_lo));
+                    _mm512_mask_storeu_pd(p.add(t0), lo, a);
+                    let a = _mm512_maskz_loadu_pd(hi, p.add(t0 + 8));
+                    let a = _mm512_mask_add_pd(a, v_hi, a, _mm512_add_pd(s_hi, l_hi));
+                    _mm512_mask_storeu_pd(p.add(t0 + 8), hi, a);
+                }
+                let Some(dr) = d.as_deref_mut() else { continue };
+                let scv = unsafe { _mm512_loadu_ps(grp.scales.as_ptr()) };
+                // Invalid heads get exact zeros (even with non-finite logits).
+                let k = _mm512_maskz_div_ps(valid, scv, sum);
+                let mut g = [_mm512_setzero_ps(); 16];
+                for j in 0..grp.c_max {
+                    let is_y = valid & _mm512_cmpeq_epi32_mask(yv, _mm512_set1_epi32(j as i32));
+                    let gj = _mm512_maskz_mul_ps(valid, e[j], k);
+                    g[j] = _mm512_mask_sub_ps(gj, is_y, gj, scv);
+                }
+                let g = transpose16(g);
+                // The group's heads are contiguous: assemble them in L1 with masked stores and
+                // copy the run out with plain stores (masked stores to memory that is not in
+                // cache were the slowest part of the call).
+                let start = grp.offsets[0];
+                let mut buf = [0.0f32; 256];
+                for (b, gb) in g.iter().enumerate().take(grp.count) {
+                    let at = grp.offsets[b] - start;
+                    assert!(at + 16 <= buf.len());
+                    // SAFETY: at + 16 <= 256.
+                    unsafe { _mm512_mask_storeu_ps(buf.as_mut_ptr().add(at), grp.masks[b], *gb) };
+                }
+                let end =
+                    grp.offsets[grp.count - 1] + grp.masks[grp.count - 1].count_ones() as usize;
+                dr[start..end].copy_from_slice(&buf[..end - start]);
+            }
+        }
+    }
+
+    /// 16 x 16 transpose: lane j of result i is lane i of input j.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn transpose16(r: [__m512; 16]) -> [__m512; 16] {
+        // Per 128-bit lane L: t[2i] = rows 2i, 2i+1 interleaved at columns 4L, 4L+1, and
+        // t[2i+1] at columns 4L+2, 4L+3.
+        let t: [__m512; 16] = std::array::from_fn(|k| {
+            let (a, b) = (r[k & !1], r[k | 1]);
+            if k % 2 == 0 {
+                _mm512_unpacklo_ps(a, b)
+            } else {
+                _mm512_unpackhi_ps(a, b)
+            }
+        });
+        // u[4g + c], lane L: column 4L + c of rows 4g..4g + 4.
+        let u: [__m512; 16] = std::array::from_fn(|k| {
+            let (g, c) = (k / 4, k % 4);
+            let a = _mm512_castps_pd(t[4 * g + c / 2]);
+            let b = _mm512_castps_pd(t[4 * g + 2 + c / 2]);
+            _mm512_castpd_ps(if c % 2 == 0 {
+                _mm512_unpacklo_pd(a, b)
+            } else {
+                _mm512_unpackhi_pd(a, b)
+            })
+        });
+        // p[c] / q[c]: even / odd 128-bit lanes of u[c], u[4 + c]; pp / qq the same for
+        // u[8 + c], u[12 + c].
+        let p: [__m512; 4] = std::array::from_fn(|c| _mm512_shuffle_f32x4::<0x88>(u[c], u[4 + c]));
+        let q: [__m512; 4] = std::array::from_fn(|c| _mm512_shuffle_f32x4::<0xdd>(u[c], u[4 + c]));
+        let pp: [__m512; 4] =
+            std::array::from_fn(|c| _mm512_shuffle_f32x4::<0x88>(u[8 + c], u[12 + c]));
+        let qq: [__m512; 4] =
+            std::array::from_fn(|c| _mm512_shuffle_f32x4::<0xdd>(u[8 + c], u[12 + c]));
+        std::array::from_fn(|j| {
+            let c = j % 4;
+            match j / 4 {
+                0 => _mm512_shuffle_f32x4::<0x88>(p[c], pp[c]),
+                1 => _mm512_shuffle_f32x4::<0x88>(q[c], qq[c]),
+                2 => _mm512_shuffle_f32x4::<0xdd>(p[c], pp[c]),
+                _ => _mm512_shuffle_f32x4::<0xdd>(q[c], qq[c]),
+            }
+        })
+    }
+
+    /// Softmax of one head: returns (max, sum of exp(x - max)); writes
+    /// `scale * (softmax - onehot(y))` into `grad` when given.
+    ///
+    /// # Safety
+    /// AVX-512F; y < x.len(); grad (if any) as long as x.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn head(x: &[f32], y: usize, grad: Option<&mut [f32]>, scale: f32) -> (f32, f32) {
+        let c = x.len();
+        let neg_inf = splat(f32::NEG_INFINITY);
+        if c <= 16 {
+            let mk = first(c);
+            // SAFETY: the mask covers the c valid values; masked lanes read nothing.
+            let v = unsafe { _mm512_mask_loadu_ps(neg_inf, mk, x.as_ptr()) };
+            let m = _mm512_reduce_max_ps(v);
+            let e = exp16(_mm512_sub_ps(v, splat(m)));
+            let s = _mm512_reduce_add_ps(e);
+            if let Some(g) = grad {
+                assert_eq!(g.len(), c);
+                let dv = _mm512_mul_ps(e, splat(scale / s));
+                let dv = _mm512_mask_sub_ps(dv, 1 << y, dv, splat(scale));
+                // SAFETY: g holds c values.
+                unsafe { _mm512_mask_storeu_ps(g.as_mut_ptr(), mk, dv) };
+            }
+            return (m, s);
+        }
+        let full = c / 16 * 16;
+        let tail = first(c - full);
+        let p = x.as_ptr();
+        // SAFETY (loads below): k + 16 <= full <= c, and the tail mask covers c - full values.
+        let mut mv = neg_inf;
+        for k in (0..full).step_by(16) {
+            mv = _mm512_max_ps(mv, unsafe { _mm512_loadu_ps(p.add(k)) });
+        }
+        mv = _mm512_max_ps(mv, unsafe {
+            _mm512_mask_loadu_ps(neg_inf, tail, p.add(full))
+        });
+        let m = _mm512_reduce_max_ps(mv);
+        let mvec = splat(m);
+        let mut sv = _mm512_setzero_ps();
+        match grad {
+            Some(g) => {
+                assert_eq!(g.len(), c);
+                let q = g.as_mut_ptr();
+                // Keep exp(x - m) in the output row (in L1) to avoid a second exp pass.
+                for k in (0..full).step_by(16) {
+                    let e = exp16(_mm512_sub_ps(unsafe { _mm512_loadu_ps(p.add(k)) }, mvec));
+                    unsafe { _mm512_storeu_ps(q.add(k), e) };
+                    sv = _mm512_add_ps(sv, e);
+                }
+                let v = unsafe { _mm512_mask_loadu_ps(neg_inf, tail, p.add(full)) };
+                let e = exp16(_mm512_sub_ps(v, mvec));
+                unsafe { _mm512_mask_storeu_ps(q.add(full), tail, e) };
+                sv = _mm512_add_ps(sv, e);
+                let s = _mm512_reduce_add_ps(sv);
+                let kv = splat(scale / s);
+                for k in (0..full).step_by(16) {
+                    unsafe {
+                        _mm512_storeu_ps(q.add(k), _mm512_mul_ps(_mm512_loadu_ps(q.add(k)), kv))
+                    };
+                }
+                let v = unsafe { _mm512_maskz_loadu_ps(tail, q.add(full)) };
+                unsafe { _mm512_mask_storeu_ps(q.add(full), tail, _mm512_mul_ps(v, kv)) };
+                g[y] -= scale;
+                (m, s)
+            }
+            None => {
+                for k in (0..full).step_by(16) {
+                    let e = exp16(_mm512_sub_ps(unsafe { _mm512_loadu_ps(p.add(k)) }, mvec));
+                    sv = _mm512_add_ps(sv, e);
+                }
+                let v = unsafe { _mm512_mask_loadu_ps(neg_inf, tail, p.add(full)) };
+                sv = _mm512_add_ps(sv, exp16(_mm512_sub_ps(v, mvec)));
+                (m, _mm512_reduce_add_ps(sv))
+            }
+        }
+    }
+
+    /// Rows of the fused sigmoid binary cross-entropy (one parallel chunk).
+    pub(super) struct BceRows<'a> {
+        /// Row width (columns).
+        pub width: usize,
+        /// The chunk's logits, rows x width.
+        pub logits: &'a [f32],
+        /// The chunk's targets, rows x width.
+        pub targets: &'a [f32],
+        /// Per-element validity, rows x width (nonzero = the sample counts for the column's
+        /// task); None when every element counts.
+        pub valid: Option<&'a [u8]>,
+        /// Gradient scale p_t / (n_t C_t) of each column's task.
+        pub col_scale: &'a [f32],
+    }
+
+    /// Rows handled together: their vector steps are independent, which keeps the long
+    /// exp / log dependency chains overlapping instead of waiting on each other.
+    const BCE_ROWS: usize = 4;
+
+    impl BceRows<'_> {
+        /// Adds each valid element's loss to `col_sums[column]` (f64, in row order; length
+        /// padded to a multiple of 16) and writes `scale * (sigmoid(x) - y)` (0 where invalid)
+        /// into `d` if given. Returns false if a target is outside [0, 1] (or NaN).
+        ///
+        /// # Safety
+        /// AVX-512F.
+        #[target_feature(enable = "avx512f")]
+        pub(super) unsafe fn run(&self, d: Option<&mut [f32]>, col_sums: &mut [f64]) -> bool {
+            let w = self.width;
+            let len = self.logits.len();
+            assert!(w > 0 && len.is_multiple_of(w) && self.targets.len() == len);
+            assert!(self.col_scale.len() == w && col_sums.len() >= w.next_multiple_of(16));
+            assert!(d.as_deref().is_none_or(|d| d.len() == len));
+            assert!(self.valid.is_none_or(|v| v.len() == len));
+            let rows = len / w;
+            let d = d.map(|d| d.as_mut_ptr());
+            let (zero, one) = (_mm512_setzero_ps(), splat(1.0));
+            let mut bad: __mmask16 = 0;
+            let mut r0 = 0;
+            while r0 < rows {
+                for c in (0..w).step_by(16) {
+                    let k = (w - c).min(16);
+                    let mut sum_lo = _mm512_setzero_pd();
+                    let mut sum_hi = _mm512_setzero_pd();
+                    let sc =
+                        unsafe { _mm512_maskz_loadu_ps(first(k), self.col_scale.as_ptr().add(c)) };
+                    // Stage by stage over the BCE_ROWS rows (see exp16n).
+                    let at: [usize; BCE_ROWS] =
+                        std::array::from_fn(|u| (r0 + u).min(rows - 1) * w + c);
+                    // Rows past the end get an empty mask (and a valid row's address).
+                    let mk: [__mmask16; BCE_ROWS] =
+                        std::array::from_fn(|u| if r0 + u < rows { first(k) } else { 0 });
+                    // SAFETY (loads and stores): elements at..at + k exist in every rows x
+                    // width buffer (lengths asserted above); masked lanes are not accessed.
+                    let x: [__m512; BCE_ROWS] = std::array::from_fn(|u| unsafe {
+                        _mm512_maskz_loadu_ps(mk[u], self.logits.as_ptr().add(at[u]))
+                    });
+                    let y: [__m512; BCE_ROWS] = std::array::from_fn(|u| unsafe {
+                        _mm512_maskz_loadu_ps(mk[u], self.targets.as_ptr().add(at[u]))
+                    });
+                    for u in 0..BCE_ROWS {
+                        let out_of_range = _mm512_cmp_ps_mask::<_CMP_NGE_UQ>(y[u], zero)
+                            | _mm512_cmp_ps_mask::<_CMP_NLE_UQ>(y[u], one);
+                        bad |= out_of_range & mk[u];
+                    }
+                    let vk: [__mmask16; BCE_ROWS] = std::array::from_fn(|u| match self.valid {
+                        None => mk[u],
+                        Some(v) if at[u] + 16 <= len => {
+                            // SAFETY: 16 bytes from `at` lie inside `v`.
+                            let b = unsafe { _mm_loadu_si128(v.as_ptr().add(at[u]).cast()) };
+                            mk[u]
+                                & _mm512_cmpneq_epi32_mask(
+                                    _mm512_cvtepu8_epi32(b),
+                                    _mm512_setzero_si512(),
+                                )
+                        }
+                        Some(v) => {
+                            mk[u]
+                                & v[at[u]..at[u] + k]
+                                    .iter()
+                                    .enumerate()
+                                    .fold(0, |acc, (l, &b)| acc | (u16::from(b != 0) << l))
+                        }
+                    });
+                    // loss = max(x, 0) - x y + ln(1 + e^-|x|), zero where invalid.
+                    let e = exp16n(x.map(|v| _mm512_sub_ps(zero, _mm512_abs_ps(v))));
+                    let l1p = ln1p_unit16n(e);
+                    for u in 0..BCE_ROWS {
+                        let base = _mm512_fnmadd_ps(x[u], y[u], _mm512_max_ps(x[u], zero));
+                        let loss = _mm512_maskz_mov_ps(vk[u], _mm512_add_ps(base, l1p[u]));
+                        let hi = _mm512_extracti64x4_epi64::<1>(_mm512_castps_si512(loss));
+                        sum_lo =
+                            _mm512_add_pd(sum_lo, _mm512_cvtps_pd(_mm512_castps512_ps256(loss)));
+                        sum_hi = _mm512_add_pd(sum_hi, _mm512_cvtps_pd(_mm256_castsi256_ps(hi)));
+                    }
+                    if let Some(q) = d {
+                        // sigmoid(x) from e = exp(-|x|) without overflow on either side.
+                        let a = e.map(|v| _mm512_add_ps(one, v));
+                        let r0v = a.map(|v| _mm512_rcp14_ps(v));
+                        for u in 0..BCE_ROWS {
+                            let rc =
+                                _mm512_mul_ps(r0v[u], _mm512_fnmadd_ps(a[u], r0v[u], splat(2.0)));
+                            let neg = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x[u], zero);
+                            let sig = _mm512_mask_mul_ps(rc, neg, e[u], rc);
+                            let g = _mm512_maskz_mul_ps(vk[u], sc, _mm512_sub_ps(sig, y[u]));
+                            // Plain stores where possible: masked stores to memory that is not
+                            // in cache are slow.
+                            if mk[u] == u16::MAX {
+                                unsafe { _mm512_storeu_ps(q.add(at[u]), g) };
+                            } else if mk[u] != 0 {
+                                let mut buf = [0.0f32; 16];
+                                unsafe {
+                                    _mm512_storeu_ps(buf.as_mut_ptr(), g);
+                                    std::ptr::copy_nonoverlapping(buf.as_ptr(), q.add(at[u]), k);
+                                }
+                            }
+                        }
+                    }
+                    // The rows' losses were summed in row order; add them to the column sums.
+                    let acc = col_sums[c..c + 16].as_mut_ptr();
+                    // SAFETY: col_sums holds 16 values from c (length asserted above).
+                    unsafe {
+                        _mm512_storeu_pd(acc, _mm512_add_pd(_mm512_loadu_pd(acc), sum_lo));
+                        _mm512_storeu_pd(
+                            acc.add(8),
+                            _mm512_add_pd(_mm512_loadu_pd(acc.add(8)), sum_hi),
+                        );
+                    }
+                }
+                r0 += BCE_ROWS;
+            }
+            bad == 0
+        }
+    }
+}
+
 #[cfg(test)]
+// The references index several arrays by the same task number; plain loops read clearest.
+#[allow(clippy::needless_range_loop)]
 mod tests {
     use super::*;
 
@@ -771,5 +1708,329 @@ mod tests {
         }
         assert_eq!(exp_f32(-100.0), 0.0);
         assert_eq!(exp_f32(f32::NEG_INFINITY), 0.0);
+    }
+
+    /// Small deterministic generator for the path tests.
+    struct Gen(u64);
+
+    impl Gen {
+        fn unit(&mut self) -> f64 {
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (self.0 >> 11) as f64 / (1u64 << 53) as f64
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.unit() * n as f64) as usize % n
+        }
+        /// A logit: uniform in [-8, 8), or +-1e4 one time in eight.
+        fn logit(&mut self) -> f32 {
+            match self.below(16) {
+                0 => 1e4,
+                1 => -1e4,
+                _ => (self.unit() * 16.0 - 8.0) as f32,
+            }
+        }
+    }
+
+    /// The row kernels to test: portable always, AVX-512 where the CPU has it.
+    fn paths() -> Vec<bool> {
+        if has_avx512() {
+            vec![false, true]
+        } else {
+            eprintln!("AVX-512 row kernels not tested: the CPU lacks AVX-512F");
+            vec![false]
+        }
+    }
+
+    /// CE through both row kernels against an f64 reference: heads of 1..=40 classes (one
+    /// masked vector up to 16, vector loops with a masked tail above), layouts of only small
+    /// heads (1 to 23 heads: the transposed group kernel, partial groups), extreme logits,
+    /// ignore labels, a mask with one task never valid, loss-only calls.
+    #[test]
+    fn ce_row_kernels_match_f64_for_1_to_40_classes() {
+        let mut rng = Gen(5);
+        let mut layouts: Vec<Vec<usize>> = Vec::new();
+        for c in 1..=40usize {
+            layouts.push(vec![c, (c * 7) % 17 + 1, 16, 17, 1]);
+            layouts.push((0..c % 23 + 1).map(|k| (c + 3 * k) % 16 + 1).collect());
+        }
+        for sizes in &layouts {
+            let c = sizes[0];
+            let layout = TaskLayout::from_sizes(sizes).unwrap();
+            let (n, t, w) = (7, sizes.len(), layout.width());
+            let x: Vec<f32> = (0..n * w).map(|_| rng.logit()).collect();
+            let c = format!("{c} (sizes {sizes:?})");
+            let ys: Vec<i64> = (0..n * t)
+                .map(|k| {
+                    if rng.below(8) == 0 {
+                        -100
+                    } else {
+                        rng.below(sizes[k % t]) as i64
+                    }
+                })
+                .collect();
+            // Task 3 never counts (an empty task); the others 80% of the time.
+            let mask: Vec<u8> = (0..n * t)
+                .map(|k| u8::from(k % t != 3 && rng.below(5) != 0))
+                .collect();
+            let weights: Vec<f32> = (0..t).map(|k| 0.25 + k as f32 * 0.5).collect();
+            let input = WeightedCeInput {
+                layout: &layout,
+                n,
+                logits: &x,
+                targets: &ys,
+                mask: Some(&mask),
+                weights: &weights,
+                ignore_index: -100,
+            };
+            // f64 reference.
+            let valid = |i: usize, k: usize| ys[i * t + k] != -100 && mask[i * t + k] != 0;
+            let counts: Vec<usize> = (0..t)
+                .map(|k| (0..n).filter(|&i| valid(i, k)).count())
+                .collect();
+            let mut want_loss = vec![0.0f64; t];
+            let mut want_grad = vec![0.0f64; n * w];
+            for i in 0..n {
+                for k in 0..t {
+                    if !valid(i, k) {
+                        continue;
+                    }
+                    let r = layout.range(k);
+                    let xs: Vec<f64> = x[i * w..][r.clone()].iter().map(|&v| v as f64).collect();
+                    let m = xs.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                    let s: f64 = xs.iter().map(|v| (v - m).exp()).sum();
+                    let y = ys[i * t + k] as usize;
+                    want_loss[k] += (m + s.ln() - xs[y]) / counts[k] as f64;
+                    let scale = weights[k] as f64 / counts[k] as f64;
+                    for (j, col) in r.enumerate() {
+                        let onehot = if j == y { 1.0 } else { 0.0 };
+                        want_grad[i * w + col] = scale * ((xs[j] - m).exp() / s - onehot);
+                    }
+                }
+            }
+            for vector in paths() {
+                let mut grad = vec![f32::NAN; n * w];
+                let out = weighted_ce_impl(&input, Some(&mut grad), vector).unwrap();
+                assert_eq!(out.counts, counts);
+                for k in 0..t {
+                    let (got, want) = (out.task_loss[k] as f64, want_loss[k]);
+                    assert!(
+                        (got - want).abs() <= 1e-6 + 1e-5 * want.abs(),
+                        "vector {vector} c={c} task {k}: loss {got} want {want}"
+                    );
+                }
+                for (j, (&g, &wg)) in grad.iter().zip(&want_grad).enumerate() {
+                    assert!(
+                        (g as f64 - wg).abs() <= 1e-6 + 1e-5 * wg.abs(),
+                        "vector {vector} c={c} grad[{j}] = {g}, want {wg}"
+                    );
+                }
+                let only = weighted_ce_impl(&input, None, vector).unwrap();
+                assert_eq!(only.task_loss, out.task_loss, "vector {vector} c={c}");
+            }
+        }
+    }
+
+    /// BCE through both row kernels against an f64 reference: 40 one-column tasks, tasks of
+    /// 1..=40 columns (16-lane steps with a masked tail), soft and hard targets, extreme
+    /// logits, with and without a mask.
+    #[test]
+    fn bce_row_kernels_match_f64_for_odd_widths() {
+        let mut rng = Gen(9);
+        let mut layouts: Vec<Vec<usize>> = vec![vec![1; 40], vec![3, 1, 6]];
+        layouts.extend((1..=40).map(|c| vec![c, 2]));
+        for sizes in &layouts {
+            let layout = TaskLayout::from_sizes(sizes).unwrap();
+            let (n, t, w) = (5, sizes.len(), layout.width());
+            let x: Vec<f32> = (0..n * w).map(|_| rng.logit()).collect();
+            let ys: Vec<f32> = (0..n * w)
+                .map(|_| match rng.below(3) {
+                    0 => 0.0,
+                    1 => 1.0,
+                    _ => rng.unit() as f32,
+                })
+                .collect();
+            let mask: Vec<u8> = (0..n * t)
+                .map(|k| u8::from(k % t != 0 && rng.below(4) != 0))
+                .collect();
+            let weights: Vec<f32> = (0..t).map(|k| 0.5 + k as f32 * 0.1).collect();
+            for use_mask in [false, true] {
+                let input = WeightedBceInput {
+                    layout: &layout,
+                    n,
+                    logits: &x,
+                    targets: &ys,
+                    mask: use_mask.then_some(&mask[..]),
+                    weights: &weights,
+                };
+                let valid = |i: usize, k: usize| !use_mask || mask[i * t + k] != 0;
+                let mut want_loss = vec![0.0f64; t];
+                let mut want_grad = vec![0.0f64; n * w];
+                for k in 0..t {
+                    let rows: Vec<usize> = (0..n).filter(|&i| valid(i, k)).collect();
+                    let denom = (rows.len() * layout.range(k).len()) as f64;
+                    for &i in &rows {
+                        for col in layout.range(k) {
+                            let (xv, yv) = (x[i * w + col] as f64, ys[i * w + col] as f64);
+                            want_loss[k] +=
+                                (xv.max(0.0) - xv * yv + (-xv.abs()).exp().ln_1p()) / denom;
+                            want_grad[i * w + col] =
+                                weights[k] as f64 / denom * (1.0 / (1.0 + (-xv).exp()) - yv);
+                        }
+                    }
+                }
+                for vector in paths() {
+                    let mut grad = vec![f32::NAN; n * w];
+                    let out = weighted_bce_impl(&input, Some(&mut grad), vector).unwrap();
+                    let what = format!("vector {vector} sizes {sizes:?} mask {use_mask}");
+                    for k in 0..t {
+                        let (got, want) = (out.task_loss[k] as f64, want_loss[k]);
+                        assert!(
+                            (got - want).abs() <= 1e-6 + 1e-5 * want.abs(),
+                            "{what} task {k}: loss {got} want {want}"
+                        );
+                    }
+                    for (j, (&g, &wg)) in grad.iter().zip(&want_grad).enumerate() {
+                        assert!(
+                            (g as f64 - wg).abs() <= 1e-7 + 1e-5 * wg.abs(),
+                            "{what} grad[{j}] = {g}, want {wg}"
+                        );
+                    }
+                    let only = weighted_bce_impl(&input, None, vector).unwrap();
+                    assert_eq!(only.task_loss, out.task_loss, "{what}");
+                }
+            }
+        }
+    }
+
+    /// A NaN logit makes its task's loss and gradient NaN on both paths (no silent clamp).
+    #[test]
+    fn nan_logits_propagate() {
+        let layout = TaskLayout::from_sizes(&[3, 20]).unwrap();
+        let mut x = vec![0.5f32; 23];
+        x[1] = f32::NAN;
+        x[3 + 17] = f32::NAN;
+        let input = WeightedCeInput {
+            layout: &layout,
+            n: 1,
+            logits: &x,
+            targets: &[0, 2],
+            mask: None,
+            weights: &[1.0, 1.0],
+            ignore_index: -100,
+        };
+        let bce = WeightedBceInput {
+            layout: &layout,
+            n: 1,
+            logits: &x,
+            targets: &[0.5; 23],
+            mask: None,
+            weights: &[1.0, 1.0],
+        };
+        for vector in paths() {
+            let mut grad = vec![0.0f32; 23];
+            let out = weighted_ce_impl(&input, Some(&mut grad), vector).unwrap();
+            assert!(out.task_loss.iter().all(|l| l.is_nan()), "vector {vector}");
+            assert!(grad[0].is_nan() && grad[3].is_nan(), "vector {vector}");
+            let out = weighted_bce_impl(&bce, Some(&mut grad), vector).unwrap();
+            assert!(out.task_loss.iter().all(|l| l.is_nan()), "vector {vector}");
+            assert!(grad[1].is_nan() && grad[20].is_nan(), "vector {vector}");
+        }
+    }
+
+    /// The 16-lane exp, log and ln(1 + e) against f64, with their edge cases.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn vector_math_matches_f64() {
+        use std::arch::x86_64::*;
+        if !has_avx512() {
+            eprintln!("skipped: the CPU lacks AVX-512F");
+            return;
+        }
+        let lanes = |f: &dyn Fn(__m512) -> __m512, xs: &[f32; 16]| -> [f32; 16] {
+            let mut out = [0.0f32; 16];
+            // SAFETY: AVX-512F checked above; 16-element arrays.
+            unsafe { _mm512_storeu_ps(out.as_mut_ptr(), f(_mm512_loadu_ps(xs.as_ptr()))) };
+            out
+        };
+        // SAFETY (closures): AVX-512F checked above.
+        let exp = |v| unsafe { avx512::exp16(v) };
+        let ln = |v| unsafe { avx512::ln16(v) };
+        let ln1p = |v| unsafe { avx512::ln1p_unit16n([v])[0] };
+        let (mut worst_exp, mut worst_ln, mut worst_ln1p) = (0.0f64, 0.0f64, 0.0f64);
+        for step in 0..2000 {
+            let xs: [f32; 16] = std::array::from_fn(|l| -87.0 + (step * 16 + l) as f32 * 0.0054);
+            for (x, e) in xs.iter().zip(lanes(&exp, &xs)) {
+                let want = (*x as f64).exp();
+                worst_exp = worst_exp.max((e as f64 - want).abs() / want);
+            }
+            let ys: [f32; 16] = std::array::from_fn(|l| 1.0 + (step * 16 + l) as f32 * 0.031);
+            for (y, l) in ys.iter().zip(lanes(&ln, &ys)) {
+                let want = (*y as f64).ln();
+                worst_ln = worst_ln.max((l as f64 - want).abs() / want.abs().max(1e-30));
+            }
+            let es: [f32; 16] = std::array::from_fn(|l| (step * 16 + l) as f32 / 32000.0);
+            for (e, l) in es.iter().zip(lanes(&ln1p, &es)) {
+                let want = (*e as f64).ln_1p();
+                worst_ln1p = worst_ln1p.max((l as f64 - want).abs() / want.max(1e-30));
+            }
+        }
+        assert!(worst_exp <= 3e-7, "exp16 rel err {worst_exp}");
+        assert!(worst_ln <= 2e-7, "ln16 rel err {worst_ln}");
+        assert!(worst_ln1p <= 3e-7, "ln1p_unit16 rel err {worst_ln1p}");
+        let edge = [
+            f32::NEG_INFINITY,
+            -1e4,
+            -87.4,
+            0.0,
+            88.0,
+            1e4,
+            f32::NAN,
+            1.0,
+            -0.0,
+            1.0,
+            1.0,
+            1.0,
+            1.0,
+            1.0,
+            1.0,
+            1.0,
+        ];
+        let e = lanes(&exp, &edge);
+        assert_eq!(&e[..3], &[0.0, 0.0, 0.0]);
+        assert_eq!(e[3], 1.0);
+        assert!(e[4].is_finite() && e[5].is_finite() && e[5] > 1e38);
+        assert!(e[6].is_nan());
+        assert_eq!(lanes(&ln, &[1.0; 16]), [0.0; 16]);
+        assert_eq!(lanes(&ln1p, &[0.0; 16]), [0.0; 16]);
+    }
+
+    /// The 16 x 16 transpose used by the small-head CE kernel.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn transpose16_transposes() {
+        use std::arch::x86_64::*;
+        if !has_avx512() {
+            eprintln!("skipped: the CPU lacks AVX-512F");
+            return;
+        }
+        let m: Vec<f32> = (0..256).map(|k| k as f32).collect();
+        // SAFETY: AVX-512F checked above; 16 rows of 16 values.
+        let rows: [__m512; 16] =
+            std::array::from_fn(|i| unsafe { _mm512_loadu_ps(m[16 * i..].as_ptr()) });
+        // SAFETY: as above.
+        let cols = unsafe { avx512::transpose16(rows) };
+        let mut out = [0.0f32; 256];
+        for (j, c) in cols.iter().enumerate() {
+            // SAFETY: as above.
+            unsafe { _mm512_storeu_ps(out[16 * j..].as_mut_ptr(), *c) };
+        }
+        for i in 0..16 {
+            for j in 0..16 {
+                assert_eq!(out[16 * j + i], m[16 * i + j], "({i}, {j})");
+            }
+        }
     }
 }
