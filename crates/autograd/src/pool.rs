@@ -7,8 +7,12 @@
 //! [`for_overwrite`] hands them back with their old contents. In debug builds (the test
 //! profile) every buffer it returns is filled with NaN instead, so that an op that leaves part
 //! of its output unwritten shows up in the gradient and value tests.
+//!
+//! Only lengths that ops have asked for are kept (a gradient buffer whose length no op output
+//! has would otherwise sit here and push malloc onto fresh pages every step), and the oldest
+//! buffers are freed first when the held bytes pass the cap.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Mutex, OnceLock};
 
 /// Buffers shorter than this are not pooled: malloc and a small zero fill cost less than the
@@ -16,11 +20,16 @@ use std::sync::{Mutex, OnceLock};
 const MIN_LEN: usize = 4096;
 
 /// Default cap on the bytes held for reuse (`SCALARIZE_BUFFER_POOL_MB` overrides, 0 disables).
-const DEFAULT_CAP_MB: usize = 1024;
+const DEFAULT_CAP_MB: usize = 512;
 
 #[derive(Default)]
 struct Pool {
+    /// Free buffers by length.
     free: HashMap<usize, Vec<Vec<f32>>>,
+    /// Lengths in the order their buffers arrived (oldest first), for eviction.
+    arrivals: VecDeque<usize>,
+    /// Lengths `for_overwrite` has been asked for.
+    wanted: HashSet<usize>,
     bytes: usize,
 }
 
@@ -43,11 +52,13 @@ pub(crate) fn for_overwrite(n: usize) -> Vec<f32> {
     scalarize_kernels::cpu::keep_freed_buffers();
     let reused = if n >= MIN_LEN {
         let mut guard = POOL.lock().unwrap_or_else(|e| e.into_inner());
-        guard.as_mut().and_then(|p| {
-            let v = p.free.get_mut(&n)?.pop()?;
+        let p = guard.get_or_insert_with(Pool::default);
+        p.wanted.insert(n);
+        let v = p.free.get_mut(&n).and_then(Vec::pop);
+        if v.is_some() {
             p.bytes -= n * 4;
-            Some(v)
-        })
+        }
+        v
     } else {
         None
     };
@@ -64,12 +75,45 @@ pub(crate) fn recycle(v: Vec<f32>) {
     if n < MIN_LEN || v.capacity() != n {
         return;
     }
-    let bytes = n * 4;
+    let (bytes, cap) = (n * 4, cap_bytes());
+    if bytes > cap {
+        return;
+    }
     let mut guard = POOL.lock().unwrap_or_else(|e| e.into_inner());
     let p = guard.get_or_insert_with(Pool::default);
-    if p.bytes + bytes <= cap_bytes() {
-        p.bytes += bytes;
-        p.free.entry(n).or_default().push(v);
+    if !p.wanted.contains(&n) {
+        return;
+    }
+    p.bytes += bytes;
+    p.free.entry(n).or_default().push(v);
+    p.arrivals.push_back(n);
+    // Free the oldest buffers beyond the cap (an arrival whose buffer was taken since is
+    // skipped: the lists hold at most as many buffers as arrivals of that length).
+    while p.bytes > cap {
+        let Some(old) = p.arrivals.pop_front() else {
+            break;
+        };
+        if let Some(list) = p.free.get_mut(&old)
+            && !list.is_empty()
+        {
+            // The first buffer of the list is the oldest of that length.
+            list.remove(0);
+            p.bytes -= old * 4;
+        }
+    }
+    // Keep the arrival log from growing without bound when buffers are taken quickly.
+    let held: usize = p.free.values().map(Vec::len).sum();
+    if p.arrivals.len() > 4 * held + 64 {
+        let lens: Vec<usize> = p.arrivals.drain(..).collect();
+        let mut left: HashMap<usize, usize> = p.free.iter().map(|(&k, v)| (k, v.len())).collect();
+        for l in lens.into_iter().rev() {
+            if let Some(c) = left.get_mut(&l)
+                && *c > 0
+            {
+                *c -= 1;
+                p.arrivals.push_front(l);
+            }
+        }
     }
 }
 
@@ -93,6 +137,11 @@ mod tests {
     fn recycles_by_length_and_poisons_in_debug() {
         // Unique lengths so that other tests running in parallel cannot take these buffers.
         let n = MIN_LEN + 12_345;
+        // A length no op has asked for is not kept.
+        let v = vec![1.5f32; n];
+        let ptr = v.as_ptr();
+        recycle(v);
+        assert_ne!(for_overwrite(n).as_ptr(), ptr);
         let v = vec![1.5f32; n];
         let ptr = v.as_ptr();
         recycle(v);
