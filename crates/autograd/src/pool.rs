@@ -133,18 +133,26 @@ pub fn release_all() {
 mod tests {
     use super::*;
 
+    fn free_count(n: usize) -> usize {
+        let guard = POOL.lock().unwrap_or_else(|e| e.into_inner());
+        guard
+            .as_ref()
+            .and_then(|p| p.free.get(&n))
+            .map_or(0, Vec::len)
+    }
+
     #[test]
     fn recycles_by_length_and_poisons_in_debug() {
         // Unique lengths so that other tests running in parallel cannot take these buffers.
         let n = MIN_LEN + 12_345;
         // A length no op has asked for is not kept.
+        recycle(vec![1.5f32; n]);
+        assert_eq!(free_count(n), 0);
+        let _first_request = for_overwrite(n);
         let v = vec![1.5f32; n];
         let ptr = v.as_ptr();
         recycle(v);
-        assert_ne!(for_overwrite(n).as_ptr(), ptr);
-        let v = vec![1.5f32; n];
-        let ptr = v.as_ptr();
-        recycle(v);
+        assert_eq!(free_count(n), 1);
         assert!(held_bytes() >= n * 4);
         let w = for_overwrite(n);
         assert_eq!(w.len(), n);
