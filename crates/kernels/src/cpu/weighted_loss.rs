@@ -175,24 +175,9 @@ fn weighted_ce_impl(
     let mask_row = |i: usize| input.mask.map(|m| &m[i * t_count..(i + 1) * t_count]);
     #[cfg(target_arch = "x86_64")]
     if vector {
-        // Rows prefetched ahead: at least 4 KiB, so that a memory access is in flight while
-        // the rows before it are computed (the masked loads of small heads did not get the
-        // hardware prefetcher ahead on its own).
-        let ahead = 4096usize.div_ceil(width * 4);
         let small = avx512::SmallHeads::new(layout.offsets(), &scales);
         let chunk = |rows: std::ops::Range<usize>, mut d: Option<&mut [f32]>, sums: &mut [f64]| {
-            let (r0, r1) = (rows.start, rows.end);
             for (k, i) in rows.enumerate() {
-                if i + ahead < n {
-                    let next = &input.logits[(i + ahead) * width..(i + ahead + 1) * width];
-                    avx512::prefetch(next, false);
-                }
-                if let Some(dc) = d.as_deref()
-                    && i + ahead < r1
-                {
-                    let at = (i + ahead - r0) * width;
-                    avx512::prefetch(&dc[at..at + width], true);
-                }
                 let drow = d.as_deref_mut().map(|d| &mut d[k * width..(k + 1) * width]);
                 let row = &input.logits[i * width..(i + 1) * width];
                 if let Some(sh) = &small {
@@ -836,23 +821,6 @@ pub(crate) fn exp_f32(x: f32) -> f32 {
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use std::arch::x86_64::*;
-
-    /// Prefetches the cache lines of `xs` into L1 (for writing when `write`).
-    #[inline]
-    pub(super) fn prefetch(xs: &[f32], write: bool) {
-        let p = xs.as_ptr().cast::<i8>();
-        for off in (0..std::mem::size_of_val(xs)).step_by(64) {
-            // SAFETY: SSE is part of x86_64; a prefetch never faults, and the address lies
-            // inside `xs`.
-            unsafe {
-                if write {
-                    _mm_prefetch::<_MM_HINT_ET0>(p.add(off));
-                } else {
-                    _mm_prefetch::<_MM_HINT_T0>(p.add(off));
-                }
-            }
-        }
-    }
 
     #[inline(always)]
     fn splat(v: f32) -> __m512 {
