@@ -1366,43 +1366,55 @@ mod avx512 {
         });
         let m = _mm512_reduce_max_ps(mv);
         let mvec = splat(m);
-        let mut sv = _mm512_setzero_ps();
-        match grad {
-            Some(g) => {
-                assert_eq!(g.len(), c);
-                let q = g.as_mut_ptr();
-                // Keep exp(x - m) in the output row (in L1) to avoid a second exp pass.
-                for k in (0..full).step_by(16) {
-                    let e = exp16(_mm512_sub_ps(unsafe { _mm512_loadu_ps(p.add(k)) }, mvec));
-                    unsafe { _mm512_storeu_ps(q.add(k), e) };
-                    sv = _mm512_add_ps(sv, e);
-                }
-                let v = unsafe { _mm512_mask_loadu_ps(neg_inf, tail, p.add(full)) };
-                let e = exp16(_mm512_sub_ps(v, mvec));
-                unsafe { _mm512_mask_storeu_ps(q.add(full), tail, e) };
-                sv = _mm512_add_ps(sv, e);
-                let s = _mm512_reduce_add_ps(sv);
-                let kv = splat(scale / s);
-                for k in (0..full).step_by(16) {
-                    unsafe {
-                        _mm512_storeu_ps(q.add(k), _mm512_mul_ps(_mm512_loadu_ps(q.add(k)), kv))
-                    };
-                }
-                let v = unsafe { _mm512_maskz_loadu_ps(tail, q.add(full)) };
-                unsafe { _mm512_mask_storeu_ps(q.add(full), tail, _mm512_mul_ps(v, kv)) };
-                g[y] -= scale;
-                (m, s)
-            }
-            None => {
-                for k in (0..full).step_by(16) {
-                    let e = exp16(_mm512_sub_ps(unsafe { _mm512_loadu_ps(p.add(k)) }, mvec));
-                    sv = _mm512_add_ps(sv, e);
-                }
-                let v = unsafe { _mm512_mask_loadu_ps(neg_inf, tail, p.add(full)) };
-                sv = _mm512_add_ps(sv, exp16(_mm512_sub_ps(v, mvec)));
-                (m, _mm512_reduce_add_ps(sv))
-            }
+        if let Some(g) = grad.as_deref() {
+            assert_eq!(g.len(), c);
         }
+        // Keep exp(x - m) in the output row (in L1) to avoid a second exp pass.
+        let q = grad.map(|g| g.as_mut_ptr());
+        // Four vectors per step with four sums (see exp16n), summed in a fixed order.
+        let mut sv = [_mm512_setzero_ps(); 4];
+        let mut k = 0;
+        while k + 64 <= full {
+            let e = exp16n::<4>(std::array::from_fn(|i| {
+                _mm512_sub_ps(unsafe { _mm512_loadu_ps(p.add(k + 16 * i)) }, mvec)
+            }));
+            for i in 0..4 {
+                if let Some(q) = q {
+                    unsafe { _mm512_storeu_ps(q.add(k + 16 * i), e[i]) };
+                }
+                sv[i] = _mm512_add_ps(sv[i], e[i]);
+            }
+            k += 64;
+        }
+        while k < full {
+            let e = exp16(_mm512_sub_ps(unsafe { _mm512_loadu_ps(p.add(k)) }, mvec));
+            if let Some(q) = q {
+                unsafe { _mm512_storeu_ps(q.add(k), e) };
+            }
+            sv[0] = _mm512_add_ps(sv[0], e);
+            k += 16;
+        }
+        let v = unsafe { _mm512_mask_loadu_ps(neg_inf, tail, p.add(full)) };
+        let e = exp16(_mm512_sub_ps(v, mvec));
+        if let Some(q) = q {
+            unsafe { _mm512_mask_storeu_ps(q.add(full), tail, e) };
+        }
+        sv[0] = _mm512_add_ps(sv[0], e);
+        let s = _mm512_reduce_add_ps(_mm512_add_ps(
+            _mm512_add_ps(sv[0], sv[1]),
+            _mm512_add_ps(sv[2], sv[3]),
+        ));
+        if let Some(q) = q {
+            let kv = splat(scale / s);
+            for k in (0..full).step_by(16) {
+                unsafe { _mm512_storeu_ps(q.add(k), _mm512_mul_ps(_mm512_loadu_ps(q.add(k)), kv)) };
+            }
+            let v = unsafe { _mm512_maskz_loadu_ps(tail, q.add(full)) };
+            unsafe { _mm512_mask_storeu_ps(q.add(full), tail, _mm512_mul_ps(v, kv)) };
+            // SAFETY: y < c (the caller's contract, asserted by indexing in CeRow::run).
+            unsafe { *q.add(y) -= scale };
+        }
+        (m, s)
     }
 
     /// Rows of the fused sigmoid binary cross-entropy (one parallel chunk).
