@@ -30,34 +30,59 @@ fn channel_planes(buf: &mut [f32], c: usize, hw: usize) -> Vec<Vec<&mut [f32]>> 
     groups
 }
 
-/// Runs `f(channel, planes, extra_planes)` for every channel, where `planes` are that
-/// channel's n planes of `out` [n, c, hw] (image order) and `extra_planes` those of the
-/// optional second output, in parallel over channels when large. Reading the inputs and
-/// writing the outputs of one channel in one task keeps its data in cache between passes.
-fn per_channel_out<T: Send>(
+/// Channels per task: enough that one image's planes of the group span >= 1 KiB of
+/// contiguous memory (a 4x4 plane alone is one cache line, 2-32 KiB away from the next one of
+/// its channel, which defeats the prefetchers), one channel for planes of >= 256 values.
+fn group_size(c: usize, hw: usize) -> usize {
+    #[cfg(test)]
+    if let Some(g) = tests::GROUP.get() {
+        return g.clamp(1, c.max(1));
+    }
+    (256 / hw.max(1)).clamp(1, c.max(1))
+}
+
+/// The planes of one group of channels: `[channel in group][image]`.
+type GroupPlanes<'a> = Vec<Vec<&'a mut [f32]>>;
+
+/// Runs `f(first_channel, planes, extra_planes)` for every group of `group` consecutive
+/// channels, where `planes[i]` are channel (first + i)'s n planes of `out` [n, c, hw] (image
+/// order) and `extra_planes` those of the optional second output, in parallel over groups
+/// when large; returns f's per-channel results in channel order. Reading the inputs and
+/// writing the outputs of one group in one task keeps its data in cache between passes.
+fn per_group_out<T: Send>(
     out: &mut [f32],
     extra: Option<&mut [f32]>,
-    c: usize,
-    hw: usize,
-    f: impl Fn(usize, &mut [&mut [f32]], Option<&mut [&mut [f32]]>) -> T + Sync + Send,
+    (c, hw, group): (usize, usize, usize),
+    f: impl Fn(usize, &mut [Vec<&mut [f32]>], Option<&mut [Vec<&mut [f32]>]>) -> Vec<T> + Sync + Send,
 ) -> Vec<T> {
     let total = out.len();
-    let main = channel_planes(out, c, hw);
-    let mut extra: Vec<Option<Vec<&mut [f32]>>> = match extra {
-        Some(e) => channel_planes(e, c, hw).into_iter().map(Some).collect(),
-        None => (0..c).map(|_| None).collect(),
+    fn group_of(planes: Vec<Vec<&mut [f32]>>, group: usize) -> Vec<GroupPlanes<'_>> {
+        let mut groups = Vec::with_capacity(planes.len().div_ceil(group));
+        let mut it = planes.into_iter().peekable();
+        while it.peek().is_some() {
+            groups.push(it.by_ref().take(group).collect());
+        }
+        groups
+    }
+    let main = group_of(channel_planes(out, c, hw), group);
+    let extra: Vec<Option<GroupPlanes<'_>>> = match extra {
+        Some(e) => group_of(channel_planes(e, c, hw), group)
+            .into_iter()
+            .map(Some)
+            .collect(),
+        None => (0..main.len()).map(|_| None).collect(),
     };
-    type Planes<'a> = Vec<&'a mut [f32]>;
-    let jobs: Vec<(Planes<'_>, Option<Planes<'_>>)> =
-        main.into_iter().zip(extra.drain(..)).collect();
-    let run = |(ch, (mut g, mut e)): (usize, (Planes<'_>, Option<Planes<'_>>))| {
-        f(ch, &mut g, e.as_deref_mut())
+    let jobs: Vec<(GroupPlanes<'_>, Option<GroupPlanes<'_>>)> =
+        main.into_iter().zip(extra).collect();
+    let run = |(gi, (mut g, mut e)): (usize, (GroupPlanes<'_>, Option<GroupPlanes<'_>>))| {
+        f(gi * group, &mut g, e.as_deref_mut())
     };
-    if total >= PAR_MIN && c > 1 {
+    let per_group: Vec<Vec<T>> = if total >= PAR_MIN && jobs.len() > 1 {
         jobs.into_par_iter().enumerate().map(run).collect()
     } else {
         jobs.into_iter().enumerate().map(run).collect()
-    }
+    };
+    per_group.into_iter().flatten().collect()
 }
 
 /// Applies `f(channel, plane)` to every [hw] plane of y [n, c, hw], in parallel when large.
@@ -175,48 +200,72 @@ pub fn batch_norm_add_relu_forward_train(
     )
 }
 
-/// One channel's share of a training forward (everything the per-channel task reads).
-struct FwdChannel<'a> {
+/// What the training forward of a group of channels reads.
+struct FwdGroup<'a> {
     x: &'a [f32],
     residual: Option<&'a [f32]>,
     c: usize,
     hw: usize,
-    ch: usize,
-    gamma: f32,
-    beta: f32,
+    gamma: &'a [f32],
+    beta: &'a [f32],
     eps: f64,
     relu: bool,
 }
 
-/// Statistics of one channel (returned as (mean, invstd)), then its output planes. `sums` is
-/// `acc::shifted_sums` or its AVX-512 twin.
+/// Statistics of the channels first.. (returned as (mean, invstd) each), then their output
+/// planes. Images are the outer loop, so each image's planes of the group are read as one
+/// contiguous run. `sums_into` is `acc::shifted_sums_into` or its AVX-512 twin; each channel's
+/// lanes see its planes in image order, whatever the group size, so the bits do not depend on
+/// it.
 #[inline(always)]
-fn forward_channel<'a>(
-    j: &FwdChannel<'a>,
-    planes: &mut [&mut [f32]],
-    sums: impl FnOnce(&mut dyn Iterator<Item = &'a [f32]>, f64) -> (f64, f64),
-) -> (f32, f32) {
-    let (c, hw, ch) = (j.c, j.hw, j.ch);
-    let plane = |img: usize| &j.x[(img * c + ch) * hw..][..hw];
-    // Sums of x − k for the channel's first value k: one pass, and no cancellation in
+fn forward_group(
+    j: &FwdGroup<'_>,
+    first: usize,
+    planes: &mut [Vec<&mut [f32]>],
+    sums_into: impl Fn(&mut acc::Lanes, &[f32], f64),
+) -> Vec<(f32, f32)> {
+    let (c, hw) = (j.c, j.hw);
+    let n = planes.first().map_or(0, Vec::len);
+    let plane = |img: usize, ch: usize| &j.x[(img * c + ch) * hw..][..hw];
+    // Sums of x − k for each channel's first value k: one pass, and no cancellation in
     // E[(x − k)²] − E[x − k]² when |mean| is large against the spread.
-    let k = j.x[ch * hw] as f64;
-    let (s, q) = sums(&mut (0..planes.len()).map(plane), k);
-    let count = (planes.len() * hw) as f64;
-    let d = s / count;
-    let var = (q / count - d * d).max(0.0);
-    let is = 1.0 / (var + j.eps).sqrt();
-    let (m, isf) = ((k + d) as f32, is as f32);
-    let scale = isf * j.gamma;
-    let shift = j.beta - m * scale;
-    for (img, out) in planes.iter_mut().enumerate() {
-        let o = (img * c + ch) * hw;
-        match j.residual {
-            None => affine(out, plane(img), scale, shift, j.relu),
-            Some(r) => affine_add(out, plane(img), &r[o..o + hw], scale, shift, j.relu),
+    let ks: Vec<f64> = (0..planes.len())
+        .map(|i| j.x[(first + i) * hw] as f64)
+        .collect();
+    let mut lanes = vec![acc::Lanes::default(); planes.len()];
+    for img in 0..n {
+        for (i, l) in lanes.iter_mut().enumerate() {
+            sums_into(l, plane(img, first + i), ks[i]);
         }
     }
-    (m, isf)
+    let count = (n * hw) as f64;
+    let stats: Vec<(f32, f32, f32, f32)> = lanes
+        .iter()
+        .zip(&ks)
+        .enumerate()
+        .map(|(i, (l, &k))| {
+            let (s, q) = l.finish();
+            let d = s / count;
+            let var = (q / count - d * d).max(0.0);
+            let is = 1.0 / (var + j.eps).sqrt();
+            let (m, isf) = ((k + d) as f32, is as f32);
+            let scale = isf * j.gamma[first + i];
+            let shift = j.beta[first + i] - m * scale;
+            (m, isf, scale, shift)
+        })
+        .collect();
+    for img in 0..n {
+        for (i, chan) in planes.iter_mut().enumerate() {
+            let (ch, (_, _, scale, shift)) = (first + i, stats[i]);
+            let o = (img * c + ch) * hw;
+            let out = &mut *chan[img];
+            match j.residual {
+                None => affine(out, plane(img, ch), scale, shift, j.relu),
+                Some(r) => affine_add(out, plane(img, ch), &r[o..o + hw], scale, shift, j.relu),
+            }
+        }
+    }
+    stats.iter().map(|&(m, is, _, _)| (m, is)).collect()
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -241,23 +290,23 @@ fn forward_train(
     check_c(op, "save_mean", save_mean.len(), c)?;
     check_c(op, "save_invstd", save_invstd.len(), c)?;
     let wide = wide::available();
-    let stats = per_channel_out(y, None, c, hw, |ch, planes, _| {
-        let job = FwdChannel {
-            x,
-            residual,
-            c,
-            hw,
-            ch,
-            gamma: gamma[ch],
-            beta: beta[ch],
-            eps: eps as f64,
-            relu,
-        };
+    let job = FwdGroup {
+        x,
+        residual,
+        c,
+        hw,
+        gamma,
+        beta,
+        eps: eps as f64,
+        relu,
+    };
+    let shape = (c, hw, group_size(c, hw));
+    let stats = per_group_out(y, None, shape, |first, planes, _| {
         if wide {
             // SAFETY: `wide::available()` checked the CPU features.
-            unsafe { wide::forward_channel(&job, planes) }
+            unsafe { wide::forward_group(&job, first, planes) }
         } else {
-            forward_channel(&job, planes, |p, k| acc::shifted_sums(p, k))
+            forward_group(&job, first, planes, acc::shifted_sums_into)
         }
     });
     for (ch, &(m, is)) in stats.iter().enumerate() {
@@ -295,11 +344,11 @@ fn affine_add(plane: &mut [f32], src: &[f32], res: &[f32], scale: f32, shift: f3
     }
 }
 
-/// The per-channel bodies compiled for AVX-512 (the crate's baseline target is SSE2, which
-/// runs the f64 sums 2 lanes wide). Rust never contracts mul + add into FMA, so both versions
-/// give the same bits.
+/// The per-group bodies compiled for AVX-512, with the explicit AVX-512 sums (the crate's
+/// baseline target is SSE2). Rust never contracts mul + add into FMA, so both versions give
+/// the same bits.
 mod wide {
-    use super::{BwdChannel, FwdChannel, acc};
+    use super::{BwdGroup, FwdGroup};
 
     /// Whether the AVX-512 bodies can run on this CPU.
     #[inline]
@@ -316,35 +365,46 @@ mod wide {
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
-    pub(super) fn forward_channel(j: &FwdChannel<'_>, planes: &mut [&mut [f32]]) -> (f32, f32) {
-        super::forward_channel(j, planes, |p, k| acc::avx512::shifted_sums(p, k))
+    pub(super) fn forward_group(
+        j: &FwdGroup<'_>,
+        first: usize,
+        planes: &mut [Vec<&mut [f32]>],
+    ) -> Vec<(f32, f32)> {
+        use super::acc::avx512::shifted_sums_into as sums;
+        // The closure inherits this function's target features.
+        super::forward_group(j, first, planes, |l, p, k| sums(l, p, k))
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
-    pub(super) fn backward_channel(
-        j: &BwdChannel<'_>,
-        dx: &mut [&mut [f32]],
-        dres: Option<&mut [&mut [f32]]>,
-    ) -> (f64, f64) {
-        super::backward_channel(j, dx, dres, |p, m, a| acc::avx512::grad_sums(p, m, a))
+    pub(super) fn backward_group(
+        j: &BwdGroup<'_>,
+        first: usize,
+        dx: &mut [Vec<&mut [f32]>],
+        dres: Option<&mut [Vec<&mut [f32]>]>,
+    ) -> Vec<(f64, f64)> {
+        use super::acc::avx512::grad_sums_into as sums;
+        // The closure inherits this function's target features.
+        super::backward_group(j, first, dx, dres, |l, p, m, a| sums(l, p, m, a))
     }
 
     #[cfg(not(target_arch = "x86_64"))]
-    pub(super) unsafe fn forward_channel(
-        j: &FwdChannel<'_>,
-        planes: &mut [&mut [f32]],
-    ) -> (f32, f32) {
-        super::forward_channel(j, planes, |p, k| acc::shifted_sums(p, k))
+    pub(super) unsafe fn forward_group(
+        j: &FwdGroup<'_>,
+        first: usize,
+        planes: &mut [Vec<&mut [f32]>],
+    ) -> Vec<(f32, f32)> {
+        super::forward_group(j, first, planes, super::acc::shifted_sums_into)
     }
 
     #[cfg(not(target_arch = "x86_64"))]
-    pub(super) unsafe fn backward_channel(
-        j: &BwdChannel<'_>,
-        dx: &mut [&mut [f32]],
-        dres: Option<&mut [&mut [f32]]>,
-    ) -> (f64, f64) {
-        super::backward_channel(j, dx, dres, acc::grad_sums)
+    pub(super) unsafe fn backward_group(
+        j: &BwdGroup<'_>,
+        first: usize,
+        dx: &mut [Vec<&mut [f32]>],
+        dres: Option<&mut [Vec<&mut [f32]>]>,
+    ) -> Vec<(f64, f64)> {
+        super::backward_group(j, first, dx, dres, super::acc::grad_sums_into)
     }
 }
 
@@ -583,77 +643,104 @@ enum Gate<'a> {
     Recompute(&'a [f32]),
 }
 
-/// One channel's share of a training backward.
-struct BwdChannel<'a> {
+/// What the training backward of a group of channels reads.
+struct BwdGroup<'a> {
     x: &'a [f32],
     y: Option<&'a [f32]>,
-    /// (scale, shift) of a gate recomputed from x.
-    affine_gate: Option<(f32, f32)>,
+    /// beta of a gate recomputed from x.
+    gate_beta: Option<&'a [f32]>,
     dy: &'a [f32],
     c: usize,
     hw: usize,
-    ch: usize,
-    gamma: f32,
-    mean: f32,
-    invstd: f32,
+    gamma: &'a [f32],
+    mean: &'a [f32],
+    invstd: &'a [f32],
 }
 
-/// The planes (dy, x, y) of one channel, as `grad_sums` reads them.
-type GradPlanes<'d, 'a> = &'d mut dyn Iterator<Item = (&'a [f32], &'a [f32], Option<&'a [f32]>)>;
-
-/// Σ g and Σ g·(x − mean) of one channel (g = dy, gated by y > 0 when y is given), then its
-/// dx planes (and dresidual = g). `sums` is `acc::grad_sums` or its AVX-512 twin.
+/// Σ g and Σ g·(x − mean) of the channels first.. (g = dy, gated by the ReLU when there is
+/// one), then their dx planes (and dresidual = g). Images are the outer loop, as in
+/// `forward_group`. `sums_into` is `acc::grad_sums_into` or its AVX-512 twin.
 #[inline(always)]
-fn backward_channel<'a>(
-    j: &BwdChannel<'a>,
-    dx: &mut [&mut [f32]],
-    mut dres: Option<&mut [&mut [f32]]>,
-    sums: impl FnOnce(GradPlanes<'_, 'a>, f32, Option<(f32, f32)>) -> (f64, f64),
-) -> (f64, f64) {
-    let (c, hw, ch, n) = (j.c, j.hw, j.ch, dx.len());
-    let at = |img: usize| (img * c + ch) * hw..(img * c + ch + 1) * hw;
-    let m = j.mean;
-    let (x, dy, y) = (j.x, j.dy, j.y);
-    let (sdy, sdyx) = sums(
-        &mut (0..n).map(|i| (&dy[at(i)], &x[at(i)], y.map(|y| &y[at(i)]))),
-        m,
-        j.affine_gate,
-    );
+fn backward_group(
+    j: &BwdGroup<'_>,
+    first: usize,
+    dx: &mut [Vec<&mut [f32]>],
+    mut dres: Option<&mut [Vec<&mut [f32]>]>,
+    sums_into: impl Fn(&mut acc::Lanes, (&[f32], &[f32], Option<&[f32]>), f32, Option<(f32, f32)>),
+) -> Vec<(f64, f64)> {
+    let (c, hw) = (j.c, j.hw);
+    let n = dx.first().map_or(0, Vec::len);
+    let at = |img: usize, ch: usize| (img * c + ch) * hw..(img * c + ch + 1) * hw;
+    // (scale, shift) of a gate recomputed from x: exactly the forward's f32 operations.
+    let gates: Vec<Option<(f32, f32)>> = (first..first + dx.len())
+        .map(|ch| {
+            j.gate_beta.map(|beta| {
+                let scale = j.invstd[ch] * j.gamma[ch];
+                (scale, beta[ch] - j.mean[ch] * scale)
+            })
+        })
+        .collect();
+    let mut lanes = vec![acc::Lanes::default(); dx.len()];
+    for img in 0..n {
+        for (i, l) in lanes.iter_mut().enumerate() {
+            let r = at(img, first + i);
+            let y = j.y.map(|y| &y[r.clone()]);
+            sums_into(
+                l,
+                (&j.dy[r.clone()], &j.x[r], y),
+                j.mean[first + i],
+                gates[i],
+            );
+        }
+    }
     // dx = gamma·invstd·(g − mean(g) − (x − mean)·invstd²·mean(g·(x − mean))).
     let count = (n * hw) as f64;
-    let is = j.invstd as f64;
-    let k = (j.gamma as f64 * is) as f32;
-    let mdy = (sdy / count) as f32;
-    let coef = (sdyx / count * is * is) as f32;
-    for (img, plane) in dx.iter_mut().enumerate() {
-        let (g, v) = (&j.dy[at(img)], &j.x[at(img)]);
-        match (j.y, j.affine_gate) {
-            (None, None) => {
-                for ((d, &g), &v) in plane.iter_mut().zip(g).zip(v) {
-                    *d = k * (g - mdy - (v - m) * coef);
+    let sums: Vec<(f64, f64)> = lanes.iter().map(acc::Lanes::finish).collect();
+    let coefs: Vec<(f32, f32, f32)> = sums
+        .iter()
+        .enumerate()
+        .map(|(i, &(sdy, sdyx))| {
+            let is = j.invstd[first + i] as f64;
+            let k = (j.gamma[first + i] as f64 * is) as f32;
+            (k, (sdy / count) as f32, (sdyx / count * is * is) as f32)
+        })
+        .collect();
+    for img in 0..n {
+        for (i, chan) in dx.iter_mut().enumerate() {
+            let ch = first + i;
+            let (k, mdy, coef) = coefs[i];
+            let m = j.mean[ch];
+            let r = at(img, ch);
+            let (g, v) = (&j.dy[r.clone()], &j.x[r.clone()]);
+            let plane = &mut *chan[img];
+            match (j.y, gates[i]) {
+                (None, None) => {
+                    for ((d, &g), &v) in plane.iter_mut().zip(g).zip(v) {
+                        *d = k * (g - mdy - (v - m) * coef);
+                    }
                 }
-            }
-            (None, Some((a, b))) => {
-                for ((d, &g), &v) in plane.iter_mut().zip(g).zip(v) {
-                    let g = if v * a + b > 0.0 { g } else { 0.0 };
-                    *d = k * (g - mdy - (v - m) * coef);
+                (None, Some((a, b))) => {
+                    for ((d, &g), &v) in plane.iter_mut().zip(g).zip(v) {
+                        let g = if v * a + b > 0.0 { g } else { 0.0 };
+                        *d = k * (g - mdy - (v - m) * coef);
+                    }
                 }
-            }
-            (Some(y), _) => {
-                let yr = &y[at(img)];
-                for (((d, &g), &v), &u) in plane.iter_mut().zip(g).zip(v).zip(yr) {
-                    let g = if u > 0.0 { g } else { 0.0 };
-                    *d = k * (g - mdy - (v - m) * coef);
-                }
-                if let Some(dr) = dres.as_deref_mut() {
-                    for ((d, &g), &u) in dr[img].iter_mut().zip(&j.dy[at(img)]).zip(yr) {
-                        *d = if u > 0.0 { g } else { 0.0 };
+                (Some(y), _) => {
+                    let yr = &y[r];
+                    for (((d, &g), &v), &u) in plane.iter_mut().zip(g).zip(v).zip(yr) {
+                        let g = if u > 0.0 { g } else { 0.0 };
+                        *d = k * (g - mdy - (v - m) * coef);
+                    }
+                    if let Some(dr) = dres.as_deref_mut() {
+                        for ((d, &g), &u) in dr[i][img].iter_mut().zip(g).zip(yr) {
+                            *d = if u > 0.0 { g } else { 0.0 };
+                        }
                     }
                 }
             }
         }
     }
-    (sdy, sdyx)
+    sums
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -685,33 +772,29 @@ fn backward(
         }
         _ => None,
     };
+    let gate_beta = match gate {
+        Gate::Recompute(beta) => Some(beta),
+        _ => None,
+    };
     let wide = wide::available();
-    let sums = per_channel_out(dx, dres, c, hw, |ch, planes, extra| {
-        let affine_gate = match gate {
-            Gate::Recompute(beta) => {
-                // Exactly the forward's f32 operations (forward_channel).
-                let scale = save_invstd[ch] * gamma[ch];
-                Some((scale, beta[ch] - save_mean[ch] * scale))
-            }
-            _ => None,
-        };
-        let job = BwdChannel {
-            x,
-            y,
-            affine_gate,
-            dy,
-            c,
-            hw,
-            ch,
-            gamma: gamma[ch],
-            mean: save_mean[ch],
-            invstd: save_invstd[ch],
-        };
+    let job = BwdGroup {
+        x,
+        y,
+        gate_beta,
+        dy,
+        c,
+        hw,
+        gamma,
+        mean: save_mean,
+        invstd: save_invstd,
+    };
+    let shape = (c, hw, group_size(c, hw));
+    let sums = per_group_out(dx, dres, shape, |first, planes, extra| {
         if wide {
             // SAFETY: `wide::available()` checked the CPU features.
-            unsafe { wide::backward_channel(&job, planes, extra) }
+            unsafe { wide::backward_group(&job, first, planes, extra) }
         } else {
-            backward_channel(&job, planes, extra, acc::grad_sums)
+            backward_group(&job, first, planes, extra, acc::grad_sums_into)
         }
     });
     for ch in 0..c {
@@ -719,4 +802,65 @@ fn backward(
         dgamma[ch] = (sums[ch].1 * save_invstd[ch] as f64) as f32;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    thread_local! {
+        /// Forces the channels per task (None: the size `group_size` picks).
+        pub(super) static GROUP: Cell<Option<usize>> = const { Cell::new(None) };
+    }
+
+    #[test]
+    fn results_do_not_depend_on_channel_grouping() {
+        let (n, c, hw) = (3usize, 8usize, 20usize);
+        let len = n * c * hw;
+        let val = |i: usize, s: usize| ((i * 37 + s * 11) % 23) as f32 * 0.13 - 1.4;
+        let x: Vec<f32> = (0..len).map(|i| val(i, 1)).collect();
+        let r: Vec<f32> = (0..len).map(|i| val(i, 2)).collect();
+        let dy: Vec<f32> = (0..len).map(|i| val(i, 3)).collect();
+        let g: Vec<f32> = (0..c).map(|i| 0.5 + i as f32 * 0.1).collect();
+        let b: Vec<f32> = (0..c).map(|i| i as f32 * 0.05 - 0.2).collect();
+        let run = |group: usize| {
+            GROUP.set(Some(group));
+            let (mut y, mut m, mut s) = (vec![0.0; len], vec![0.0; c], vec![0.0; c]);
+            batch_norm_add_relu_forward_train(
+                n, c, hw, &x, &r, &g, &b, 1e-5, &mut y, &mut m, &mut s,
+            )
+            .unwrap();
+            let (mut dx, mut dr) = (vec![0.0; len], vec![0.0; len]);
+            let (mut dg, mut db) = (vec![0.0; c], vec![0.0; c]);
+            batch_norm_add_relu_backward(
+                n, c, hw, &x, &y, &dy, &g, &m, &s, &mut dx, &mut dr, &mut dg, &mut db,
+            )
+            .unwrap();
+            let (mut dx2, mut dg2, mut db2) = (vec![0.0; len], vec![0.0; c], vec![0.0; c]);
+            batch_norm_relu_backward(
+                n,
+                c,
+                hw,
+                &x,
+                &dy,
+                (&g, &b),
+                &m,
+                &s,
+                &mut dx2,
+                &mut dg2,
+                &mut db2,
+            )
+            .unwrap();
+            GROUP.set(None);
+            (y, m, s, dx, dr, dg, db, dx2, dg2, db2)
+        };
+        let one = run(1);
+        for group in [3, 8] {
+            assert!(
+                run(group) == one,
+                "group of {group} channels changed the bits"
+            );
+        }
+    }
 }
