@@ -1176,11 +1176,13 @@ mod avx512 {
                 let t0 = grp.t0;
                 let here = first(grp.count);
                 let (lo, hi) = ((here & 0xff) as __mmask8, (here >> 8) as __mmask8);
-                // SAFETY (targets, sums): the masks cover tasks t0..t0 + count < T + 1.
+                // SAFETY (targets, sums): the masks cover tasks t0..t0 + count <= T; the high
+                // half's address may lie past the end when count <= 8 (wrapping_add keeps it
+                // defined, and its empty mask reads and writes nothing).
                 let (y_lo, y_hi) = unsafe {
                     (
                         _mm512_maskz_loadu_epi64(lo, targets.as_ptr().add(t0).cast()),
-                        _mm512_maskz_loadu_epi64(hi, targets.as_ptr().add(t0 + 8).cast()),
+                        _mm512_maskz_loadu_epi64(hi, targets.as_ptr().wrapping_add(t0 + 8).cast()),
                     )
                 };
                 let mut valid = here
@@ -1245,14 +1247,14 @@ mod avx512 {
                 let (l_lo, l_hi) = widen(ln);
                 let (v_lo, v_hi) = ((valid & 0xff) as __mmask8, (valid >> 8) as __mmask8);
                 let p = sums.as_mut_ptr();
-                // SAFETY: the masks cover tasks t0..t0 + count.
+                // SAFETY: as for the targets above.
                 unsafe {
                     let a = _mm512_maskz_loadu_pd(lo, p.add(t0));
                     let a = _mm512_mask_add_pd(a, v_lo, a, _mm512_add_pd(s_lo, l_lo));
                     _mm512_mask_storeu_pd(p.add(t0), lo, a);
-                    let a = _mm512_maskz_loadu_pd(hi, p.add(t0 + 8));
+                    let a = _mm512_maskz_loadu_pd(hi, p.wrapping_add(t0 + 8));
                     let a = _mm512_mask_add_pd(a, v_hi, a, _mm512_add_pd(s_hi, l_hi));
-                    _mm512_mask_storeu_pd(p.add(t0 + 8), hi, a);
+                    _mm512_mask_storeu_pd(p.wrapping_add(t0 + 8), hi, a);
                 }
                 let Some(dr) = d.as_deref_mut() else { continue };
                 let scv = unsafe { _mm512_loadu_ps(grp.scales.as_ptr()) };
