@@ -2015,4 +2015,33 @@ mod tests {
             }
         }
     }
+
+    /// A target outside [0, 1] (or NaN) is an error naming the first one, on both paths (the
+    /// vector path checks inside its pass).
+    #[test]
+    fn bce_bad_targets_are_errors_on_both_paths() {
+        let layout = TaskLayout::from_sizes(&[1; 21]).unwrap();
+        let n = 70;
+        let x = vec![0.25f32; n * 21];
+        for (at, bad) in [(69 * 21 + 20, f32::NAN), (3 * 21 + 17, 1.5), (5, -0.5)] {
+            let mut ys = vec![0.5f32; n * 21];
+            ys[at] = bad;
+            // A later bad one must not win.
+            ys[n * 21 - 1] = if at == n * 21 - 1 { bad } else { 7.0 };
+            let input = WeightedBceInput {
+                layout: &layout,
+                n,
+                logits: &x,
+                targets: &ys,
+                mask: None,
+                weights: &[1.0; 21],
+            };
+            for vector in paths() {
+                let mut grad = vec![0.0f32; n * 21];
+                let e = weighted_bce_impl(&input, Some(&mut grad), vector).unwrap_err();
+                let want = format!("targets[row {}, column {}] = {bad}", at / 21, at % 21);
+                assert!(e.to_string().contains(&want), "vector {vector}: {e}");
+            }
+        }
+    }
 }
