@@ -87,10 +87,10 @@ impl Lanes {
 pub(crate) fn shifted_sums_into(l: &mut Lanes, p: &[f32], k: f64) {
     let mut it = p.chunks_exact(WIDE);
     for c in &mut it {
-        for i in 0..WIDE {
-            let d = c[i] as f64 - k;
-            l.a[i] += d;
-            l.b[i] += d * d;
+        for ((&v, a), b) in c.iter().zip(&mut l.a).zip(&mut l.b) {
+            let d = v as f64 - k;
+            *a += d;
+            *b += d * d;
         }
     }
     for &v in it.remainder() {
