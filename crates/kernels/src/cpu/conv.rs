@@ -200,7 +200,10 @@ fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
 /// The first `n` elements of `v`, growing it (never shrinking) as needed.
 fn grow(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
     if v.len() < n {
-        v.resize(n, 0.0);
+        // A fresh buffer (old scratch contents are never read), advised before first touch.
+        let fresh = vec![0.0; n];
+        super::alloc::advise_huge_pages(&fresh);
+        *v = fresh;
     }
     &mut v[..n]
 }
