@@ -68,3 +68,54 @@ pub fn advise_huge_pages(buf: &[f32]) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `THPeligible` flag of the mapping that holds `addr`, from /proc/self/smaps.
+    #[cfg(target_os = "linux")]
+    fn thp_eligible(addr: usize) -> Option<bool> {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
+        let mut inside = false;
+        for line in smaps.lines() {
+            let first = line.split_whitespace().next().unwrap_or("");
+            if let Some((lo, hi)) = first.split_once('-')
+                && let (Ok(lo), Ok(hi)) =
+                    (usize::from_str_radix(lo, 16), usize::from_str_radix(hi, 16))
+            {
+                inside = (lo..hi).contains(&addr);
+            } else if inside && let Some(v) = line.strip_prefix("THPeligible:") {
+                return Some(v.trim() == "1");
+            }
+        }
+        None
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn large_buffers_become_eligible_for_huge_pages() {
+        let mode = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
+            .unwrap_or_default();
+        if !mode.contains("[madvise]") {
+            // With THP "always" every mapping is eligible already; with "never" none can be.
+            eprintln!("skipped: transparent huge pages are not in madvise mode ({mode:?})");
+            return;
+        }
+        // 40 MiB: its own fresh mapping, above even the raised mmap threshold (32 MiB), so no
+        // earlier advice on the heap can make it eligible already.
+        let v = vec![1.0f32; 10 << 20];
+        let probe = (v.as_ptr() as usize).next_multiple_of(2 << 20);
+        assert_eq!(
+            thp_eligible(probe),
+            Some(false),
+            "eligible before any advice"
+        );
+        advise_huge_pages(&v);
+        assert_eq!(thp_eligible(probe), Some(true), "madvise did not take");
+        assert!(v.iter().all(|&x| x == 1.0), "the advice changed the values");
+        // Small buffers are left alone.
+        let small = vec![0.0f32; 1024];
+        advise_huge_pages(&small);
+    }
+}
