@@ -393,7 +393,7 @@ unsafe fn block_gram_f32_avx2(
 }
 
 /// The f32-lane block kernel written for the vectoriser (AVX2 and portable builds): R x R
-/// tiles of row pairs as in [`block_gram_f64_body`], writing the upper triangle into `out`.
+/// tiles of row pairs as in [`upper_tiles`], writing the upper triangle into `out`.
 #[inline(always)]
 fn block_gram_f32_body<const FMA: bool, const L: usize, const R: usize>(
     g: &[f32],
@@ -403,29 +403,9 @@ fn block_gram_f32_body<const FMA: bool, const L: usize, const R: usize>(
     c1: usize,
     out: &mut [f64],
 ) {
-    let row = |i: usize| {
-        let i = i.min(t - 1);
-        &g[i * p + c0..i * p + c1]
-    };
-    let mut bi = 0;
-    while bi < t {
-        let a: [&[f32]; R] = std::array::from_fn(|u| row(bi + u));
-        let mut bj = bi;
-        while bj < t {
-            let b: [&[f32]; R] = std::array::from_fn(|v| row(bj + v));
-            let d = tile_dots_f32::<FMA, L, R>(&a, &b);
-            for (u, du) in d.iter().enumerate() {
-                for (v, &dv) in du.iter().enumerate() {
-                    let (i, j) = (bi + u, bj + v);
-                    if i < t && j < t && i <= j {
-                        out[i * t + j] = dv;
-                    }
-                }
-            }
-            bj += R;
-        }
-        bi += R;
-    }
+    upper_tiles::<R>(g, t, p, (c0, c1), tile_dots_f32::<FMA, L, R>, |k, d| {
+        out[k] = d;
+    });
 }
 
 // Index loops over fixed-size arrays are what the vectoriser unrolls best here.
@@ -880,16 +860,17 @@ fn madd<const FMA: bool>(a: f64, b: f64, c: f64) -> f64 {
     if FMA { a.mul_add(b, c) } else { a * b + c }
 }
 
-/// Walks R x R tiles of row pairs (upper block triangle); each loaded value feeds R products.
-/// A partial last tile repeats the last row and drops the extra results.
+/// Walks R x R tiles of row pairs (upper block triangle) of columns [c0, c1); each loaded value
+/// feeds R products. `put(i·t + j, dot)` receives each upper-triangle entry; a partial last
+/// tile repeats the last row and drops the extra results.
 #[inline(always)]
-fn block_gram_f64_body<const FMA: bool, const L: usize, const R: usize>(
+fn upper_tiles<const R: usize>(
     g: &[f32],
     t: usize,
     p: usize,
-    c0: usize,
-    c1: usize,
-    acc: &mut [f64],
+    (c0, c1): (usize, usize),
+    dots: impl Fn(&[&[f32]; R], &[&[f32]; R]) -> [[f64; R]; R],
+    mut put: impl FnMut(usize, f64),
 ) {
     let row = |i: usize| {
         let i = i.min(t - 1);
@@ -901,12 +882,12 @@ fn block_gram_f64_body<const FMA: bool, const L: usize, const R: usize>(
         let mut bj = bi;
         while bj < t {
             let b: [&[f32]; R] = std::array::from_fn(|v| row(bj + v));
-            let d = tile_dots_f64::<FMA, L, R>(&a, &b);
+            let d = dots(&a, &b);
             for (u, du) in d.iter().enumerate() {
                 for (v, &dv) in du.iter().enumerate() {
                     let (i, j) = (bi + u, bj + v);
                     if i < t && j < t && i <= j {
-                        acc[i * t + j] += dv;
+                        put(i * t + j, dv);
                     }
                 }
             }
@@ -914,6 +895,22 @@ fn block_gram_f64_body<const FMA: bool, const L: usize, const R: usize>(
         }
         bi += R;
     }
+}
+
+/// The f64 block kernel written for the vectoriser: adds the upper triangle of the block's
+/// Gram matrix into `acc` (see [`upper_tiles`]).
+#[inline(always)]
+fn block_gram_f64_body<const FMA: bool, const L: usize, const R: usize>(
+    g: &[f32],
+    t: usize,
+    p: usize,
+    c0: usize,
+    c1: usize,
+    acc: &mut [f64],
+) {
+    upper_tiles::<R>(g, t, p, (c0, c1), tile_dots_f64::<FMA, L, R>, |k, d| {
+        acc[k] += d;
+    });
 }
 
 // Index loops over fixed-size arrays are what the vectoriser unrolls best here.
