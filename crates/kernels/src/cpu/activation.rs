@@ -1,6 +1,7 @@
 //! Pointwise activations: ReLU and exact (erf) GELU, forward and backward.
 
 use super::checks::{PAR_MIN, same_len};
+use super::has_avx512;
 use super::weighted_loss::exp_f32;
 use crate::error::Result;
 use rayon::prelude::*;
@@ -101,19 +102,6 @@ mod wide {
     #[target_feature(enable = "avx512f")]
     pub(super) fn gelu_grad(x: &[f32], dy: &[f32], dx: &mut [f32]) {
         super::gelu_grad_chunk(x, dy, dx)
-    }
-}
-
-/// Whether the AVX-512 loops can run here (cached by std after the first query).
-#[inline]
-fn has_avx512() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
     }
 }
 

@@ -289,7 +289,7 @@ fn forward_train(
     check_c(op, "beta", beta.len(), c)?;
     check_c(op, "save_mean", save_mean.len(), c)?;
     check_c(op, "save_invstd", save_invstd.len(), c)?;
-    let wide = wide::available();
+    let wide = super::has_avx512();
     let job = FwdGroup {
         x,
         residual,
@@ -303,7 +303,7 @@ fn forward_train(
     let shape = (c, hw, group_size(c, hw));
     let stats = per_group_out(y, None, shape, |first, planes, _| {
         if wide {
-            // SAFETY: `wide::available()` checked the CPU features.
+            // SAFETY: `has_avx512()` checked the CPU features.
             unsafe { wide::forward_group(&job, first, planes) }
         } else {
             forward_group(&job, first, planes, acc::shifted_sums_into)
@@ -349,19 +349,6 @@ fn affine_add(plane: &mut [f32], src: &[f32], res: &[f32], scale: f32, shift: f3
 /// the same bits.
 mod wide {
     use super::{BwdGroup, FwdGroup};
-
-    /// Whether the AVX-512 bodies can run on this CPU.
-    #[inline]
-    pub(super) fn available() -> bool {
-        #[cfg(target_arch = "x86_64")]
-        {
-            std::arch::is_x86_feature_detected!("avx512f")
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            false
-        }
-    }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
@@ -776,7 +763,7 @@ fn backward(
         Gate::Recompute(beta) => Some(beta),
         _ => None,
     };
-    let wide = wide::available();
+    let wide = super::has_avx512();
     let job = BwdGroup {
         x,
         y,
@@ -791,7 +778,7 @@ fn backward(
     let shape = (c, hw, group_size(c, hw));
     let sums = per_group_out(dx, dres, shape, |first, planes, extra| {
         if wide {
-            // SAFETY: `wide::available()` checked the CPU features.
+            // SAFETY: `has_avx512()` checked the CPU features.
             unsafe { wide::backward_group(&job, first, planes, extra) }
         } else {
             backward_group(&job, first, planes, extra, acc::grad_sums_into)

@@ -212,7 +212,7 @@ fn grow(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
 /// the strided gathers and border fills are most of the copy's cost).
 fn im2col(s: &Conv2dShape, x: &[f32], nb: usize, col: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if wide::available() {
+    if super::has_avx512() {
         // SAFETY: the CPU has the features (checked just above).
         unsafe { wide::im2col(s, x, nb, col) };
         return;
@@ -223,7 +223,7 @@ fn im2col(s: &Conv2dShape, x: &[f32], nb: usize, col: &mut [f32]) {
 /// `col2im_body`, compiled for AVX-512 when the CPU has it.
 fn col2im(s: &Conv2dShape, col: &[f32], nb: usize, dx: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if wide::available() {
+    if super::has_avx512() {
         // SAFETY: the CPU has the features (checked just above).
         unsafe { wide::col2im(s, col, nb, dx) };
         return;
@@ -234,19 +234,13 @@ fn col2im(s: &Conv2dShape, col: &[f32], nb: usize, dx: &mut [f32]) {
 #[cfg(target_arch = "x86_64")]
 mod wide {
     use super::Conv2dShape;
-    use std::arch::is_x86_feature_detected as has;
 
-    /// Whether the CPU has AVX-512 F, BW and VL.
-    pub(super) fn available() -> bool {
-        has!("avx512f") && has!("avx512bw") && has!("avx512vl")
-    }
-
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    #[target_feature(enable = "avx512f")]
     pub(super) fn im2col(s: &Conv2dShape, x: &[f32], nb: usize, col: &mut [f32]) {
         super::im2col_body(s, x, nb, col)
     }
 
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    #[target_feature(enable = "avx512f")]
     pub(super) fn col2im(s: &Conv2dShape, col: &[f32], nb: usize, dx: &mut [f32]) {
         super::col2im_body(s, col, nb, dx)
     }

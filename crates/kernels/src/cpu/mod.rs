@@ -39,3 +39,16 @@ pub use pool::*;
 pub use reduce::*;
 pub use softmax::*;
 pub use upsample::*;
+
+/// Whether this CPU runs the kernels' AVX-512F code paths (std caches the answer).
+#[inline]
+pub(crate) fn has_avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}

@@ -9,6 +9,7 @@
 
 use rayon::prelude::*;
 
+use super::has_avx512;
 use crate::error::{KernelError, Result, check_len};
 
 /// Packed multi-head layout: task t owns columns `offsets[t]..offsets[t+1]` of each row.
@@ -142,18 +143,6 @@ pub fn weighted_ce_loss(
     dlogits: Option<&mut [f32]>,
 ) -> Result<WeightedLossOutput> {
     weighted_ce_impl(input, dlogits, has_avx512())
-}
-
-/// Whether the AVX-512 row kernels can run.
-fn has_avx512() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
 }
 
 /// [`weighted_ce_loss`] with the AVX-512 row kernel (`vector`, which the caller must have
