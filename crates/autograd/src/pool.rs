@@ -24,12 +24,12 @@ const DEFAULT_CAP_MB: usize = 512;
 
 #[derive(Default)]
 struct Pool {
-    /// Free buffers by length.
-    free: HashMap<usize, Vec<Vec<f32>>>,
-    /// Lengths in the order their buffers arrived (oldest first), for eviction.
-    arrivals: VecDeque<usize>,
+    /// Free buffers by length, each with its arrival number, oldest first.
+    free: HashMap<usize, VecDeque<(u64, Vec<f32>)>>,
     /// Lengths `for_overwrite` has been asked for.
     wanted: HashSet<usize>,
+    /// Buffers taken back so far (the next arrival number).
+    arrivals: u64,
     bytes: usize,
 }
 
@@ -54,22 +54,26 @@ pub(crate) fn for_overwrite(n: usize) -> Vec<f32> {
         let mut guard = POOL.lock().unwrap_or_else(|e| e.into_inner());
         let p = guard.get_or_insert_with(Pool::default);
         p.wanted.insert(n);
-        let v = p.free.get_mut(&n).and_then(Vec::pop);
+        // The newest buffer of that length: the likeliest to be still in cache.
+        let v = p.free.get_mut(&n).and_then(VecDeque::pop_back);
         if v.is_some() {
             p.bytes -= n * 4;
         }
-        v
+        v.map(|(_, v)| v)
     } else {
         None
     };
-    let mut v = reused.unwrap_or_else(|| {
-        let v = vec![0.0; n];
-        scalarize_kernels::cpu::advise_huge_pages(&v);
-        v
-    });
+    let mut v = reused.unwrap_or_else(|| fresh(n));
     if cfg!(debug_assertions) {
         v.fill(f32::NAN);
     }
+    v
+}
+
+/// A fresh zeroed buffer, large ones advised onto transparent huge pages before first touch.
+pub(crate) fn fresh(n: usize) -> Vec<f32> {
+    let v = vec![0.0; n];
+    scalarize_kernels::cpu::advise_huge_pages(&v);
     v
 }
 
@@ -89,36 +93,28 @@ pub(crate) fn recycle(v: Vec<f32>) {
         return;
     }
     p.bytes += bytes;
-    p.free.entry(n).or_default().push(v);
-    p.arrivals.push_back(n);
-    // Free the oldest buffers beyond the cap (an arrival whose buffer was taken since is
-    // skipped: the lists hold at most as many buffers as arrivals of that length).
+    p.free.entry(n).or_default().push_back((p.arrivals, v));
+    p.arrivals += 1;
+    // Beyond the cap, free the oldest buffers (the fronts of the lists hold each length's
+    // oldest; there are few lengths, and this runs only when over the cap).
+    let mut evicted = Vec::new();
     while p.bytes > cap {
-        let Some(old) = p.arrivals.pop_front() else {
+        let Some(list) = p
+            .free
+            .values_mut()
+            .filter(|l| !l.is_empty())
+            .min_by_key(|l| l.front().map(|(a, _)| *a))
+        else {
             break;
         };
-        if let Some(list) = p.free.get_mut(&old)
-            && !list.is_empty()
-        {
-            // The first buffer of the list is the oldest of that length.
-            list.remove(0);
-            p.bytes -= old * 4;
+        if let Some((_, old)) = list.pop_front() {
+            p.bytes -= old.len() * 4;
+            evicted.push(old);
         }
     }
-    // Keep the arrival log from growing without bound when buffers are taken quickly.
-    let held: usize = p.free.values().map(Vec::len).sum();
-    if p.arrivals.len() > 4 * held + 64 {
-        let lens: Vec<usize> = p.arrivals.drain(..).collect();
-        let mut left: HashMap<usize, usize> = p.free.iter().map(|(&k, v)| (k, v.len())).collect();
-        for l in lens.into_iter().rev() {
-            if let Some(c) = left.get_mut(&l)
-                && *c > 0
-            {
-                *c -= 1;
-                p.arrivals.push_front(l);
-            }
-        }
-    }
+    drop(guard);
+    // Freed outside the lock.
+    drop(evicted);
 }
 
 /// Bytes currently held for reuse.
@@ -142,7 +138,7 @@ mod tests {
         guard
             .as_ref()
             .and_then(|p| p.free.get(&n))
-            .map_or(0, Vec::len)
+            .map_or(0, VecDeque::len)
     }
 
     #[test]

@@ -26,9 +26,7 @@ use crate::tensor::Tensor;
 /// `scalarize_kernels::cpu::keep_freed_buffers`).
 pub(crate) fn zeros(n: usize) -> Vec<f32> {
     scalarize_kernels::cpu::keep_freed_buffers();
-    let v = vec![0.0; n];
-    scalarize_kernels::cpu::advise_huge_pages(&v);
-    v
+    crate::pool::fresh(n)
 }
 
 /// A buffer for a kernel that overwrites every element (recycled; see [`crate::pool`]).
