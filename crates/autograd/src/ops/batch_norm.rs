@@ -186,10 +186,6 @@ impl Tensor {
             BnEpilogue::Relu => Saved::Relu(beta.detach()),
             BnEpilogue::AddRelu(_) => Saved::AddRelu(out.detach()),
         };
-        let residual = match epilogue {
-            BnEpilogue::AddRelu(r) => Some(r),
-            _ => None,
-        };
         let backward = Box::new(move |dy: &[f32], needs: &[bool]| {
             let mut dx = output(dy.len());
             let mut dgamma = output(c);
@@ -253,14 +249,15 @@ impl Tensor {
             }
             Ok(grads)
         });
-        let op = match epilogue {
-            BnEpilogue::None => "batch_norm_train",
-            BnEpilogue::Relu => "batch_norm_relu_train",
-            BnEpilogue::AddRelu(_) => "batch_norm_add_relu_train",
-        };
-        match residual {
-            None => attach(op, out, &[self, gamma, beta], backward),
-            Some(r) => attach(op, out, &[self, gamma, beta, r], backward),
+        match epilogue {
+            BnEpilogue::None => attach("batch_norm_train", out, &[self, gamma, beta], backward),
+            BnEpilogue::Relu => {
+                attach("batch_norm_relu_train", out, &[self, gamma, beta], backward)
+            }
+            BnEpilogue::AddRelu(r) => {
+                let inputs = [self, gamma, beta, r];
+                attach("batch_norm_add_relu_train", out, &inputs, backward)
+            }
         }
     }
 
