@@ -202,7 +202,6 @@ fn gpu_benches(c: &mut Criterion) {
             return;
         }
     };
-    let s = gpu.stream().clone();
     let mut g = c.benchmark_group("grad_gram_gpu");
     // The large size: T = 8 x P = 25M with 160 segments (800 MB), plus T = 32.
     for (t, p, l) in [(8usize, 25_000_000usize, 160usize), (32, 6_250_000, 160)] {
@@ -210,21 +209,21 @@ fn gpu_benches(c: &mut Criterion) {
         let data: Vec<f32> = (0..t * p).map(|_| rng.uniform()).collect();
         let ends = layer_segments(p, l);
         let shape = format!("T={t} P={p} L={l}");
-        let dg = s.clone_htod(&data).expect("upload");
-        let mut out = s.alloc_zeros::<f64>(l * t * t).expect("alloc");
+        let dg = gpu.upload(&data).expect("upload");
+        let mut out = gpu.zeros::<f64>(l * t * t).expect("alloc");
         let half = t * p / 2;
-        let mut dcopy = s.alloc_zeros::<f32>(half).expect("alloc");
+        let mut dcopy = gpu.zeros::<f32>(half).expect("alloc");
         let bytes = (t * p * 4 + l * t * t * 8) as u64;
         let mut run = || {
             cuda::grad_gram_device(&gpu, &dg, t, p, &ends, &mut out).expect("ok");
-            s.synchronize().expect("sync");
+            gpu.synchronize("gram").expect("sync");
         };
         g.throughput(Throughput::Bytes(bytes));
         g.bench_function(format!("gram {shape}"), |b| b.iter(&mut run));
         let secs = median_secs(21, &mut run);
         let mut copy_once = || {
-            s.memcpy_dtod(&dg.slice(..half), &mut dcopy).expect("copy");
-            s.synchronize().expect("sync");
+            gpu.copy(&dg, 0, &mut dcopy, 0, half).expect("copy");
+            gpu.synchronize("copy").expect("sync");
         };
         g.throughput(Throughput::Bytes((2 * half * 4) as u64));
         g.bench_function(format!("copy {shape}"), |b| b.iter(&mut copy_once));

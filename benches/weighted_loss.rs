@@ -265,15 +265,14 @@ fn gpu_benches(c: &mut Criterion) {
             return;
         }
     };
-    let s = gpu.stream().clone();
     // The large size: 65,536 rows x 1,000 classes (256 MiB of logits).
     let (n, sizes, shape) = (65_536usize, [1000usize], "n=65536 C=1000");
     let pr = ce_problem(n, &sizes);
     let (t, w) = (pr.layout.num_tasks(), pr.layout.width());
-    let dl = s.clone_htod(&pr.logits).expect("upload");
-    let dt = s.clone_htod(&pr.targets).expect("upload");
-    let mut dgrad = s.alloc_zeros::<f32>(n * w).expect("alloc");
-    let mut dcopy = s.alloc_zeros::<f32>(n * w).expect("alloc");
+    let dl = gpu.upload(&pr.logits).expect("upload");
+    let dt = gpu.upload(&pr.targets).expect("upload");
+    let mut dgrad = gpu.zeros::<f32>(n * w).expect("alloc");
+    let mut dcopy = gpu.zeros::<f32>(n * w).expect("alloc");
     let input = CudaCeInput {
         layout: &pr.layout,
         n,
@@ -292,8 +291,8 @@ fn gpu_benches(c: &mut Criterion) {
     g.throughput(Throughput::Bytes((2 * n * w * 4) as u64));
     g.bench_function(format!("copy {shape}"), |b| {
         b.iter(|| {
-            s.memcpy_dtod(&dl, &mut dcopy).expect("copy");
-            s.synchronize().expect("sync");
+            gpu.copy(&dl, 0, &mut dcopy, 0, n * w).expect("copy");
+            gpu.synchronize("copy").expect("sync");
         })
     });
     g.finish();
@@ -301,8 +300,8 @@ fn gpu_benches(c: &mut Criterion) {
         black_box(cuda::weighted_ce_loss(&gpu, &input, Some(&mut dgrad)).expect("ok"));
     });
     let copy = median_secs(21, || {
-        s.memcpy_dtod(&dl, &mut dcopy).expect("copy");
-        s.synchronize().expect("sync");
+        gpu.copy(&dl, 0, &mut dcopy, 0, n * w).expect("copy");
+        gpu.synchronize("copy").expect("sync");
     });
     report(
         "weighted_ce",

@@ -36,3 +36,12 @@ __device__ __forceinline__ void lse_merge(float& m, float& s, float m2, float s2
     s = s * expf(m - mn) + s2 * expf(m2 - mn);
     m = mn;
 }
+
+// Dynamically sized shared memory (the launch's shared_mem_bytes) as a T array named `name`.
+#ifdef SCALARIZE_EMU
+#define DYNAMIC_SHARED(T, name) T* name = reinterpret_cast<T*>(emu::dynamic_shared())
+#else
+#define DYNAMIC_SHARED(T, name)                                   \
+    extern __shared__ __align__(16) unsigned char name##_bytes[]; \
+    T* name = reinterpret_cast<T*>(name##_bytes)
+#endif

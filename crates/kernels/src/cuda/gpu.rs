@@ -1,35 +1,52 @@
-//! The `Gpu` handle: context, stream, cuBLAS handle, and the kernels compiled for this device.
+//! The `Gpu` handle: a CUDA device (context, stream, cuBLAS handle, the kernels compiled for
+//! it) or the CPU emulator, with one API for memory and launches.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use cudarc::cublas::CudaBlas;
-use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream};
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaModule, CudaStream, LaunchConfig, PushKernelArg,
+};
 use cudarc::nvrtc::Ptx;
 
+use super::buffer::{Arg, DeviceElem, GpuBuffer, Repr};
 use super::device::driver_err;
+use super::emu::{EmuBuffer, Emulator, RawArg};
 use super::libs::{CudaUnavailable, require_all};
 use super::sources::{CompileFailure, KernelSource, compile_ptx};
-use crate::error::{KernelError, Result};
+use crate::error::{KernelError, Result, check_len};
 
-/// One CUDA device ready to run scalarize's kernels.
+/// One device ready to run scalarize's kernels: a real CUDA GPU, or the CPU emulator
+/// ([`super::emu`]) that runs the same kernel sources on machines without one.
 ///
-/// Each `.cu` file is compiled by NVRTC at most once per process and architecture (PTX cache
-/// shared by all handles) and loaded at most once per handle. [`Gpu::shared`] gives one handle
-/// per device per process.
+/// On a GPU each `.cu` file is compiled by NVRTC at most once per process and architecture (PTX
+/// cache shared by all handles) and loaded at most once per handle. [`Gpu::shared`] gives one
+/// handle per device per process.
 pub struct Gpu {
+    backend: Backend,
+    name: String,
+    cc: (u32, u32),
+}
+
+/// What runs the kernels.
+enum Backend {
+    Cuda(Box<CudaBackend>),
+    Emu(Emulator),
+}
+
+/// Context, stream, cuBLAS handle and loaded modules of a real device.
+struct CudaBackend {
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
     blas: CudaBlas,
-    cc: (u32, u32),
-    name: String,
     modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
 }
 
 impl std::fmt::Debug for Gpu {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Gpu")
-            .field("ordinal", &self.ctx.ordinal())
+            .field("ordinal", &self.ordinal())
             .field("name", &self.name)
             .field("compute_capability", &self.cc)
             .finish()
@@ -42,8 +59,13 @@ fn ptx_cache() -> &'static Mutex<HashMap<(&'static str, String), Ptx>> {
     CACHE.get_or_init(|| Mutex::new(HashMap::new()))
 }
 
+/// True when the environment variable is set to 1.
+fn env_flag(name: &str) -> bool {
+    std::env::var(name).is_ok_and(|v| v == "1")
+}
+
 impl Gpu {
-    /// Opens device `ordinal` (primary context, its default stream, a cuBLAS handle).
+    /// Opens CUDA device `ordinal` (primary context, its default stream, a cuBLAS handle).
     pub fn new(ordinal: usize) -> std::result::Result<Self, CudaUnavailable> {
         require_all()?;
         let count = CudaContext::device_count().map_err(|e| driver_err("cuInit", e))?;
@@ -62,16 +84,18 @@ impl Gpu {
         let blas = CudaBlas::new(stream.clone())
             .map_err(|e| CudaUnavailable::Driver(format!("cublasCreate: {e:?}")))?;
         Ok(Self {
-            ctx,
-            stream,
-            blas,
-            cc: (major.max(0) as u32, minor.max(0) as u32),
+            backend: Backend::Cuda(Box::new(CudaBackend {
+                ctx,
+                stream,
+                blas,
+                modules: Mutex::new(HashMap::new()),
+            })),
             name,
-            modules: Mutex::new(HashMap::new()),
+            cc: (major.max(0) as u32, minor.max(0) as u32),
         })
     }
 
-    /// The process-wide handle of device `ordinal`, created on first use.
+    /// The process-wide handle of CUDA device `ordinal`, created on first use.
     pub fn shared(ordinal: usize) -> std::result::Result<Arc<Self>, CudaUnavailable> {
         static HANDLES: OnceLock<Mutex<HashMap<usize, Arc<Gpu>>>> = OnceLock::new();
         let handles = HANDLES.get_or_init(|| Mutex::new(HashMap::new()));
@@ -84,24 +108,78 @@ impl Gpu {
         Ok(g)
     }
 
-    /// The CUDA context.
-    pub fn context(&self) -> &Arc<CudaContext> {
-        &self.ctx
+    /// The process-wide CPU emulator of a device (needs a host C++ compiler).
+    pub fn emulated() -> std::result::Result<Arc<Self>, String> {
+        static EMU: OnceLock<std::result::Result<Arc<Gpu>, String>> = OnceLock::new();
+        EMU.get_or_init(|| {
+            Ok(Arc::new(Self {
+                backend: Backend::Emu(Emulator::new()?),
+                name: "CUDA emulator (CPU)".to_string(),
+                cc: (9, 0),
+            }))
+        })
+        .clone()
     }
 
-    /// The stream every kernel of this handle runs on.
-    pub fn stream(&self) -> &Arc<CudaStream> {
-        &self.stream
+    /// The device tests run on: CUDA device 0 when one is usable, else the emulator.
+    ///
+    /// `SCALARIZE_REQUIRE_GPU=1` (set by scripts/gpu-check.sh) demands the real device and
+    /// panics without one; `SCALARIZE_CUDA_EMULATOR=1` picks the emulator even where a GPU
+    /// is present; `SCALARIZE_REQUIRE_EMULATOR=1` (set by CI) makes a missing C++ compiler a
+    /// failure. With neither a GPU nor a C++ compiler, prints why `test` is skipped and
+    /// returns None.
+    pub fn for_tests(test: &str) -> Option<Arc<Self>> {
+        if !env_flag("SCALARIZE_CUDA_EMULATOR") {
+            match Self::shared(0) {
+                Ok(g) => return Some(g),
+                Err(why) if env_flag("SCALARIZE_REQUIRE_GPU") => {
+                    panic!("{test}: SCALARIZE_REQUIRE_GPU=1 but no usable GPU: {why}")
+                }
+                Err(_) => {}
+            }
+        }
+        match Self::emulated() {
+            Ok(g) => Some(g),
+            Err(why) if env_flag("SCALARIZE_REQUIRE_EMULATOR") => {
+                panic!("{test}: SCALARIZE_REQUIRE_EMULATOR=1 but the emulator is unusable: {why}")
+            }
+            Err(why) => {
+                eprintln!("SKIPPED {test}: no GPU and no emulator: {why}");
+                None
+            }
+        }
     }
 
-    /// The cuBLAS handle (bound to [`Gpu::stream`]).
-    pub fn blas(&self) -> &CudaBlas {
-        &self.blas
+    /// True when kernels run on the CPU emulator.
+    pub fn is_emulated(&self) -> bool {
+        matches!(self.backend, Backend::Emu(_))
     }
 
-    /// Device ordinal.
+    fn cuda(&self) -> Option<&CudaBackend> {
+        match &self.backend {
+            Backend::Cuda(c) => Some(c),
+            Backend::Emu(_) => None,
+        }
+    }
+
+    /// The CUDA context (None on the emulator).
+    pub fn context(&self) -> Option<&Arc<CudaContext>> {
+        self.cuda().map(|c| &c.ctx)
+    }
+
+    /// The stream every kernel of this handle runs on (None on the emulator).
+    pub fn stream(&self) -> Option<&Arc<CudaStream>> {
+        self.cuda().map(|c| &c.stream)
+    }
+
+    /// The cuBLAS handle, bound to [`Gpu::stream`] (None on the emulator).
+    pub fn blas(&self) -> Option<&CudaBlas> {
+        self.cuda().map(|c| &c.blas)
+    }
+
+    /// Device ordinal (0 for the emulator).
     pub fn ordinal(&self) -> usize {
-        self.ctx.ordinal()
+        self.cuda().map_or(0, |c| c.ctx.ordinal())
     }
 
     /// Device name.
@@ -109,7 +187,7 @@ impl Gpu {
         &self.name
     }
 
-    /// Compute capability (major, minor).
+    /// Compute capability (major, minor); the emulator reports (9, 0).
     pub fn compute_capability(&self) -> (u32, u32) {
         self.cc
     }
@@ -121,14 +199,171 @@ impl Gpu {
 
     /// Waits until all work queued on the stream has finished.
     pub fn synchronize(&self, op: &'static str) -> Result<()> {
-        self.stream
-            .synchronize()
-            .map_err(|e| KernelError::new(op, format!("CUDA error: {e:?}")))
+        match self.cuda() {
+            Some(c) => c
+                .stream
+                .synchronize()
+                .map_err(|e| KernelError::new(op, format!("CUDA error: {e:?}"))),
+            None => Ok(()),
+        }
+    }
+
+    /// A buffer of `len` elements with unspecified contents (the emulator fills it with NaN /
+    /// all-ones bytes); every kernel that receives it must write what it later reads.
+    pub fn alloc<T: DeviceElem>(&self, len: usize) -> Result<GpuBuffer<T>> {
+        let repr = match &self.backend {
+            Backend::Cuda(c) => Repr::Cuda {
+                // SAFETY: the contents are unspecified until written, as documented.
+                slice: unsafe { c.stream.alloc::<T>(len) }.map_err(cuda_err("alloc"))?,
+                stream: c.stream.clone(),
+            },
+            Backend::Emu(_) => Repr::Emu(EmuBuffer::new(len, T::POISON_BYTE)),
+        };
+        Ok(GpuBuffer { repr })
+    }
+
+    /// A buffer of `len` zeros.
+    pub fn zeros<T: DeviceElem>(&self, len: usize) -> Result<GpuBuffer<T>> {
+        let repr = match &self.backend {
+            Backend::Cuda(c) => Repr::Cuda {
+                slice: c
+                    .stream
+                    .alloc_zeros::<T>(len)
+                    .map_err(cuda_err("alloc_zeros"))?,
+                stream: c.stream.clone(),
+            },
+            Backend::Emu(_) => Repr::Emu(EmuBuffer::new(len, 0)),
+        };
+        Ok(GpuBuffer { repr })
+    }
+
+    /// A device copy of `host`.
+    pub fn upload<T: DeviceElem>(&self, host: &[T]) -> Result<GpuBuffer<T>> {
+        let repr = match &self.backend {
+            Backend::Cuda(c) => Repr::Cuda {
+                slice: c.stream.clone_htod(host).map_err(cuda_err("upload"))?,
+                stream: c.stream.clone(),
+            },
+            Backend::Emu(_) => {
+                let mut b = EmuBuffer::new(host.len(), 0);
+                b.as_mut_slice().copy_from_slice(host);
+                Repr::Emu(b)
+            }
+        };
+        Ok(GpuBuffer { repr })
+    }
+
+    /// Overwrites `dst` with `host` (same length).
+    pub fn write<T: DeviceElem>(&self, host: &[T], dst: &mut GpuBuffer<T>) -> Result<()> {
+        check_len("write", "host", host.len(), dst.len())?;
+        match &mut dst.repr {
+            Repr::Cuda { slice, stream } => {
+                stream.memcpy_htod(host, slice).map_err(cuda_err("write"))
+            }
+            Repr::Emu(b) => {
+                b.as_mut_slice().copy_from_slice(host);
+                Ok(())
+            }
+        }
+    }
+
+    /// The contents of `src` on the host (waits for the work queued before).
+    pub fn download<T: DeviceElem>(&self, src: &GpuBuffer<T>) -> Result<Vec<T>> {
+        match &src.repr {
+            Repr::Cuda { slice, stream } => stream.clone_dtoh(slice).map_err(cuda_err("download")),
+            Repr::Emu(b) => Ok(b.as_slice().to_vec()),
+        }
+    }
+
+    /// Copies `len` elements from `src[src_at..]` to `dst[dst_at..]` on the device.
+    pub fn copy<T: DeviceElem>(
+        &self,
+        src: &GpuBuffer<T>,
+        src_at: usize,
+        dst: &mut GpuBuffer<T>,
+        dst_at: usize,
+        len: usize,
+    ) -> Result<()> {
+        let fits = |at: usize, n: usize| at.checked_add(len).is_some_and(|e| e <= n);
+        if !fits(src_at, src.len()) || !fits(dst_at, dst.len()) {
+            return Err(KernelError::new(
+                "copy",
+                format!(
+                    "{len} elements from {src_at} of {} to {dst_at} of {}: out of range",
+                    src.len(),
+                    dst.len()
+                ),
+            ));
+        }
+        match (&src.repr, &mut dst.repr) {
+            (Repr::Cuda { slice: a, stream }, Repr::Cuda { slice: b, .. }) => stream
+                .memcpy_dtod(
+                    &a.slice(src_at..src_at + len),
+                    &mut b.slice_mut(dst_at..dst_at + len),
+                )
+                .map_err(cuda_err("copy")),
+            (Repr::Emu(a), Repr::Emu(b)) => {
+                b.as_mut_slice()[dst_at..dst_at + len]
+                    .copy_from_slice(&a.as_slice()[src_at..src_at + len]);
+                Ok(())
+            }
+            _ => Err(KernelError::new(
+                "copy",
+                "source and destination belong to different devices",
+            )),
+        }
+    }
+
+    /// Launches kernel `name` of `src` with `args` in the kernel's parameter order (the
+    /// caller matches the signature, as with `cuLaunchKernel`). Asynchronous on a GPU.
+    pub fn launch(
+        &self,
+        src: &KernelSource,
+        name: &str,
+        cfg: LaunchConfig,
+        args: &[Arg<'_>],
+    ) -> Result<()> {
+        match &self.backend {
+            Backend::Cuda(c) => {
+                let f = self.function(src, name)?;
+                let mut b = c.stream.launch_builder(&f);
+                for a in args {
+                    match &a.raw {
+                        RawArg::Ptr(v) => b.arg(v),
+                        RawArg::I32(v) => b.arg(v),
+                        RawArg::U32(v) => b.arg(v),
+                        RawArg::I64(v) => b.arg(v),
+                        RawArg::F32(v) => b.arg(v),
+                        RawArg::F64(v) => b.arg(v),
+                    };
+                }
+                // SAFETY: the argument list follows the kernel's signature (caller's contract)
+                // and every pointer comes from a live buffer borrowed for the launch.
+                unsafe { b.launch(cfg) }.map_err(|e| {
+                    KernelError::new("cuLaunchKernel", format!("kernel `{name}`: {e:?}"))
+                })?;
+                Ok(())
+            }
+            Backend::Emu(e) => {
+                let raw: Vec<RawArg> = args.iter().map(|a| a.raw).collect();
+                e.launch(
+                    src,
+                    name,
+                    cfg.grid_dim,
+                    cfg.block_dim,
+                    cfg.shared_mem_bytes,
+                    &raw,
+                )
+            }
+        }
     }
 
     /// The module of `src`, compiled (once per process and arch) and loaded (once per handle).
-    pub fn module(&self, src: &KernelSource) -> Result<Arc<CudaModule>> {
-        let mut modules = self.modules.lock().unwrap_or_else(|p| p.into_inner());
+    fn module(&self, src: &KernelSource) -> Result<Arc<CudaModule>> {
+        let c = self
+            .cuda()
+            .ok_or_else(|| KernelError::new("module", "the emulator loads no CUDA modules"))?;
+        let mut modules = c.modules.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(m) = modules.get(src.name) {
             return Ok(m.clone());
         }
@@ -146,7 +381,7 @@ impl Gpu {
                 }
             }
         };
-        let m = self.ctx.load_module(ptx).map_err(|e| {
+        let m = c.ctx.load_module(ptx).map_err(|e| {
             KernelError::new(
                 "cuModuleLoad",
                 format!("loading kernels/{} for {arch}: {e:?}", src.name),
@@ -156,8 +391,8 @@ impl Gpu {
         Ok(m)
     }
 
-    /// Kernel `name` of `src`.
-    pub fn function(&self, src: &KernelSource, name: &str) -> Result<CudaFunction> {
+    /// Kernel `name` of `src` (real device only).
+    fn function(&self, src: &KernelSource, name: &str) -> Result<CudaFunction> {
         self.module(src)?.load_function(name).map_err(|e| {
             KernelError::new(
                 "cuModuleGetFunction",

@@ -1,9 +1,10 @@
 //! CUDA twin of [`crate::cpu::grad_gram`]: per-segment Gram matrices of T gradient rows held
 //! in device memory. Deterministic (no atomics; fixed-order reductions in f64).
 
-use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
+use cudarc::driver::LaunchConfig;
 
-use super::gpu::{Gpu, cuda_err};
+use super::buffer::{Arg, GpuBuffer};
+use super::gpu::Gpu;
 use super::sources::GRAD_GRAM;
 use crate::cpu::SegmentedGram;
 use crate::cpu::grad_gram::check_segments;
@@ -66,17 +67,16 @@ fn validate(g_len: usize, t: usize, p: usize, segment_ends: &[usize]) -> Result<
 /// read the L x T x T result back.
 pub fn grad_gram(
     gpu: &Gpu,
-    g: &CudaSlice<f32>,
+    g: &GpuBuffer<f32>,
     t: usize,
     p: usize,
     segment_ends: &[usize],
 ) -> Result<SegmentedGram> {
     validate(g.len(), t, p, segment_ends)?;
-    // SAFETY: grad_gram_device overwrites every element of `out`.
-    let mut out =
-        unsafe { gpu.stream().alloc::<f64>(segment_ends.len() * t * t) }.map_err(cuda_err(OP))?;
+    // grad_gram_device overwrites every element of `out`.
+    let mut out = gpu.alloc::<f64>(segment_ends.len() * t * t)?;
     grad_gram_device(gpu, g, t, p, segment_ends, &mut out)?;
-    let host = gpu.stream().clone_dtoh(&out).map_err(cuda_err(OP))?;
+    let host = gpu.download(&out)?;
     let segments: Vec<Vec<f64>> = host.chunks_exact(t * t).map(|c| c.to_vec()).collect();
     let mut total = vec![0.0f64; t * t];
     for m in &segments {
@@ -91,11 +91,11 @@ pub fn grad_gram(
 /// overwritten) receives each segment's full symmetric Gram matrix. Does not synchronise.
 pub fn grad_gram_device(
     gpu: &Gpu,
-    g: &CudaSlice<f32>,
+    g: &GpuBuffer<f32>,
     t: usize,
     p: usize,
     segment_ends: &[usize],
-    out: &mut CudaSlice<f64>,
+    out: &mut GpuBuffer<f64>,
 ) -> Result<()> {
     validate(g.len(), t, p, segment_ends)?;
     let l_count = segment_ends.len();
@@ -106,43 +106,45 @@ pub fn grad_gram_device(
     let grid_items = u32::try_from(items).map_err(|_| too_many("work items"))?;
     let grid_segs = u32::try_from(l_count).map_err(|_| too_many("segments"))?;
 
-    let s = gpu.stream();
-    let err = cuda_err(OP);
-    let d_starts = s.clone_htod(&starts).map_err(&err)?;
-    let d_ends = s.clone_htod(&ends).map_err(&err)?;
-    let d_seg_items = s.clone_htod(&seg_items).map_err(&err)?;
-    // SAFETY: gg_partial writes every upper-triangle entry of every item, the only entries
-    // gg_reduce reads.
-    let mut partial = unsafe { s.alloc::<f64>(items * t * t) }.map_err(&err)?;
+    let d_starts = gpu.upload(&starts)?;
+    let d_ends = gpu.upload(&ends)?;
+    let d_seg_items = gpu.upload(&seg_items)?;
+    // gg_partial writes every upper-triangle entry of every item, the only entries gg_reduce
+    // reads.
+    let mut partial = gpu.alloc::<f64>(items * t * t)?;
     let (p64, t32) = (p as i64, t as i32);
-
-    let f = gpu.function(&GRAD_GRAM, "gg_partial")?;
-    let mut b = s.launch_builder(&f);
-    b.arg(g)
-        .arg(&p64)
-        .arg(&t32)
-        .arg(&d_starts)
-        .arg(&d_ends)
-        .arg(&mut partial);
-    let cfg = LaunchConfig {
-        grid_dim: (grid_items, 1, 1),
-        block_dim: (256, 1, 1),
-        shared_mem_bytes: 0,
-    };
-    // SAFETY: argument list matches the kernel signature; lengths checked above.
-    unsafe { b.launch(cfg) }.map_err(&err)?;
-
-    let f = gpu.function(&GRAD_GRAM, "gg_reduce")?;
-    let mut b = s.launch_builder(&f);
-    b.arg(&partial).arg(&d_seg_items).arg(&t32).arg(out);
-    let cfg = LaunchConfig {
-        grid_dim: (grid_segs, 1, 1),
-        block_dim: (256, 1, 1),
-        shared_mem_bytes: 0,
-    };
-    // SAFETY: as above.
-    unsafe { b.launch(cfg) }.map_err(&err)?;
-    Ok(())
+    gpu.launch(
+        &GRAD_GRAM,
+        "gg_partial",
+        LaunchConfig {
+            grid_dim: (grid_items, 1, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        },
+        &[
+            g.arg(),
+            Arg::i64(p64),
+            Arg::i32(t32),
+            d_starts.arg(),
+            d_ends.arg(),
+            partial.arg_mut(),
+        ],
+    )?;
+    gpu.launch(
+        &GRAD_GRAM,
+        "gg_reduce",
+        LaunchConfig {
+            grid_dim: (grid_segs, 1, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        },
+        &[
+            partial.arg(),
+            d_seg_items.arg(),
+            Arg::i32(t32),
+            out.arg_mut(),
+        ],
+    )
 }
 
 #[cfg(test)]

@@ -3,9 +3,10 @@
 //! Three launches (count valid samples, one warp per row for losses and gradients, a
 //! fixed-order per-task reduction) and one synchronisation to read back the T losses and counts.
 
-use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
+use cudarc::driver::LaunchConfig;
 
-use super::gpu::{Gpu, cuda_err};
+use super::buffer::{Arg, GpuBuffer};
+use super::gpu::Gpu;
 use super::sources::WEIGHTED_LOSS;
 use crate::cpu::{TaskLayout, WeightedLossOutput};
 use crate::error::{KernelError, Result, check_len};
@@ -18,11 +19,11 @@ pub struct CudaCeInput<'a> {
     /// Number of samples (rows).
     pub n: usize,
     /// Logits, n x width row-major.
-    pub logits: &'a CudaSlice<f32>,
+    pub logits: &'a GpuBuffer<f32>,
     /// Class index per sample and task, n x T; `ignore_index` skips.
-    pub targets: &'a CudaSlice<i64>,
+    pub targets: &'a GpuBuffer<i64>,
     /// Optional n x T mask: a sample counts for task t only where it is nonzero.
-    pub mask: Option<&'a CudaSlice<u8>>,
+    pub mask: Option<&'a GpuBuffer<u8>>,
     /// Task weights p_t (host memory), length T.
     pub weights: &'a [f32],
     /// Target value meaning "no label".
@@ -37,11 +38,11 @@ pub struct CudaBceInput<'a> {
     /// Number of samples (rows).
     pub n: usize,
     /// Logits, n x width row-major.
-    pub logits: &'a CudaSlice<f32>,
+    pub logits: &'a GpuBuffer<f32>,
     /// Targets in [0, 1], n x width.
-    pub targets: &'a CudaSlice<f32>,
+    pub targets: &'a GpuBuffer<f32>,
     /// Optional n x T mask.
-    pub mask: Option<&'a CudaSlice<u8>>,
+    pub mask: Option<&'a GpuBuffer<u8>>,
     /// Task weights p_t (host memory), length T.
     pub weights: &'a [f32],
 }
@@ -57,9 +58,9 @@ fn check_shapes(
     layout: &TaskLayout,
     n: usize,
     logits_len: usize,
-    mask: Option<&CudaSlice<u8>>,
+    mask: Option<&GpuBuffer<u8>>,
     weights: &[f32],
-    dlogits: Option<&CudaSlice<f32>>,
+    dlogits: Option<&GpuBuffer<f32>>,
 ) -> Result<(i32, i32)> {
     if n == 0 {
         return Err(KernelError::new(op, "empty batch: n = 0, expected n >= 1"));
@@ -98,7 +99,7 @@ fn blocks(n: usize, per: usize, op: &'static str) -> Result<u32> {
 pub fn weighted_ce_loss(
     gpu: &Gpu,
     input: &CudaCeInput<'_>,
-    dlogits: Option<&mut CudaSlice<f32>>,
+    dlogits: Option<&mut GpuBuffer<f32>>,
 ) -> Result<WeightedLossOutput> {
     const OP: &str = "cuda::weighted_ce_loss";
     let layout = input.layout;
@@ -114,59 +115,53 @@ pub fn weighted_ce_loss(
     )?;
     let t = layout.num_tasks();
     check_len(OP, "targets", input.targets.len(), n * t)?;
-    let s = gpu.stream();
-    let err = cuda_err(OP);
     let offsets: Vec<i32> = layout.offsets().iter().map(|&o| o as i32).collect();
-    let d_offsets = s.clone_htod(&offsets).map_err(&err)?;
-    let d_weights = s.clone_htod(input.weights).map_err(&err)?;
-    let mut counts = s.alloc_zeros::<i32>(t).map_err(&err)?;
-    let mut bad = s.alloc_zeros::<u64>(1).map_err(&err)?;
-    // SAFETY: row_loss is fully written by wl_ce_rows before wl_reduce reads it.
-    let mut row_loss = unsafe { s.alloc::<f32>(n * t) }.map_err(&err)?;
-    let mut task_sum = s.alloc_zeros::<f64>(t).map_err(&err)?;
-    let null: u64 = 0;
+    let d_offsets = gpu.upload(&offsets)?;
+    let d_weights = gpu.upload(input.weights)?;
+    let mut counts = gpu.zeros::<i32>(t)?;
+    let mut bad = gpu.zeros::<u64>(1)?;
+    // row_loss is fully written by wl_ce_rows before wl_reduce reads it.
+    let mut row_loss = gpu.alloc::<f32>(n * t)?;
+    let mut task_sum = gpu.zeros::<f64>(t)?;
     let n64 = n as i64;
 
-    let f_count = gpu.function(&WEIGHTED_LOSS, "wl_ce_count")?;
-    let mut b = s.launch_builder(&f_count);
-    b.arg(input.targets);
-    match input.mask {
-        Some(m) => b.arg(m),
-        None => b.arg(&null),
-    };
-    b.arg(&d_offsets)
-        .arg(&n64)
-        .arg(&t32)
-        .arg(&input.ignore_index)
-        .arg(&mut counts)
-        .arg(&mut bad);
-    // SAFETY: argument list matches the kernel signature; buffers have the checked lengths.
-    unsafe { b.launch(task_cfg(t)?) }.map_err(&err)?;
+    gpu.launch(
+        &WEIGHTED_LOSS,
+        "wl_ce_count",
+        task_cfg(t)?,
+        &[
+            input.targets.arg(),
+            input.mask.into(),
+            d_offsets.arg(),
+            Arg::i64(n64),
+            Arg::i32(t32),
+            Arg::i64(input.ignore_index),
+            counts.arg_mut(),
+            bad.arg_mut(),
+        ],
+    )?;
+    gpu.launch(
+        &WEIGHTED_LOSS,
+        "wl_ce_rows",
+        row_cfg(n, OP)?,
+        &[
+            input.logits.arg(),
+            input.targets.arg(),
+            input.mask.into(),
+            d_offsets.arg(),
+            d_weights.arg(),
+            counts.arg(),
+            Arg::i64(n64),
+            Arg::i32(w32),
+            Arg::i32(t32),
+            Arg::i64(input.ignore_index),
+            row_loss.arg_mut(),
+            dlogits.map_or_else(Arg::null, GpuBuffer::arg_mut),
+        ],
+    )?;
 
-    let f_rows = gpu.function(&WEIGHTED_LOSS, "wl_ce_rows")?;
-    let mut b = s.launch_builder(&f_rows);
-    b.arg(input.logits).arg(input.targets);
-    match input.mask {
-        Some(m) => b.arg(m),
-        None => b.arg(&null),
-    };
-    b.arg(&d_offsets)
-        .arg(&d_weights)
-        .arg(&counts)
-        .arg(&n64)
-        .arg(&w32)
-        .arg(&t32)
-        .arg(&input.ignore_index)
-        .arg(&mut row_loss);
-    match dlogits {
-        Some(d) => b.arg(d),
-        None => b.arg(&null),
-    };
-    // SAFETY: as above.
-    unsafe { b.launch(row_cfg(n, OP)?) }.map_err(&err)?;
-
-    reduce(gpu, OP, &row_loss, n64, t32, &mut task_sum)?;
-    let bad_idx = s.clone_dtoh(&bad).map_err(&err)?[0];
+    reduce(gpu, &row_loss, n64, t32, &mut task_sum)?;
+    let bad_idx = gpu.download(&bad)?[0];
     if bad_idx != 0 {
         let k = (bad_idx - 1) as usize;
         let (row, task) = (k / t, k % t);
@@ -180,7 +175,7 @@ pub fn weighted_ce_loss(
             ),
         ));
     }
-    finish(gpu, OP, &counts, &task_sum, input.weights, |_| 1)
+    finish(gpu, &counts, &task_sum, input.weights, |_| 1)
 }
 
 /// Fused sigmoid binary cross-entropy on the GPU; writes the gradient when `dlogits` is given.
@@ -188,7 +183,7 @@ pub fn weighted_ce_loss(
 pub fn weighted_bce_loss(
     gpu: &Gpu,
     input: &CudaBceInput<'_>,
-    dlogits: Option<&mut CudaSlice<f32>>,
+    dlogits: Option<&mut GpuBuffer<f32>>,
 ) -> Result<WeightedLossOutput> {
     const OP: &str = "cuda::weighted_bce_loss";
     let layout = input.layout;
@@ -204,53 +199,49 @@ pub fn weighted_bce_loss(
     )?;
     let t = layout.num_tasks();
     check_len(OP, "targets", input.targets.len(), n * layout.width())?;
-    let s = gpu.stream();
-    let err = cuda_err(OP);
     let offsets: Vec<i32> = layout.offsets().iter().map(|&o| o as i32).collect();
-    let d_offsets = s.clone_htod(&offsets).map_err(&err)?;
-    let d_weights = s.clone_htod(input.weights).map_err(&err)?;
-    let mut counts = s.alloc_zeros::<i32>(t).map_err(&err)?;
-    let mut bad = s.alloc_zeros::<u64>(1).map_err(&err)?;
-    // SAFETY: row_loss is fully written by wl_bce_rows before wl_reduce reads it.
-    let mut row_loss = unsafe { s.alloc::<f32>(n * t) }.map_err(&err)?;
-    let mut task_sum = s.alloc_zeros::<f64>(t).map_err(&err)?;
-    let null: u64 = 0;
+    let d_offsets = gpu.upload(&offsets)?;
+    let d_weights = gpu.upload(input.weights)?;
+    let mut counts = gpu.zeros::<i32>(t)?;
+    let mut bad = gpu.zeros::<u64>(1)?;
+    // row_loss is fully written by wl_bce_rows before wl_reduce reads it.
+    let mut row_loss = gpu.alloc::<f32>(n * t)?;
+    let mut task_sum = gpu.zeros::<f64>(t)?;
     let n64 = n as i64;
 
-    let f_count = gpu.function(&WEIGHTED_LOSS, "wl_bce_count")?;
-    let mut b = s.launch_builder(&f_count);
-    match input.mask {
-        Some(m) => b.arg(m),
-        None => b.arg(&null),
-    };
-    b.arg(&n64).arg(&t32).arg(&mut counts);
-    // SAFETY: argument list matches the kernel signature; buffers have the checked lengths.
-    unsafe { b.launch(task_cfg(t)?) }.map_err(&err)?;
+    gpu.launch(
+        &WEIGHTED_LOSS,
+        "wl_bce_count",
+        task_cfg(t)?,
+        &[
+            input.mask.into(),
+            Arg::i64(n64),
+            Arg::i32(t32),
+            counts.arg_mut(),
+        ],
+    )?;
+    gpu.launch(
+        &WEIGHTED_LOSS,
+        "wl_bce_rows",
+        row_cfg(n, OP)?,
+        &[
+            input.logits.arg(),
+            input.targets.arg(),
+            input.mask.into(),
+            d_offsets.arg(),
+            d_weights.arg(),
+            counts.arg(),
+            Arg::i64(n64),
+            Arg::i32(w32),
+            Arg::i32(t32),
+            row_loss.arg_mut(),
+            dlogits.map_or_else(Arg::null, GpuBuffer::arg_mut),
+            bad.arg_mut(),
+        ],
+    )?;
 
-    let f_rows = gpu.function(&WEIGHTED_LOSS, "wl_bce_rows")?;
-    let mut b = s.launch_builder(&f_rows);
-    b.arg(input.logits).arg(input.targets);
-    match input.mask {
-        Some(m) => b.arg(m),
-        None => b.arg(&null),
-    };
-    b.arg(&d_offsets)
-        .arg(&d_weights)
-        .arg(&counts)
-        .arg(&n64)
-        .arg(&w32)
-        .arg(&t32)
-        .arg(&mut row_loss);
-    match dlogits {
-        Some(d) => b.arg(d),
-        None => b.arg(&null),
-    };
-    b.arg(&mut bad);
-    // SAFETY: as above.
-    unsafe { b.launch(row_cfg(n, OP)?) }.map_err(&err)?;
-
-    reduce(gpu, OP, &row_loss, n64, t32, &mut task_sum)?;
-    let bad_idx = s.clone_dtoh(&bad).map_err(&err)?[0];
+    reduce(gpu, &row_loss, n64, t32, &mut task_sum)?;
+    let bad_idx = gpu.download(&bad)?[0];
     if bad_idx != 0 {
         let k = (bad_idx - 1) as usize;
         let w = layout.width();
@@ -259,7 +250,7 @@ pub fn weighted_bce_loss(
             format!("targets[row {}, column {}] is outside [0, 1]", k / w, k % w),
         ));
     }
-    finish(gpu, OP, &counts, &task_sum, input.weights, |t| {
+    finish(gpu, &counts, &task_sum, input.weights, |t| {
         layout.range(t).len()
     })
 }
@@ -285,37 +276,38 @@ fn row_cfg(n: usize, op: &'static str) -> Result<LaunchConfig> {
 /// Per-task fixed-order sum of the row losses.
 fn reduce(
     gpu: &Gpu,
-    op: &'static str,
-    row_loss: &CudaSlice<f32>,
+    row_loss: &GpuBuffer<f32>,
     n64: i64,
     t32: i32,
-    task_sum: &mut CudaSlice<f64>,
+    task_sum: &mut GpuBuffer<f64>,
 ) -> Result<()> {
-    let f = gpu.function(&WEIGHTED_LOSS, "wl_reduce")?;
-    let mut b = gpu.stream().launch_builder(&f);
-    b.arg(row_loss).arg(&n64).arg(&t32).arg(task_sum);
-    // SAFETY: argument list matches the kernel signature.
-    unsafe { b.launch(task_cfg(t32 as usize)?) }.map_err(cuda_err(op))?;
-    Ok(())
+    gpu.launch(
+        &WEIGHTED_LOSS,
+        "wl_reduce",
+        task_cfg(t32 as usize)?,
+        &[
+            row_loss.arg(),
+            Arg::i64(n64),
+            Arg::i32(t32),
+            task_sum.arg_mut(),
+        ],
+    )
 }
 
 /// Reads back counts and sums and forms the output exactly as the CPU side does.
 fn finish(
     gpu: &Gpu,
-    op: &'static str,
-    counts: &CudaSlice<i32>,
-    task_sum: &CudaSlice<f64>,
+    counts: &GpuBuffer<i32>,
+    task_sum: &GpuBuffer<f64>,
     weights: &[f32],
     cols: impl Fn(usize) -> usize,
 ) -> Result<WeightedLossOutput> {
-    let s = gpu.stream();
-    let counts: Vec<usize> = s
-        .clone_dtoh(counts)
-        .map_err(cuda_err(op))?
+    let counts: Vec<usize> = gpu
+        .download(counts)?
         .into_iter()
         .map(|c| c.max(0) as usize)
         .collect();
-    let sums = s.clone_dtoh(task_sum).map_err(cuda_err(op))?;
+    let sums = gpu.download(task_sum)?;
     let task_loss: Vec<f64> = sums
         .iter()
         .zip(&counts)
