@@ -134,6 +134,14 @@ impl Arg<'_> {
         }
     }
 
+    /// The device address, when this argument is a pointer (0 otherwise).
+    pub(crate) fn raw_ptr(&self) -> u64 {
+        match self.raw {
+            RawArg::Ptr(p) => p,
+            _ => 0,
+        }
+    }
+
     /// A null pointer (an optional input the kernel skips).
     pub fn null() -> Self {
         Self::ptr(0)

@@ -29,8 +29,116 @@ pub const GRAD_GRAM: KernelSource = KernelSource {
     text: include_str!("../../../../kernels/grad_gram.cu"),
 };
 
+/// ReLU and GELU, forward and backward.
+pub const ACTIVATION: KernelSource = KernelSource {
+    name: "activation.cu",
+    text: include_str!("../../../../kernels/activation.cu"),
+};
+
+/// Scaled dot-product attention helpers (scaling, masking) around the batched GEMMs.
+pub const ATTENTION: KernelSource = KernelSource {
+    name: "attention.cu",
+    text: include_str!("../../../../kernels/attention.cu"),
+};
+
+/// Batch norm (training statistics, running statistics, eval; fused ReLU / residual epilogues).
+pub const BATCH_NORM: KernelSource = KernelSource {
+    name: "batch_norm.cu",
+    text: include_str!("../../../../kernels/batch_norm.cu"),
+};
+
+/// Weighted combination of T per-task gradient rows.
+pub const COMBINE: KernelSource = KernelSource {
+    name: "combine.cu",
+    text: include_str!("../../../../kernels/combine.cu"),
+};
+
+/// Concatenation and split along an axis.
+pub const CONCAT: KernelSource = KernelSource {
+    name: "concat.cu",
+    text: include_str!("../../../../kernels/concat.cu"),
+};
+
+/// 2-D convolution: im2col / col2im around the GEMMs.
+pub const CONV: KernelSource = KernelSource {
+    name: "conv.cu",
+    text: include_str!("../../../../kernels/conv.cu"),
+};
+
+/// Softmax cross-entropy and BCE with logits.
+pub const CROSS_ENTROPY: KernelSource = KernelSource {
+    name: "cross_entropy.cu",
+    text: include_str!("../../../../kernels/cross_entropy.cu"),
+};
+
+/// Elementwise arithmetic and bias broadcasts.
+pub const ELEMENTWISE: KernelSource = KernelSource {
+    name: "elementwise.cu",
+    text: include_str!("../../../../kernels/elementwise.cu"),
+};
+
+/// Layer norm, forward and backward.
+pub const LAYER_NORM: KernelSource = KernelSource {
+    name: "layer_norm.cu",
+    text: include_str!("../../../../kernels/layer_norm.cu"),
+};
+
+/// Fused optimizer updates (SGD with momentum, AdamW).
+pub const OPTIM: KernelSource = KernelSource {
+    name: "optim.cu",
+    text: include_str!("../../../../kernels/optim.cu"),
+};
+
+/// Axis permutations and 2-D transposes.
+pub const PERMUTE: KernelSource = KernelSource {
+    name: "permute.cu",
+    text: include_str!("../../../../kernels/permute.cu"),
+};
+
+/// Average, max and global-average pooling.
+pub const POOL: KernelSource = KernelSource {
+    name: "pool.cu",
+    text: include_str!("../../../../kernels/pool.cu"),
+};
+
+/// Sums and means, whole and along an axis.
+pub const REDUCE: KernelSource = KernelSource {
+    name: "reduce.cu",
+    text: include_str!("../../../../kernels/reduce.cu"),
+};
+
+/// Softmax over the last axis, forward and backward.
+pub const SOFTMAX: KernelSource = KernelSource {
+    name: "softmax.cu",
+    text: include_str!("../../../../kernels/softmax.cu"),
+};
+
+/// Bilinear and nearest 2-D upsampling.
+pub const UPSAMPLE: KernelSource = KernelSource {
+    name: "upsample.cu",
+    text: include_str!("../../../../kernels/upsample.cu"),
+};
+
 /// Every `.cu` file of `kernels/` (a test checks this list against the folder).
-pub const ALL_SOURCES: &[KernelSource] = &[WEIGHTED_LOSS, GRAD_GRAM];
+pub const ALL_SOURCES: &[KernelSource] = &[
+    WEIGHTED_LOSS,
+    GRAD_GRAM,
+    ACTIVATION,
+    ATTENTION,
+    BATCH_NORM,
+    COMBINE,
+    CONCAT,
+    CONV,
+    CROSS_ENTROPY,
+    ELEMENTWISE,
+    LAYER_NORM,
+    OPTIM,
+    PERMUTE,
+    POOL,
+    REDUCE,
+    SOFTMAX,
+    UPSAMPLE,
+];
 
 /// Why a kernel source did not become PTX.
 #[derive(Debug)]

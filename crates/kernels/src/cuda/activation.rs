@@ -1,0 +1,1 @@
+//! CUDA ReLU and GELU, forward and backward (kernels/activation.cu).

@@ -1,0 +1,1 @@
+//! CUDA scaled dot-product attention helpers (scaling, masking) around the batched GEMMs (kernels/attention.cu).

@@ -1,0 +1,1 @@
+//! CUDA weighted combination of T per-task gradient rows (kernels/combine.cu).

@@ -1,0 +1,1 @@
+//! CUDA concatenation and split along an axis (kernels/concat.cu).

@@ -1,0 +1,1 @@
+//! CUDA elementwise arithmetic and bias broadcasts (kernels/elementwise.cu).

@@ -1,0 +1,228 @@
+//! Matrix products on the device: cuBLAS on a GPU, a plain f64-accumulating reference on the
+//! emulator. Row-major like [`crate::cpu::matmul`]: `C = alpha·op(A)·op(B) + beta·C`.
+
+use cudarc::cublas::sys::cublasOperation_t;
+
+use super::buffer::{GpuBuffer, Repr};
+use super::gpu::Gpu;
+use crate::error::{KernelError, Result};
+
+/// Op name in errors.
+const OP: &str = "cuda::gemm";
+
+/// Shape of a (strided, batched) row-major product `C[b] = alpha·op(A[b])·op(B[b]) + beta·C[b]`
+/// with `op(A)` m x k, `op(B)` k x n, `C` m x n, matrix `b` of each operand starting
+/// `b·stride` elements after its offset (stride 0 shares one matrix across the batch).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Gemm {
+    /// Rows of op(A) and C.
+    pub m: usize,
+    /// Columns of op(A), rows of op(B).
+    pub k: usize,
+    /// Columns of op(B) and C.
+    pub n: usize,
+    /// A is stored k x m (row-major) and used transposed.
+    pub trans_a: bool,
+    /// B is stored n x k (row-major) and used transposed.
+    pub trans_b: bool,
+    /// Scale of the product.
+    pub alpha: f32,
+    /// Scale of the old C (0 overwrites C, whatever it held).
+    pub beta: f32,
+    /// Number of products.
+    pub batch: usize,
+    /// Elements between consecutive A matrices.
+    pub stride_a: usize,
+    /// Elements between consecutive B matrices.
+    pub stride_b: usize,
+    /// Elements between consecutive C matrices.
+    pub stride_c: usize,
+}
+
+impl Gemm {
+    /// One product `C = op(A)·op(B)` of these sizes (no transposes, alpha 1, beta 0).
+    pub fn new(m: usize, k: usize, n: usize) -> Self {
+        Self {
+            m,
+            k,
+            n,
+            trans_a: false,
+            trans_b: false,
+            alpha: 1.0,
+            beta: 0.0,
+            batch: 1,
+            stride_a: m * k,
+            stride_b: k * n,
+            stride_c: m * n,
+        }
+    }
+
+    /// Sets the transposes.
+    pub fn trans(mut self, trans_a: bool, trans_b: bool) -> Self {
+        self.trans_a = trans_a;
+        self.trans_b = trans_b;
+        self
+    }
+
+    /// Sets alpha and beta.
+    pub fn scale(mut self, alpha: f32, beta: f32) -> Self {
+        self.alpha = alpha;
+        self.beta = beta;
+        self
+    }
+
+    /// `batch` products over contiguous matrices.
+    pub fn batched(mut self, batch: usize) -> Self {
+        self.batch = batch;
+        self
+    }
+
+    /// Sets the strides between matrices (0 shares one matrix across the batch).
+    pub fn strides(mut self, a: usize, b: usize, c: usize) -> Self {
+        self.stride_a = a;
+        self.stride_b = b;
+        self.stride_c = c;
+        self
+    }
+
+    /// Elements an operand spans from its offset: (batch - 1)·stride + one matrix.
+    fn span(&self, stride: usize, one: usize) -> Option<usize> {
+        (self.batch - 1).checked_mul(stride)?.checked_add(one)
+    }
+
+    fn validate(&self, a: (usize, usize), b: (usize, usize), c: (usize, usize)) -> Result<()> {
+        let Self { m, k, n, batch, .. } = *self;
+        if m == 0 || k == 0 || n == 0 || batch == 0 {
+            return Err(KernelError::new(
+                OP,
+                format!("empty product: m = {m}, k = {k}, n = {n}, batch = {batch}"),
+            ));
+        }
+        if [m, k, n].iter().any(|&d| d > i32::MAX as usize) || batch > i32::MAX as usize {
+            return Err(KernelError::new(
+                OP,
+                "a dimension exceeds i32 (cuBLAS limit)",
+            ));
+        }
+        for (name, (len, off), stride, one) in [
+            ("a", a, self.stride_a, m * k),
+            ("b", b, self.stride_b, k * n),
+            ("c", c, self.stride_c, m * n),
+        ] {
+            let need = self
+                .span(stride, one)
+                .and_then(|s| s.checked_add(off))
+                .ok_or_else(|| KernelError::new(OP, format!("{name}: size overflows")))?;
+            if need > len {
+                return Err(KernelError::new(
+                    OP,
+                    format!(
+                        "{name} holds {len} elements; offset {off} + {} batch(es) of stride \
+                         {stride} over {one}-element matrices needs {need}",
+                        self.batch
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs `g` with A, B, C starting at the given element offsets of their buffers.
+/// Asynchronous on a GPU (cuBLAS on the handle's stream).
+pub fn gemm(
+    gpu: &Gpu,
+    g: &Gemm,
+    a: (&GpuBuffer<f32>, usize),
+    b: (&GpuBuffer<f32>, usize),
+    c: (&mut GpuBuffer<f32>, usize),
+) -> Result<()> {
+    g.validate((a.0.len(), a.1), (b.0.len(), b.1), (c.0.len(), c.1))?;
+    let (a_ptr, b_ptr) = (a.0.arg_at(a.1).raw_ptr(), b.0.arg_at(b.1).raw_ptr());
+    if let Some(blas) = gpu.blas() {
+        let c_ptr = c.0.arg_mut_at(c.1).raw_ptr();
+        let op = |t: bool| {
+            if t {
+                cublasOperation_t::CUBLAS_OP_T
+            } else {
+                cublasOperation_t::CUBLAS_OP_N
+            }
+        };
+        // Row-major C = op(A)·op(B) is column-major Cᵀ = op(B)ᵀ·op(A)ᵀ: swap the operands.
+        let lda = if g.trans_a { g.m } else { g.k };
+        let ldb = if g.trans_b { g.k } else { g.n };
+        // SAFETY: the pointers come from live buffers borrowed for the call, and `validate`
+        // checked that every matrix of the batch lies inside its buffer.
+        unsafe {
+            cudarc::cublas::result::sgemm_strided_batched(
+                *blas.handle(),
+                op(g.trans_b),
+                op(g.trans_a),
+                g.n as i32,
+                g.m as i32,
+                g.k as i32,
+                &g.alpha,
+                b_ptr as *const f32,
+                ldb as i32,
+                g.stride_b as i64,
+                a_ptr as *const f32,
+                lda as i32,
+                g.stride_a as i64,
+                &g.beta,
+                c_ptr as *mut f32,
+                g.n as i32,
+                g.stride_c as i64,
+                g.batch as i32,
+            )
+        }
+        .map_err(|e| KernelError::new(OP, format!("cublasSgemmStridedBatched: {e:?}")))?;
+        return Ok(());
+    }
+    let (Repr::Emu(ea), Repr::Emu(eb)) = (&a.0.repr, &b.0.repr) else {
+        return Err(KernelError::new(OP, "operands belong to different devices"));
+    };
+    let (sa, sb) = (ea.as_slice(), eb.as_slice());
+    let Repr::Emu(ec) = &mut c.0.repr else {
+        return Err(KernelError::new(OP, "operands belong to different devices"));
+    };
+    reference(g, (sa, a.1), (sb, b.1), (ec.as_mut_slice(), c.1));
+    Ok(())
+}
+
+/// The emulator's product: f64 sums, the exact meaning of the cuBLAS call above.
+fn reference(g: &Gemm, a: (&[f32], usize), b: (&[f32], usize), c: (&mut [f32], usize)) {
+    let Gemm { m, k, n, .. } = *g;
+    for bi in 0..g.batch {
+        let (a0, b0, c0) = (
+            a.1 + bi * g.stride_a,
+            b.1 + bi * g.stride_b,
+            c.1 + bi * g.stride_c,
+        );
+        for i in 0..m {
+            for j in 0..n {
+                let mut s = 0.0f64;
+                for p in 0..k {
+                    let av = if g.trans_a {
+                        a.0[a0 + p * m + i]
+                    } else {
+                        a.0[a0 + i * k + p]
+                    };
+                    let bv = if g.trans_b {
+                        b.0[b0 + j * k + p]
+                    } else {
+                        b.0[b0 + p * n + j]
+                    };
+                    s += av as f64 * bv as f64;
+                }
+                let out = &mut c.0[c0 + i * n + j];
+                // beta = 0 ignores the old C entirely (it may be NaN), as cuBLAS does.
+                let old = if g.beta == 0.0 {
+                    0.0
+                } else {
+                    g.beta as f64 * *out as f64
+                };
+                *out = (g.alpha as f64 * s + old) as f32;
+            }
+        }
+    }
+}

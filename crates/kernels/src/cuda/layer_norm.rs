@@ -1,0 +1,1 @@
+//! CUDA layer norm, forward and backward (kernels/layer_norm.cu).

@@ -1,0 +1,1 @@
+//! CUDA fused optimizer updates (SGD with momentum, AdamW) (kernels/optim.cu).

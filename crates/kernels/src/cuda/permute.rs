@@ -1,0 +1,1 @@
+//! CUDA axis permutations and 2-D transposes (kernels/permute.cu).

@@ -1,0 +1,1 @@
+//! CUDA average, max and global-average pooling (kernels/pool.cu).

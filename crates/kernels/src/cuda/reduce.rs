@@ -1,0 +1,1 @@
+//! CUDA sums and means, whole and along an axis (kernels/reduce.cu).

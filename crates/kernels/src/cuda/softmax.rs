@@ -1,0 +1,1 @@
+//! CUDA softmax over the last axis, forward and backward (kernels/softmax.cu).

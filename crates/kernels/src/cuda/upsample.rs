@@ -1,0 +1,1 @@
+//! CUDA bilinear and nearest 2-D upsampling (kernels/upsample.cu).
