@@ -1,1 +1,174 @@
-//! CUDA softmax over the last axis, forward and backward (kernels/softmax.cu).
+//! CUDA softmax over the last axis, forward and backward (kernels/softmax.cu): the twin of
+//! [`crate::cpu::softmax`], with inputs and outputs in device memory.
+//!
+//! Short rows get one warp each, long rows a whole block (see [`WARP_MAX_DIM`]); both are
+//! deterministic (fixed-order reductions, no atomics). Also holds the shape checks the
+//! softmax, cross-entropy and attention wrappers share (the CPU's are private to `cpu`).
+
+use std::fmt;
+
+use cudarc::driver::LaunchConfig;
+
+use super::buffer::{Arg, GpuBuffer};
+use super::gpu::Gpu;
+use super::sources::SOFTMAX;
+use crate::error::{KernelError, Result};
+
+/// Rows up to this length get one warp each (at most 32 elements per lane); longer rows a
+/// whole block, so that a 50 000-class row is not serialised on 32 lanes.
+pub const WARP_MAX_DIM: usize = 1024;
+/// Threads per block of the warp-per-row launches (8 rows per block).
+const WARP_BLOCK: u32 = 256;
+/// Grid-stride loops cover any row count; more blocks than this only add scheduling cost.
+const MAX_BLOCKS: usize = 1 << 16;
+
+/// Launch shape for `rows` rows of `dim` elements: (config, block_per_row flag).
+pub(crate) fn row_launch(rows: usize, dim: usize) -> (LaunchConfig, i32) {
+    if dim <= WARP_MAX_DIM {
+        let per = (WARP_BLOCK / 32) as usize;
+        let blocks = rows.div_ceil(per).clamp(1, MAX_BLOCKS) as u32;
+        let cfg = LaunchConfig {
+            grid_dim: (blocks, 1, 1),
+            block_dim: (WARP_BLOCK, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        (cfg, 0)
+    } else {
+        // 256 threads keep at least 4 elements per thread; 1024 for very long rows.
+        let threads = if dim <= 16 * 1024 { 256 } else { 1024 };
+        let cfg = LaunchConfig {
+            grid_dim: (rows.clamp(1, MAX_BLOCKS) as u32, 1, 1),
+            block_dim: (threads, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        (cfg, 1)
+    }
+}
+
+/// Product of `dims`, refusing a zero dimension and overflow (same messages as the CPU).
+pub(crate) fn numel(op: &'static str, dims: &[(&str, usize)]) -> Result<usize> {
+    let show = || {
+        let inner: Vec<String> = dims.iter().map(|(n, d)| format!("{n}={d}")).collect();
+        format!("[{}]", inner.join(", "))
+    };
+    let mut total: usize = 1;
+    for &(name, d) in dims {
+        if d == 0 {
+            return Err(KernelError::new(
+                op,
+                format!("empty tensor: dimension `{name}` is 0 (shape {})", show()),
+            ));
+        }
+        total = total.checked_mul(d).ok_or_else(|| {
+            KernelError::new(op, format!("shape {} has too many elements", show()))
+        })?;
+    }
+    // Kernels index with i64: a size past i64::MAX cannot be addressed.
+    if total > i64::MAX as usize {
+        return Err(KernelError::new(
+            op,
+            format!("shape {} has too many elements", show()),
+        ));
+    }
+    Ok(total)
+}
+
+/// Checks that buffer `name` holds `expected` elements of shape `shape` (CPU message).
+pub(crate) fn buf(
+    op: &'static str,
+    name: &str,
+    got: usize,
+    expected: usize,
+    shape: fmt::Arguments<'_>,
+) -> Result<()> {
+    if got == expected {
+        Ok(())
+    } else {
+        Err(KernelError::new(
+            op,
+            format!("buffer `{name}` has {got} elements, expected {expected} (shape {shape})"),
+        ))
+    }
+}
+
+/// Launches the forward on raw arguments; `x` and `y` may be the same buffer (in place).
+pub(crate) fn launch_forward(
+    gpu: &Gpu,
+    rows: usize,
+    dim: usize,
+    x: Arg<'_>,
+    y: Arg<'_>,
+) -> Result<()> {
+    let (cfg, blk) = row_launch(rows, dim);
+    gpu.launch(
+        &SOFTMAX,
+        "softmax_fwd",
+        cfg,
+        &[
+            x,
+            y,
+            Arg::i64(rows as i64),
+            Arg::i64(dim as i64),
+            Arg::i32(blk),
+        ],
+    )
+}
+
+/// Launches dx = scale·y⊙(dy − Σ dy⊙y) on raw arguments; `dx` may be `dy` (in place).
+pub(crate) fn launch_backward(
+    gpu: &Gpu,
+    rows: usize,
+    dim: usize,
+    scale: f32,
+    (y, dy, dx): (Arg<'_>, Arg<'_>, Arg<'_>),
+) -> Result<()> {
+    let (cfg, blk) = row_launch(rows, dim);
+    gpu.launch(
+        &SOFTMAX,
+        "softmax_bwd",
+        cfg,
+        &[
+            y,
+            dy,
+            dx,
+            Arg::i64(rows as i64),
+            Arg::i64(dim as i64),
+            Arg::f32(scale),
+            Arg::i32(blk),
+        ],
+    )
+}
+
+/// y = softmax(x) per row of `[rows, dim]` (max-subtracted); `y` is overwritten.
+pub fn softmax_forward(
+    gpu: &Gpu,
+    rows: usize,
+    dim: usize,
+    x: &GpuBuffer<f32>,
+    y: &mut GpuBuffer<f32>,
+) -> Result<()> {
+    const OP: &str = "cuda::softmax_forward";
+    let total = numel(OP, &[("rows", rows), ("dim", dim)])?;
+    let shape = format_args!("[rows={rows}, dim={dim}]");
+    buf(OP, "x", x.len(), total, shape)?;
+    buf(OP, "y", y.len(), total, shape)?;
+    launch_forward(gpu, rows, dim, x.arg(), y.arg_mut())
+}
+
+/// dx = y ⊙ (dy − Σ dy⊙y) per row, from the forward output `y`; `dx` is overwritten.
+pub fn softmax_backward(
+    gpu: &Gpu,
+    rows: usize,
+    dim: usize,
+    y: &GpuBuffer<f32>,
+    dy: &GpuBuffer<f32>,
+    dx: &mut GpuBuffer<f32>,
+) -> Result<()> {
+    const OP: &str = "cuda::softmax_backward";
+    let total = numel(OP, &[("rows", rows), ("dim", dim)])?;
+    let shape = format_args!("[rows={rows}, dim={dim}]");
+    buf(OP, "y", y.len(), total, shape)?;
+    buf(OP, "dy", dy.len(), total, shape)?;
+    buf(OP, "dx", dx.len(), total, shape)?;
+    launch_backward(gpu, rows, dim, 1.0, (y.arg(), dy.arg(), dx.arg_mut()))
+}
