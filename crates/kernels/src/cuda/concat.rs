@@ -1,1 +1,120 @@
-//! CUDA concatenation and split along an axis (kernels/concat.cu).
+//! CUDA concatenation along one axis and its inverse, split (kernels/concat.cu): the twins of
+//! [`crate::cpu::concat`]. Part i is viewed as [outer, inner_i]; the result is
+//! [outer, Σ inner_i]. One strided copy per part (a plain device copy when the part's rows are
+//! contiguous in the result).
+
+use super::buffer::{Arg, GpuBuffer};
+use super::elementwise::{buf, i64_arg, numel, rows_cfg, threads_per_row};
+use super::gpu::Gpu;
+use super::sources::CONCAT;
+use crate::error::{KernelError, Result};
+
+/// Checks the parts as the CPU does; returns the total width Σ inner_i.
+fn check_parts(op: &'static str, outer: usize, lens: &[usize], inners: &[usize]) -> Result<usize> {
+    if lens.len() != inners.len() {
+        return Err(KernelError::new(
+            op,
+            format!("{} parts but {} inner sizes", lens.len(), inners.len()),
+        ));
+    }
+    if inners.is_empty() {
+        return Err(KernelError::new(op, "empty tensor: no parts given"));
+    }
+    let mut width = 0usize;
+    for (i, (&len, &inner)) in lens.iter().zip(inners).enumerate() {
+        let expected = numel(op, &[("outer", outer), ("inner", inner)])?;
+        buf(
+            op,
+            &format!("parts[{i}]"),
+            len,
+            expected,
+            format_args!("[outer={outer}, inner={inner}]"),
+        )?;
+        width += inner;
+    }
+    // The whole result must be addressable with i64 indices too.
+    numel(op, &[("outer", outer), ("width", width)])?;
+    Ok(width)
+}
+
+/// dst[r·dst_ld + dst_at + j] = src[r·src_ld + src_at + j] for r < rows, j < cols.
+fn copy2d(
+    gpu: &Gpu,
+    src: &GpuBuffer<f32>,
+    (src_at, src_ld): (usize, usize),
+    dst: &mut GpuBuffer<f32>,
+    (dst_at, dst_ld): (usize, usize),
+    rows: usize,
+    cols: usize,
+) -> Result<()> {
+    if rows == 1 || (src_ld == cols && dst_ld == cols) {
+        // The block is one contiguous run on both sides.
+        return gpu.copy(src, src_at, dst, dst_at, rows * cols);
+    }
+    gpu.launch(
+        &CONCAT,
+        "cc_copy2d",
+        rows_cfg(rows, cols),
+        &[
+            src.arg_at(src_at),
+            i64_arg(src_ld),
+            dst.arg_mut_at(dst_at),
+            i64_arg(dst_ld),
+            i64_arg(rows),
+            i64_arg(cols),
+            Arg::i32(threads_per_row(cols) as i32),
+        ],
+    )
+}
+
+/// y [outer, Σ inner_i] = the parts [outer, inner_i] side by side.
+pub fn concat(
+    gpu: &Gpu,
+    outer: usize,
+    parts: &[&GpuBuffer<f32>],
+    inners: &[usize],
+    y: &mut GpuBuffer<f32>,
+) -> Result<()> {
+    const OP: &str = "cuda::concat";
+    let lens: Vec<usize> = parts.iter().map(|p| p.len()).collect();
+    let width = check_parts(OP, outer, &lens, inners)?;
+    buf(
+        OP,
+        "y",
+        y.len(),
+        outer * width,
+        format_args!("[outer={outer}, {width}]"),
+    )?;
+    let mut at = 0;
+    for (p, &inner) in parts.iter().zip(inners) {
+        copy2d(gpu, p, (0, inner), y, (at, width), outer, inner)?;
+        at += inner;
+    }
+    Ok(())
+}
+
+/// The inverse of `concat` (and its backward): cuts x [outer, Σ inner_i] into the parts.
+pub fn split(
+    gpu: &Gpu,
+    outer: usize,
+    x: &GpuBuffer<f32>,
+    inners: &[usize],
+    parts: &mut [&mut GpuBuffer<f32>],
+) -> Result<()> {
+    const OP: &str = "cuda::split";
+    let lens: Vec<usize> = parts.iter().map(|p| p.len()).collect();
+    let width = check_parts(OP, outer, &lens, inners)?;
+    buf(
+        OP,
+        "x",
+        x.len(),
+        outer * width,
+        format_args!("[outer={outer}, {width}]"),
+    )?;
+    let mut at = 0;
+    for (p, &inner) in parts.iter_mut().zip(inners) {
+        copy2d(gpu, x, (at, width), p, (0, inner), outer, inner)?;
+        at += inner;
+    }
+    Ok(())
+}
