@@ -94,10 +94,13 @@ fn gelu_matches_cpu_and_is_reproducible() {
         0.0, -0.0, 1e-4, -1e-4, 3.5, -3.5, 6.0, -6.0, 9.5, -9.5, -20.0,
     ];
     // The CPU's Φ comes from Abramowitz & Stegun 7.1.26 (absolute error ≤ 1.5e-7 in erf, so
-    // ≤ 7.5e-8 in Φ), the device's from erfcf (a few ulps): y = x·Φ may differ by that times
-    // |x|, plus f32 rounding of the result.
+    // ≤ 7.5e-8 in Φ) and its own exp, the device's from erfcf and expf (CUDA documents up to
+    // 4 ulps for erfcf): y = x·Φ and Φ + x·φ may differ by a few 1e-7 times (1 + |x|), plus
+    // f32 rounding of the result. On the emulator the worst case over [-10, 10] in steps of
+    // 1e-4 used 0.36 (forward) and 0.73 (backward) of a 3e-7 scale; 5e-7 leaves room for the
+    // GPU's libdevice.
     let tol = |x: f32, scale: f32, want: f32| {
-        3e-7 * scale.abs() as f64 * (1.0 + x.abs() as f64) + 2e-7 * want.abs() as f64
+        5e-7 * scale.abs() as f64 * (1.0 + x.abs() as f64) + 2e-7 * want.abs() as f64
     };
     for &n in LENS {
         let x = inputs(&mut rng, n, &specials);

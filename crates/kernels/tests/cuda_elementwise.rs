@@ -227,6 +227,27 @@ fn bias_grads_match_cpu_and_are_reproducible() {
 }
 
 #[test]
+fn grid_stride_loops_cover_more_than_one_grid() {
+    let Some(gpu) = gpu_or_skip("grid_stride_loops_cover_more_than_one_grid") else {
+        return;
+    };
+    // The launches cap the grid at 8192 blocks of 256 threads; past that every thread takes
+    // several trips (the same loop as every flat kernel). About 3 s on the emulator.
+    let n = 8192 * 256 + 1001;
+    let mut rng = StdRng::seed_from_u64(5);
+    let (a, b) = (random(&mut rng, n), random(&mut rng, n));
+    let (da, db) = (gpu.upload(&a).unwrap(), gpu.upload(&b).unwrap());
+    let mut want = vec![0.0; n];
+    cpu::add(&a, &b, &mut want).unwrap();
+    let mut dy = poisoned(&gpu, n);
+    ew::add(&gpu, &da, &db, &mut dy).unwrap();
+    assert!(
+        bits(&gpu.download(&dy).unwrap()) == bits(&want),
+        "add n={n}"
+    );
+}
+
+#[test]
 fn bad_shapes_are_refused_like_the_cpu() {
     let Some(gpu) = gpu_or_skip("bad_shapes_are_refused_like_the_cpu") else {
         return;
