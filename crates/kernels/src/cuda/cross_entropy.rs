@@ -1,1 +1,252 @@
-//! CUDA softmax cross-entropy and BCE with logits (kernels/cross_entropy.cu).
+//! CUDA cross-entropy with logits (softmax over classes, integer targets, ignore_index) and
+//! binary cross-entropy with logits (kernels/cross_entropy.cu): the twin of
+//! [`crate::cpu::cross_entropy`], with inputs and outputs in device memory.
+//!
+//! The cross-entropy ops first check the targets on the device and read back the verdict (one
+//! synchronisation), so that bad targets are refused before any output is written, as on the
+//! CPU; the forward needs that read-back anyway for the count of valid rows it returns.
+
+use cudarc::driver::LaunchConfig;
+
+use super::buffer::{Arg, GpuBuffer};
+use super::gpu::Gpu;
+use super::softmax::{buf, numel, row_launch};
+use super::sources::CROSS_ENTROPY;
+use crate::error::{KernelError, Result};
+
+/// Threads per block of the elementwise and target-check kernels.
+const THREADS: u32 = 256;
+/// Grid-stride loops cover any length; more blocks than this only add scheduling cost.
+const MAX_BLOCKS: usize = 4096;
+
+/// Grid-stride launch over `n` elements.
+fn elems(n: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (
+            n.div_ceil(THREADS as usize).clamp(1, MAX_BLOCKS) as u32,
+            1,
+            1,
+        ),
+        block_dim: (THREADS, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+/// Checks the targets on the device: the number of rows that are not `ignore_index`, or the
+/// CPU's error for the first row whose target is outside `[0, classes)`.
+fn check_targets(
+    gpu: &Gpu,
+    op: &'static str,
+    rows: usize,
+    classes: usize,
+    targets: &GpuBuffer<i64>,
+    ignore_index: i64,
+) -> Result<usize> {
+    let mut valid = gpu.zeros::<u64>(1)?;
+    let mut bad = gpu.zeros::<u64>(1)?;
+    gpu.launch(
+        &CROSS_ENTROPY,
+        "ce_check",
+        elems(rows),
+        &[
+            targets.arg(),
+            Arg::i64(rows as i64),
+            Arg::i64(classes as i64),
+            Arg::i64(ignore_index),
+            valid.arg_mut(),
+            bad.arg_mut(),
+        ],
+    )?;
+    let bad = gpu.download(&bad)?[0];
+    if bad != 0 {
+        // The kernel keeps the largest rows − row, i.e. the first bad row, as the CPU reports.
+        let row = rows - bad as usize;
+        let mut one = gpu.alloc::<i64>(1)?;
+        gpu.copy(targets, row, &mut one, 0, 1)?;
+        let t = gpu.download(&one)?[0];
+        return Err(KernelError::new(
+            op,
+            format!(
+                "target {t} of row {row} is outside [0, {classes}) and is not ignore_index {ignore_index}"
+            ),
+        ));
+    }
+    Ok(gpu.download(&valid)?[0] as usize)
+}
+
+/// Shape checks shared by the cross-entropy forward and backward: logits, targets, output.
+fn check_ce(
+    op: &'static str,
+    rows: usize,
+    classes: usize,
+    logits: &GpuBuffer<f32>,
+    targets: &GpuBuffer<i64>,
+    (out_name, out_len, out_expected_rows): (&str, usize, bool),
+) -> Result<()> {
+    let total = numel(op, &[("rows", rows), ("classes", classes)])?;
+    let shape = format_args!("[rows={rows}, classes={classes}]");
+    buf(op, "logits", logits.len(), total, shape)?;
+    buf(
+        op,
+        "targets",
+        targets.len(),
+        rows,
+        format_args!("[rows={rows}]"),
+    )?;
+    if out_expected_rows {
+        buf(op, out_name, out_len, rows, format_args!("[rows={rows}]"))
+    } else {
+        buf(op, out_name, out_len, total, shape)
+    }
+}
+
+/// losses[r] = −log softmax(logits[r])[targets[r]] (0 for rows whose target is
+/// `ignore_index`); returns the number of rows that were not ignored.
+pub fn cross_entropy_forward(
+    gpu: &Gpu,
+    rows: usize,
+    classes: usize,
+    logits: &GpuBuffer<f32>,
+    targets: &GpuBuffer<i64>,
+    ignore_index: i64,
+    losses: &mut GpuBuffer<f32>,
+) -> Result<usize> {
+    const OP: &str = "cuda::cross_entropy_forward";
+    check_ce(
+        OP,
+        rows,
+        classes,
+        logits,
+        targets,
+        ("losses", losses.len(), true),
+    )?;
+    let valid = check_targets(gpu, OP, rows, classes, targets, ignore_index)?;
+    let (cfg, blk) = row_launch(rows, classes);
+    gpu.launch(
+        &CROSS_ENTROPY,
+        "ce_forward",
+        cfg,
+        &[
+            logits.arg(),
+            targets.arg(),
+            Arg::i64(rows as i64),
+            Arg::i64(classes as i64),
+            Arg::i64(ignore_index),
+            losses.arg_mut(),
+            Arg::i32(blk),
+        ],
+    )?;
+    Ok(valid)
+}
+
+/// dlogits = scale·(softmax − onehot(target)), zero rows for ignored targets (overwritten).
+/// For mean reduction pass scale = dL/valid.
+#[allow(clippy::too_many_arguments)] // the CPU twin's arguments plus the device
+pub fn cross_entropy_backward(
+    gpu: &Gpu,
+    rows: usize,
+    classes: usize,
+    logits: &GpuBuffer<f32>,
+    targets: &GpuBuffer<i64>,
+    ignore_index: i64,
+    scale: f32,
+    dlogits: &mut GpuBuffer<f32>,
+) -> Result<()> {
+    const OP: &str = "cuda::cross_entropy_backward";
+    check_ce(
+        OP,
+        rows,
+        classes,
+        logits,
+        targets,
+        ("dlogits", dlogits.len(), false),
+    )?;
+    check_targets(gpu, OP, rows, classes, targets, ignore_index)?;
+    let (cfg, blk) = row_launch(rows, classes);
+    gpu.launch(
+        &CROSS_ENTROPY,
+        "ce_backward",
+        cfg,
+        &[
+            logits.arg(),
+            targets.arg(),
+            Arg::i64(rows as i64),
+            Arg::i64(classes as i64),
+            Arg::i64(ignore_index),
+            Arg::f32(scale),
+            dlogits.arg_mut(),
+            Arg::i32(blk),
+        ],
+    )
+}
+
+/// Checks that the buffers have the same non-zero length (the CPU's `same_len` messages).
+fn same_len(op: &'static str, names: &[(&str, usize)]) -> Result<usize> {
+    let (first, n) = names[0];
+    if n == 0 {
+        return Err(KernelError::new(
+            op,
+            format!("empty tensor: `{first}` has 0 elements"),
+        ));
+    }
+    for &(name, len) in &names[1..] {
+        if len != n {
+            return Err(KernelError::new(
+                op,
+                format!(
+                    "buffer `{name}` has {len} elements, expected {n} (the length of `{first}`)"
+                ),
+            ));
+        }
+    }
+    Ok(n)
+}
+
+/// Elementwise BCE with logits: losses = max(x, 0) − x·t + log(1 + e^{−|x|}).
+pub fn bce_with_logits_forward(
+    gpu: &Gpu,
+    x: &GpuBuffer<f32>,
+    targets: &GpuBuffer<f32>,
+    losses: &mut GpuBuffer<f32>,
+) -> Result<()> {
+    let n = same_len(
+        "cuda::bce_with_logits_forward",
+        &[
+            ("x", x.len()),
+            ("targets", targets.len()),
+            ("losses", losses.len()),
+        ],
+    )?;
+    gpu.launch(
+        &CROSS_ENTROPY,
+        "bce_forward",
+        elems(n),
+        &[x.arg(), targets.arg(), losses.arg_mut(), Arg::i64(n as i64)],
+    )
+}
+
+/// Backward of BCE with logits: dx = scale·(σ(x) − t) (overwritten).
+pub fn bce_with_logits_backward(
+    gpu: &Gpu,
+    x: &GpuBuffer<f32>,
+    targets: &GpuBuffer<f32>,
+    scale: f32,
+    dx: &mut GpuBuffer<f32>,
+) -> Result<()> {
+    let n = same_len(
+        "cuda::bce_with_logits_backward",
+        &[("x", x.len()), ("targets", targets.len()), ("dx", dx.len())],
+    )?;
+    gpu.launch(
+        &CROSS_ENTROPY,
+        "bce_backward",
+        elems(n),
+        &[
+            x.arg(),
+            targets.arg(),
+            Arg::f32(scale),
+            dx.arg_mut(),
+            Arg::i64(n as i64),
+        ],
+    )
+}
