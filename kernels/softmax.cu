@@ -1,28 +1,29 @@
 // Softmax over the last axis, forward and backward (CUDA twin of crates/kernels/src/cpu/softmax.rs).
 //
-// x, y, dy, dx are [rows, dim] row-major. A row is handled by one "group" of threads:
-//   - short rows (the host picks by dim): one warp per row, blockDim / 32 rows per block;
-//   - long rows: one whole block per row (block_per_row = 1).
-// Every launch is grid-stride over rows, so any grid size covers any number of rows. Columns
-// are strided by the group size, so a warp reads 32 consecutive floats at a time (coalesced).
+// x, y, dy, dx are [rows, dim] row-major. Two launch shapes, picked by the host from dim:
+//   - *_warp (dim <= 1024): one warp per row, blockDim / 32 rows per block. Lane l holds
+//     columns l, l + 32, ... in registers (at most 32 per lane), so a row is read from global
+//     memory once and written once; loads and stores are 32 consecutive floats (coalesced).
+//   - *_block (longer rows): one whole block per row, columns strided by blockDim; the row is
+//     re-read from global memory (L2) by each pass instead of being held in registers.
+// Every launch is grid-stride over rows, so any grid size covers any number of rows.
 //
-// softmax_fwd:  m = max_j x, e_j = exp(x_j - m) stored in y, then y_j *= 1 / sum_j e_j.
-// softmax_bwd:  dot = sum_j y_j dy_j, dx_j = scale * y_j * (dy_j - dot) (scale = 1 for a plain
-//               softmax; attention passes its q.k^T scale here, fusing dS = scale * dP-term).
+// forward:  m = max_j x, e_j = exp(x_j - m), y_j = e_j * (1 / sum_j e_j) (the CPU's order).
+// backward: dot = sum_j y_j dy_j, dx_j = scale * y_j * (dy_j - dot) (scale = 1 for a plain
+//           softmax; attention passes its q.k^T scale here, fusing dS = scale * dP-term).
 // Both may run in place (y == x; dx == dy): every element is read and then written by the same
 // thread, and the group reduction between the passes orders all reads of a row before any
 // write. The pointers are therefore not __restrict__.
 //
 // Determinism: each thread folds its columns in a fixed order, then the warp reduces with a
-// fixed xor-butterfly and (block mode) warp 0's partials are combined in warp order; no
-// atomics, so two runs are bit-identical.
+// fixed xor-butterfly and (block mode) every warp folds the per-warp partials in warp order;
+// no atomics, so two runs are bit-identical.
 #include "common.cuh"
 
-// Max over the group (a warp, or the whole block when `block`); every thread gets the result.
-// sh: 32 floats of shared memory, free again when this returns.
-__device__ __forceinline__ float sm_group_max(float v, bool block, float* sh) {
+// Max over the block; every thread gets the result. sh: 32 floats of shared memory, free
+// again when this returns.
+__device__ __forceinline__ float sm_block_max(float v, float* sh) {
     v = warp_max(v);
-    if (!block) return v;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
     if (lane == 0) sh[warp] = v;
     __syncthreads();
@@ -33,10 +34,9 @@ __device__ __forceinline__ float sm_group_max(float v, bool block, float* sh) {
     return r;
 }
 
-// Sum over the group, as sm_group_max.
-__device__ __forceinline__ float sm_group_sum(float v, bool block, float* sh) {
+// Sum over the block, as sm_block_max.
+__device__ __forceinline__ float sm_block_sum(float v, float* sh) {
     v = warp_sum(v);
-    if (!block) return v;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
     if (lane == 0) sh[warp] = v;
     __syncthreads();
@@ -46,53 +46,119 @@ __device__ __forceinline__ float sm_group_sum(float v, bool block, float* sh) {
     return r;
 }
 
-// y = softmax(x) per row, max-subtracted. blockDim.x: a multiple of 32 (at most 1024).
-extern "C" __global__ void softmax_fwd(const float* x, float* y, i64 rows, i64 dim,
-                                       int block_per_row) {
-    __shared__ float sh[32];
-    const bool blk = block_per_row != 0;
-    const int lane = blk ? (int)threadIdx.x : (int)(threadIdx.x & 31);
-    const int gsize = blk ? (int)blockDim.x : 32;
-    const i64 groups = blk ? 1 : (i64)(blockDim.x >> 5);
-    const i64 g = blk ? 0 : (i64)(threadIdx.x >> 5);
-    // The row loop is uniform over the group (a warp leaves together; in block mode the whole
-    // block runs the same rows), so the barriers inside the reductions are reached by all.
-    for (i64 r = (i64)blockIdx.x * groups + g; r < rows; r += (i64)gridDim.x * groups) {
+// Columns per lane of the warp kernels: rows of up to 32 * SM_PER_LANE = 1024 elements.
+#define SM_PER_LANE 32
+
+// y = softmax(x) per row, one warp per row held in registers. dim <= 32 * SM_PER_LANE.
+extern "C" __global__ void softmax_fwd_warp(const float* x, float* y, i64 rows, int dim) {
+    const int lane = threadIdx.x & 31;
+    const i64 groups = blockDim.x >> 5;
+    // A warp runs its rows to the end together (the loop bound is per warp), so every lane
+    // reaches every shuffle.
+    for (i64 r = (i64)blockIdx.x * groups + (threadIdx.x >> 5); r < rows;
+         r += (i64)gridDim.x * groups) {
         const float* xr = x + r * dim;
         float* yr = y + r * dim;
-        // fmaxf skips NaN, but a NaN element still makes its exp, the sum and so the whole row
-        // NaN, as on the CPU (which propagates NaN through the max instead).
+        float v[SM_PER_LANE];
+        float m = NEG_INF;
+        // Fully unrolled with a uniform early exit, so v[] stays in registers.
+#pragma unroll
+        for (int k = 0; k < SM_PER_LANE; ++k) {
+            if (k * 32 >= dim) break;
+            const int j = lane + k * 32;
+            v[k] = j < dim ? xr[j] : NEG_INF;
+            // fmaxf skips NaN, but a NaN element still makes its exp, the sum and so the whole
+            // row NaN, as on the CPU (which propagates NaN through the max instead).
+            m = fmaxf(m, v[k]);
+        }
+        m = warp_max(m);
+        float s = 0.0f;
+#pragma unroll
+        for (int k = 0; k < SM_PER_LANE; ++k) {
+            if (k * 32 >= dim) break;
+            if (lane + k * 32 < dim) {
+                v[k] = expf(v[k] - m);
+                s += v[k];
+            }
+        }
+        s = warp_sum(s);
+        const float inv = 1.0f / s;
+#pragma unroll
+        for (int k = 0; k < SM_PER_LANE; ++k) {
+            if (k * 32 >= dim) break;
+            const int j = lane + k * 32;
+            if (j < dim) yr[j] = v[k] * inv;
+        }
+    }
+}
+
+// dx = scale * y * (dy - sum(dy * y)) per row, one warp per row held in registers.
+extern "C" __global__ void softmax_bwd_warp(const float* y, const float* dy, float* dx, i64 rows,
+                                            int dim, float scale) {
+    const int lane = threadIdx.x & 31;
+    const i64 groups = blockDim.x >> 5;
+    for (i64 r = (i64)blockIdx.x * groups + (threadIdx.x >> 5); r < rows;
+         r += (i64)gridDim.x * groups) {
+        const float* yr = y + r * dim;
+        const float* gr = dy + r * dim;
+        float* dr = dx + r * dim;
+        float yv[SM_PER_LANE], gv[SM_PER_LANE];
+        float dot = 0.0f;
+#pragma unroll
+        for (int k = 0; k < SM_PER_LANE; ++k) {
+            if (k * 32 >= dim) break;
+            const int j = lane + k * 32;
+            yv[k] = j < dim ? yr[j] : 0.0f;
+            gv[k] = j < dim ? gr[j] : 0.0f;
+            dot += yv[k] * gv[k];
+        }
+        dot = warp_sum(dot);
+#pragma unroll
+        for (int k = 0; k < SM_PER_LANE; ++k) {
+            if (k * 32 >= dim) break;
+            const int j = lane + k * 32;
+            if (j < dim) dr[j] = scale * yv[k] * (gv[k] - dot);
+        }
+    }
+}
+
+// y = softmax(x), one block per row (any dim). blockDim.x: a multiple of 32, at most 1024.
+extern "C" __global__ void softmax_fwd_block(const float* x, float* y, i64 rows, i64 dim) {
+    __shared__ float sh[32];
+    const int lane = threadIdx.x;
+    const int gsize = blockDim.x;
+    // The row loop is the same for the whole block, so every thread reaches every barrier.
+    for (i64 r = blockIdx.x; r < rows; r += gridDim.x) {
+        const float* xr = x + r * dim;
+        float* yr = y + r * dim;
         float m = NEG_INF;
         for (i64 j = lane; j < dim; j += gsize) m = fmaxf(m, xr[j]);
-        m = sm_group_max(m, blk, sh);
+        m = sm_block_max(m, sh);
         float s = 0.0f;
         for (i64 j = lane; j < dim; j += gsize) {
             const float e = expf(xr[j] - m);
             yr[j] = e;
             s += e;
         }
-        s = sm_group_sum(s, blk, sh);
+        s = sm_block_sum(s, sh);
         const float inv = 1.0f / s;
         for (i64 j = lane; j < dim; j += gsize) yr[j] *= inv;
     }
 }
 
-// dx = scale * y * (dy - sum(dy * y)) per row, from the forward output y.
-extern "C" __global__ void softmax_bwd(const float* y, const float* dy, float* dx, i64 rows,
-                                       i64 dim, float scale, int block_per_row) {
+// dx = scale * y * (dy - sum(dy * y)), one block per row (any dim).
+extern "C" __global__ void softmax_bwd_block(const float* y, const float* dy, float* dx,
+                                             i64 rows, i64 dim, float scale) {
     __shared__ float sh[32];
-    const bool blk = block_per_row != 0;
-    const int lane = blk ? (int)threadIdx.x : (int)(threadIdx.x & 31);
-    const int gsize = blk ? (int)blockDim.x : 32;
-    const i64 groups = blk ? 1 : (i64)(blockDim.x >> 5);
-    const i64 g = blk ? 0 : (i64)(threadIdx.x >> 5);
-    for (i64 r = (i64)blockIdx.x * groups + g; r < rows; r += (i64)gridDim.x * groups) {
+    const int lane = threadIdx.x;
+    const int gsize = blockDim.x;
+    for (i64 r = blockIdx.x; r < rows; r += gridDim.x) {
         const float* yr = y + r * dim;
         const float* gr = dy + r * dim;
         float* dr = dx + r * dim;
         float dot = 0.0f;
         for (i64 j = lane; j < dim; j += gsize) dot += yr[j] * gr[j];
-        dot = sm_group_sum(dot, blk, sh);
+        dot = sm_block_sum(dot, sh);
         for (i64 j = lane; j < dim; j += gsize) dr[j] = scale * yr[j] * (gr[j] - dot);
     }
 }

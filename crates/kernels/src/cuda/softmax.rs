@@ -14,8 +14,9 @@ use super::gpu::Gpu;
 use super::sources::SOFTMAX;
 use crate::error::{KernelError, Result};
 
-/// Rows up to this length get one warp each (at most 32 elements per lane); longer rows a
-/// whole block, so that a 50 000-class row is not serialised on 32 lanes.
+/// Rows up to this length get one warp each (at most 32 elements per lane, held in registers
+/// by the softmax kernels); longer rows a whole block, so that a 50 000-class row is not
+/// serialised on 32 lanes.
 pub const WARP_MAX_DIM: usize = 1024;
 /// Threads per block of the warp-per-row launches (8 rows per block).
 const WARP_BLOCK: u32 = 256;
@@ -100,18 +101,15 @@ pub(crate) fn launch_forward(
     y: Arg<'_>,
 ) -> Result<()> {
     let (cfg, blk) = row_launch(rows, dim);
-    gpu.launch(
-        &SOFTMAX,
-        "softmax_fwd",
-        cfg,
-        &[
-            x,
-            y,
-            Arg::i64(rows as i64),
-            Arg::i64(dim as i64),
-            Arg::i32(blk),
-        ],
-    )
+    let rows = Arg::i64(rows as i64);
+    if blk == 0 {
+        // dim <= WARP_MAX_DIM fits the warp kernel's `int`.
+        let dim = Arg::i32(dim as i32);
+        gpu.launch(&SOFTMAX, "softmax_fwd_warp", cfg, &[x, y, rows, dim])
+    } else {
+        let dim = Arg::i64(dim as i64);
+        gpu.launch(&SOFTMAX, "softmax_fwd_block", cfg, &[x, y, rows, dim])
+    }
 }
 
 /// Launches dx = scale·y⊙(dy − Σ dy⊙y) on raw arguments; `dx` may be `dy` (in place).
@@ -123,20 +121,24 @@ pub(crate) fn launch_backward(
     (y, dy, dx): (Arg<'_>, Arg<'_>, Arg<'_>),
 ) -> Result<()> {
     let (cfg, blk) = row_launch(rows, dim);
-    gpu.launch(
-        &SOFTMAX,
-        "softmax_bwd",
-        cfg,
-        &[
-            y,
-            dy,
-            dx,
-            Arg::i64(rows as i64),
-            Arg::i64(dim as i64),
-            Arg::f32(scale),
-            Arg::i32(blk),
-        ],
-    )
+    let (rows, scale) = (Arg::i64(rows as i64), Arg::f32(scale));
+    if blk == 0 {
+        let dim = Arg::i32(dim as i32);
+        gpu.launch(
+            &SOFTMAX,
+            "softmax_bwd_warp",
+            cfg,
+            &[y, dy, dx, rows, dim, scale],
+        )
+    } else {
+        let dim = Arg::i64(dim as i64);
+        gpu.launch(
+            &SOFTMAX,
+            "softmax_bwd_block",
+            cfg,
+            &[y, dy, dx, rows, dim, scale],
+        )
+    }
 }
 
 /// y = softmax(x) per row of `[rows, dim]` (max-subtracted); `y` is overwritten.
