@@ -1,1 +1,151 @@
-//! CUDA weighted combination of T per-task gradient rows (kernels/combine.cu).
+//! CUDA weighted combination of T per-task gradient rows (kernels/combine.cu): the direction
+//! `sum_t w_t g_t` of the MTO methods, on the device.
+//!
+//! Twin of `crates/mto/src/combine.rs` (`combine`, `combine_segments`), which this crate cannot
+//! depend on: same f64 weights, same skipping of zero weights, same f64 accumulation in
+//! ascending task order rounded once to f32, so the results are equal bit for bit.
+
+use cudarc::driver::LaunchConfig;
+
+use super::buffer::{Arg, GpuBuffer};
+use super::gpu::Gpu;
+use super::sources::COMBINE;
+use crate::cpu::grad_gram::check_segments;
+use crate::error::{KernelError, Result, check_len};
+
+/// Largest T the kernel handles (its shared row list holds 64 tasks).
+pub const MAX_T: usize = 64;
+/// Threads per block (CMB_THREADS in kernels/combine.cu).
+const THREADS: u32 = 256;
+/// Columns per block (CMB_CHUNK in kernels/combine.cu).
+const CHUNK: usize = 256 * 4 * 2;
+
+/// Checks T, P, the lengths of `g` and `out` and the segment ends.
+fn validate(
+    op: &'static str,
+    g_len: usize,
+    t: usize,
+    p: usize,
+    segment_ends: &[usize],
+    out_len: usize,
+) -> Result<()> {
+    if t == 0 || p == 0 {
+        return Err(KernelError::new(
+            op,
+            format!("empty input: t = {t}, p = {p}, expected both >= 1"),
+        ));
+    }
+    if t > MAX_T {
+        return Err(KernelError::new(
+            op,
+            format!("t = {t} tasks, the CUDA kernel handles at most {MAX_T}"),
+        ));
+    }
+    let len = t
+        .checked_mul(p)
+        .ok_or_else(|| KernelError::new(op, format!("t * p overflows: t = {t}, p = {p}")))?;
+    check_len(op, "g", g_len, len)?;
+    check_len(op, "out", out_len, p)?;
+    check_segments(op, p, segment_ends)?;
+    i32::try_from(segment_ends.len())
+        .map_err(|_| KernelError::new(op, "more than i32::MAX segments"))?;
+    Ok(())
+}
+
+/// Writes `out[c] = sum_t weights[t] * g[t, c]` for the T x P row-major `g` (every element of
+/// `out`, length P, is overwritten). Host weights, length T. Does not synchronise.
+pub fn combine(
+    gpu: &Gpu,
+    g: &GpuBuffer<f32>,
+    t: usize,
+    p: usize,
+    weights: &[f64],
+    out: &mut GpuBuffer<f32>,
+) -> Result<()> {
+    const OP: &str = "cuda::combine";
+    validate(OP, g.len(), t, p, &[p], out.len())?;
+    check_len(OP, "weights", weights.len(), t)?;
+    let d_w = gpu.upload(weights)?;
+    launch(gpu, OP, g, t, p, &[p], &d_w, out)
+}
+
+/// Like [`combine`] with a separate weight vector per segment: columns of segment `l`
+/// (`segment_ends[l - 1]..segment_ends[l]`) use `weights[l]` (length T each).
+pub fn combine_segments(
+    gpu: &Gpu,
+    g: &GpuBuffer<f32>,
+    t: usize,
+    p: usize,
+    segment_ends: &[usize],
+    weights: &[Vec<f64>],
+    out: &mut GpuBuffer<f32>,
+) -> Result<()> {
+    const OP: &str = "cuda::combine_segments";
+    validate(OP, g.len(), t, p, segment_ends, out.len())?;
+    check_len(OP, "weights", weights.len(), segment_ends.len())?;
+    let mut flat = Vec::with_capacity(segment_ends.len() * t);
+    for (l, w) in weights.iter().enumerate() {
+        if w.len() != t {
+            return Err(KernelError::new(
+                OP,
+                format!("weights[{l}] has {} elements, expected t = {t}", w.len()),
+            ));
+        }
+        flat.extend_from_slice(w);
+    }
+    let d_w = gpu.upload(&flat)?;
+    launch(gpu, OP, g, t, p, segment_ends, &d_w, out)
+}
+
+/// Like [`combine_segments`] with the weights already on the device: `weights` is L x T
+/// row-major f64 (L = `segment_ends.len()`; pass `&[p]` for one vector over all columns).
+pub fn combine_device(
+    gpu: &Gpu,
+    g: &GpuBuffer<f32>,
+    t: usize,
+    p: usize,
+    segment_ends: &[usize],
+    weights: &GpuBuffer<f64>,
+    out: &mut GpuBuffer<f32>,
+) -> Result<()> {
+    const OP: &str = "cuda::combine_device";
+    validate(OP, g.len(), t, p, segment_ends, out.len())?;
+    check_len(OP, "weights", weights.len(), segment_ends.len() * t)?;
+    launch(gpu, OP, g, t, p, segment_ends, weights, out)
+}
+
+/// Uploads the segment ends and launches one block per CHUNK columns (shapes checked).
+#[allow(clippy::too_many_arguments)]
+fn launch(
+    gpu: &Gpu,
+    op: &'static str,
+    g: &GpuBuffer<f32>,
+    t: usize,
+    p: usize,
+    segment_ends: &[usize],
+    weights: &GpuBuffer<f64>,
+    out: &mut GpuBuffer<f32>,
+) -> Result<()> {
+    let blocks = u32::try_from(p.div_ceil(CHUNK))
+        .map_err(|_| KernelError::new(op, format!("p = {p} columns need too many blocks")))?;
+    let ends: Vec<i64> = segment_ends.iter().map(|&e| e as i64).collect();
+    let d_ends = gpu.upload(&ends)?;
+    gpu.launch(
+        &COMBINE,
+        "combine_rows",
+        LaunchConfig {
+            grid_dim: (blocks, 1, 1),
+            block_dim: (THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        },
+        &[
+            g.arg(),
+            Arg::i64(p as i64),
+            Arg::i32(t as i32),
+            d_ends.arg(),
+            Arg::i32(segment_ends.len() as i32),
+            weights.arg(),
+            out.arg_mut(),
+        ],
+    )
+}
