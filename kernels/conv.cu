@@ -1,2 +1,162 @@
 // 2-D convolution: im2col / col2im around the GEMMs (CUDA twin of crates/kernels/src/cpu/conv.rs).
+//
+// NCHW input x [n, c_in, h, w], weight [c_out, c_in, kh, kw], output [n, c_out, oh, ow]; one
+// stride and one zero padding for both axes. The products themselves are cuBLAS GEMMs issued by
+// crates/kernels/src/cuda/conv.rs; these kernels only move data around them, over a chunk of
+// `nb` images at a time (K = c_in·kh·kw rows, ohw = oh·ow pixels per image):
+//   conv_im2col      col (r, img, p) = x[img, ci, iy, ix] or 0 outside the image, where
+//                    r = (ci·kh + ki)·kw + kj, p = oy·ow + ox. Two layouts: image-major
+//                    [nb][K][ohw] (forward: one strided-batched GEMM straight into y) or folded
+//                    [K][nb·ohw] (weight gradient: one GEMM with the batch in the depth).
+//   conv_col2im      the adjoint, as a gather: each input pixel sums, in the fixed order
+//                    (ki, kj) ascending, the column entries that read it (no atomics).
+//   conv_nchw_to_cn  dy chunk [nb, c_out, ohw] -> [c_out, nb·ohw] (the folded layout).
+//   conv_bias_fill   y[img, co, p] = bias[co] (the forward GEMM then accumulates with beta 1).
+//   conv_bias_grad   dbias[co] = Σ over images and pixels of dy: one block per channel, fixed
+//                    per-thread order, double accumulation, fixed warp/block tree.
+// Element kernels use grid-stride loops over 64-bit indices in the order of the array they
+// write (coalesced stores; reads are contiguous along a row of pixels). Blocks are 256 threads.
 #include "common.cuh"
+
+// Pixel geometry of one convolution (all small: the wrapper checks they fit in int).
+struct ConvGeom {
+    int c_in, h, w, kh, kw, stride, pad, oh, ow;
+};
+
+__device__ __forceinline__ ConvGeom conv_geom(int c_in, int h, int w, int kh, int kw, int stride,
+                                              int pad, int oh, int ow) {
+    ConvGeom g;
+    g.c_in = c_in;
+    g.h = h;
+    g.w = w;
+    g.kh = kh;
+    g.kw = kw;
+    g.stride = stride;
+    g.pad = pad;
+    g.oh = oh;
+    g.ow = ow;
+    return g;
+}
+
+// Writes the im2col matrix of images x[0..nb) (x points at the chunk's first image).
+// folded = 0: col[(img·K + r)·ohw + p]; folded = 1: col[r·(nb·ohw) + img·ohw + p].
+extern "C" __global__ void conv_im2col(const float* __restrict__ x, int nb, int c_in, int h, int w,
+                                       int kh, int kw, int stride, int pad, int oh, int ow,
+                                       int folded, float* __restrict__ col) {
+    const ConvGeom g = conv_geom(c_in, h, w, kh, kw, stride, pad, oh, ow);
+    const i64 ohw = (i64)oh * ow;
+    const i64 k = (i64)c_in * kh * kw;
+    const i64 total = (i64)nb * k * ohw;
+    for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < total;
+         i += (i64)gridDim.x * blockDim.x) {
+        i64 img, r, p;
+        if (folded) {
+            const i64 cols = (i64)nb * ohw;
+            r = i / cols;
+            const i64 q = i - r * cols;
+            img = q / ohw;
+            p = q - img * ohw;
+        } else {
+            const i64 per = k * ohw;
+            img = i / per;
+            const i64 q = i - img * per;
+            r = q / ohw;
+            p = q - r * ohw;
+        }
+        const int kj = (int)(r % g.kw);
+        const int ki = (int)((r / g.kw) % g.kh);
+        const int ci = (int)(r / ((i64)g.kw * g.kh));
+        const int oy = (int)(p / g.ow), ox = (int)(p % g.ow);
+        const int iy = oy * g.stride + ki - g.pad, ix = ox * g.stride + kj - g.pad;
+        float v = 0.0f;
+        if (iy >= 0 && iy < g.h && ix >= 0 && ix < g.w)
+            v = x[((img * g.c_in + ci) * g.h + iy) * (i64)g.w + ix];
+        col[i] = v;
+    }
+}
+
+// dx of images [0..nb) (overwritten) from the column gradient dcol in the given layout: each
+// input pixel (iy, ix) of channel ci gathers dcol(r, img, oy·ow + ox) over every kernel tap
+// (ki, kj) with oy·stride + ki − pad = iy and ox·stride + kj − pad = ix, in (ki, kj) order.
+extern "C" __global__ void conv_col2im(const float* __restrict__ dcol, int nb, int c_in, int h,
+                                       int w, int kh, int kw, int stride, int pad, int oh, int ow,
+                                       int folded, float* __restrict__ dx) {
+    const ConvGeom g = conv_geom(c_in, h, w, kh, kw, stride, pad, oh, ow);
+    const i64 ohw = (i64)oh * ow;
+    const i64 k = (i64)c_in * kh * kw;
+    const i64 hw = (i64)h * w;
+    const i64 total = (i64)nb * c_in * hw;
+    // Strides of (r, img) in the column layout; the pixel stride is 1.
+    const i64 r_stride = folded ? (i64)nb * ohw : ohw;
+    const i64 img_stride = folded ? ohw : k * ohw;
+    for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < total;
+         i += (i64)gridDim.x * blockDim.x) {
+        const i64 plane = i / hw;  // img·c_in + ci
+        const i64 q = i - plane * hw;
+        const int iy = (int)(q / g.w), ix = (int)(q % g.w);
+        const i64 img = plane / g.c_in;
+        const int ci = (int)(plane - img * g.c_in);
+        const float* base = dcol + img * img_stride + (i64)ci * g.kh * g.kw * r_stride;
+        // Taps ki with (iy + pad − ki) a non-negative multiple of stride, below oh·stride.
+        const int ty = iy + g.pad, tx = ix + g.pad;
+        float acc = 0.0f;
+        for (int ki = ty % g.stride; ki < g.kh && ki <= ty; ki += g.stride) {
+            const int oy = (ty - ki) / g.stride;
+            if (oy >= g.oh) continue;
+            for (int kj = tx % g.stride; kj < g.kw && kj <= tx; kj += g.stride) {
+                const int ox = (tx - kj) / g.stride;
+                if (ox >= g.ow) continue;
+                acc += base[(i64)(ki * g.kw + kj) * r_stride + (i64)oy * g.ow + ox];
+            }
+        }
+        dx[i] = acc;
+    }
+}
+
+// dst[co·(nb·ohw) + img·ohw + p] = src[(img·c_out + co)·ohw + p] for the chunk's nb images.
+extern "C" __global__ void conv_nchw_to_cn(const float* __restrict__ src, int nb, int c_out,
+                                           i64 ohw, float* __restrict__ dst) {
+    const i64 cols = (i64)nb * ohw;
+    const i64 total = (i64)c_out * cols;
+    for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < total;
+         i += (i64)gridDim.x * blockDim.x) {
+        const i64 co = i / cols;
+        const i64 q = i - co * cols;
+        const i64 img = q / ohw;
+        const i64 p = q - img * ohw;
+        dst[i] = src[(img * c_out + co) * ohw + p];
+    }
+}
+
+// y[img, co, p] = bias[co] over the `total` elements of y (images of c_out planes of ohw).
+extern "C" __global__ void conv_bias_fill(const float* __restrict__ bias, i64 total, int c_out,
+                                          i64 ohw, float* __restrict__ y) {
+    for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < total;
+         i += (i64)gridDim.x * blockDim.x) {
+        y[i] = bias[(i / ohw) % c_out];
+    }
+}
+
+// dbias[co] = Σ_img Σ_p dy[img, co, p], one block of blockDim.x (a multiple of 32, at most
+// 1024) threads per channel co = blockIdx.x. Each thread sums a fixed strided subset in
+// double; the warp and block trees are fixed, so the result is reproducible.
+extern "C" __global__ void conv_bias_grad(const float* __restrict__ dy, i64 n, int c_out, i64 ohw,
+                                          float* __restrict__ dbias) {
+    __shared__ double sh[32];
+    const int co = blockIdx.x;
+    double acc = 0.0;
+    // (img, p) flattened, so that small planes (7x7) still keep every thread busy.
+    const i64 total = (i64)n * ohw;
+    for (i64 j = threadIdx.x; j < total; j += blockDim.x) {
+        const i64 img = j / ohw;
+        acc += (double)dy[(img * c_out + co) * ohw + (j - img * ohw)];
+    }
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    acc = warp_sum_d(acc);
+    if (lane == 0) sh[warp] = acc;
+    __syncthreads();
+    const int nw = blockDim.x >> 5;
+    acc = (threadIdx.x < nw) ? sh[threadIdx.x] : 0.0;
+    if (warp == 0) acc = warp_sum_d(acc);
+    if (threadIdx.x == 0) dbias[co] = (float)acc;
+}
