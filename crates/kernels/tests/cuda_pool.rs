@@ -1,0 +1,279 @@
+//! CUDA pooling (kernels/pool.cu) against `cpu::pool` on fresh random inputs, outputs poisoned
+//! with NaN before each run. Runs on the CUDA emulator without a GPU.
+//!
+//! Tolerances: average and max pooling (forward and backward) and the global-average backward
+//! perform the CPU's own f32 operations in the CPU's order (the gathers visit the outputs in
+//! the order the CPU scatters them; products are never fused into FMAs), so they must match
+//! bit for bit. The global-average forward sums in f64 in another order before rounding to
+//! f32: at most an ulp apart, |cuda − cpu| ≤ 1e-6·|cpu| + 1e-9.
+
+use std::sync::Arc;
+
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use scalarize_kernels::cpu::{self, Pool2dShape};
+use scalarize_kernels::cuda::{Gpu, GpuBuffer, pool};
+
+fn gpu_or_skip(test: &str) -> Option<Arc<Gpu>> {
+    Gpu::for_tests(test)
+}
+
+fn rand_vec(rng: &mut StdRng, n: usize) -> Vec<f32> {
+    (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect()
+}
+
+fn nan_buf(gpu: &Gpu, n: usize) -> GpuBuffer<f32> {
+    gpu.upload(&vec![f32::NAN; n]).unwrap()
+}
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn shape(
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    (kh, kw): (usize, usize),
+    stride: usize,
+    pad: usize,
+) -> Pool2dShape {
+    Pool2dShape {
+        n,
+        c,
+        h,
+        w,
+        kh,
+        kw,
+        stride,
+        pad,
+    }
+}
+
+fn cases() -> Vec<Pool2dShape> {
+    vec![
+        shape(2, 3, 7, 9, (3, 3), 2, 1), // ResNet stem max-pool, odd sizes
+        shape(1, 2, 5, 6, (2, 2), 2, 0), // the last row is dropped
+        shape(2, 1, 4, 5, (3, 2), 1, 1), // non-square window, overlapping
+        shape(1, 1, 1, 1, (1, 1), 1, 0), // every dimension 1
+        shape(1, 2, 8, 7, (5, 5), 3, 2), // wide padding, stride 3
+        shape(3, 2, 3, 4, (3, 4), 1, 0), // window = image
+    ]
+}
+
+fn in_len(s: &Pool2dShape) -> usize {
+    s.n * s.c * s.h * s.w
+}
+
+fn out_len(s: &Pool2dShape) -> usize {
+    s.n * s.c * s.out_h() * s.out_w()
+}
+
+#[test]
+fn avg_pool2d_matches_cpu() {
+    let Some(gpu) = gpu_or_skip("avg_pool2d_matches_cpu") else {
+        return;
+    };
+    let mut rng = StdRng::seed_from_u64(71);
+    for s in cases() {
+        let x = rand_vec(&mut rng, in_len(&s));
+        let dy = rand_vec(&mut rng, out_len(&s));
+        let mut want_y = vec![f32::NAN; out_len(&s)];
+        cpu::avg_pool2d_forward(&s, &x, &mut want_y).unwrap();
+        let mut want_dx = vec![f32::NAN; in_len(&s)];
+        cpu::avg_pool2d_backward(&s, &dy, &mut want_dx).unwrap();
+
+        let (dxin, ddy) = (gpu.upload(&x).unwrap(), gpu.upload(&dy).unwrap());
+        for run in 0..2 {
+            let mut y = nan_buf(&gpu, out_len(&s));
+            pool::avg_pool2d_forward(&gpu, &s, &dxin, &mut y).unwrap();
+            let got = gpu.download(&y).unwrap();
+            assert_eq!(bits(&got), bits(&want_y), "y {s:?} run {run}");
+            let mut dx = nan_buf(&gpu, in_len(&s));
+            pool::avg_pool2d_backward(&gpu, &s, &ddy, &mut dx).unwrap();
+            let got = gpu.download(&dx).unwrap();
+            assert_eq!(bits(&got), bits(&want_dx), "dx {s:?} run {run}");
+        }
+    }
+}
+
+#[test]
+fn max_pool2d_matches_cpu_with_ties_and_nans() {
+    let Some(gpu) = gpu_or_skip("max_pool2d_matches_cpu_with_ties_and_nans") else {
+        return;
+    };
+    let mut rng = StdRng::seed_from_u64(72);
+    for s in cases() {
+        // Continuous values, then a few levels (ties in most windows), then NaNs among them.
+        for kind in 0..3 {
+            let x: Vec<f32> = (0..in_len(&s))
+                .map(|_| match kind {
+                    0 => rng.random_range(-1.0f32..1.0),
+                    _ if kind == 2 && rng.random_bool(0.1) => f32::NAN,
+                    _ => rng.random_range(0..3) as f32 - 1.0,
+                })
+                .collect();
+            let dy = rand_vec(&mut rng, out_len(&s));
+            let mut want_y = vec![f32::NAN; out_len(&s)];
+            let mut want_a = vec![u32::MAX; out_len(&s)];
+            cpu::max_pool2d_forward(&s, &x, &mut want_y, &mut want_a).unwrap();
+            let mut want_dx = vec![f32::NAN; in_len(&s)];
+            cpu::max_pool2d_backward(&s, &want_a, &dy, &mut want_dx).unwrap();
+
+            let (dxin, ddy) = (gpu.upload(&x).unwrap(), gpu.upload(&dy).unwrap());
+            for run in 0..2 {
+                let what = format!("{s:?} kind {kind} run {run}");
+                let mut y = nan_buf(&gpu, out_len(&s));
+                let mut a = gpu.upload(&vec![u32::MAX; out_len(&s)]).unwrap();
+                pool::max_pool2d_forward(&gpu, &s, &dxin, &mut y, &mut a).unwrap();
+                assert_eq!(bits(&gpu.download(&y).unwrap()), bits(&want_y), "y {what}");
+                assert_eq!(gpu.download(&a).unwrap(), want_a, "argmax {what}");
+                let mut dx = nan_buf(&gpu, in_len(&s));
+                pool::max_pool2d_backward(&gpu, &s, &a, &ddy, &mut dx).unwrap();
+                assert_eq!(
+                    bits(&gpu.download(&dx).unwrap()),
+                    bits(&want_dx),
+                    "dx {what}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn max_pool2d_backward_rejects_bad_argmax() {
+    let Some(gpu) = gpu_or_skip("max_pool2d_backward_rejects_bad_argmax") else {
+        return;
+    };
+    let s = cases()[0];
+    let mut rng = StdRng::seed_from_u64(73);
+    let x = rand_vec(&mut rng, in_len(&s));
+    let dy = gpu.upload(&rand_vec(&mut rng, out_len(&s))).unwrap();
+    let mut want_a = vec![0u32; out_len(&s)];
+    let mut y = vec![0.0; out_len(&s)];
+    cpu::max_pool2d_forward(&s, &x, &mut y, &mut want_a).unwrap();
+
+    // Outside the plane (the CPU twin refuses it too).
+    let mut a = want_a.clone();
+    a[5] = (s.h * s.w) as u32;
+    let mut dx = nan_buf(&gpu, in_len(&s));
+    let e = pool::max_pool2d_backward(&gpu, &s, &gpu.upload(&a).unwrap(), &dy, &mut dx)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("cuda::max_pool2d_backward") && e.contains("argmax[5]") && e.contains("plane"),
+        "{e}"
+    );
+    assert!(
+        gpu.download(&dx).unwrap().iter().all(|v| v.is_nan()),
+        "dx written on error"
+    );
+
+    // Inside the plane but outside the window of output 0 (rows 0..2, columns 0..2): the
+    // first bad index is reported.
+    let mut a = want_a.clone();
+    a[0] = (s.w * 5 + 6) as u32;
+    a[7] = (s.h * s.w + 1) as u32;
+    let e = pool::max_pool2d_backward(&gpu, &s, &gpu.upload(&a).unwrap(), &dy, &mut dx)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("argmax[0]") && e.contains("window"), "{e}");
+}
+
+#[test]
+fn global_avg_pool_matches_cpu() {
+    let Some(gpu) = gpu_or_skip("global_avg_pool_matches_cpu") else {
+        return;
+    };
+    let mut rng = StdRng::seed_from_u64(74);
+    for (n, c, hw) in [(2, 3, 49), (1, 1, 1), (3, 5, 33), (1, 4, 1000), (2, 2, 7)] {
+        let x: Vec<f32> = (0..n * c * hw)
+            .map(|_| rng.random_range(-1.0f32..1.0) + 0.25)
+            .collect();
+        let dy = rand_vec(&mut rng, n * c);
+        let mut want_y = vec![f32::NAN; n * c];
+        cpu::global_avg_pool_forward(n, c, hw, &x, &mut want_y).unwrap();
+        let mut want_dx = vec![f32::NAN; n * c * hw];
+        cpu::global_avg_pool_backward(n, c, hw, &dy, &mut want_dx).unwrap();
+
+        let (dxin, ddy) = (gpu.upload(&x).unwrap(), gpu.upload(&dy).unwrap());
+        let mut first = None;
+        for run in 0..2 {
+            let mut y = nan_buf(&gpu, n * c);
+            pool::global_avg_pool_forward(&gpu, n, c, hw, &dxin, &mut y).unwrap();
+            let got = gpu.download(&y).unwrap();
+            for (i, (&g, &w)) in got.iter().zip(&want_y).enumerate() {
+                assert!(
+                    (g - w).abs() <= 1e-6 * w.abs() + 1e-9,
+                    "y[{i}] n={n} c={c} hw={hw}: cuda {g} cpu {w}"
+                );
+            }
+            match &first {
+                None => first = Some(bits(&got)),
+                Some(b) => assert_eq!(b, &bits(&got), "two runs differ"),
+            }
+            let mut dx = nan_buf(&gpu, n * c * hw);
+            pool::global_avg_pool_backward(&gpu, n, c, hw, &ddy, &mut dx).unwrap();
+            assert_eq!(
+                bits(&gpu.download(&dx).unwrap()),
+                bits(&want_dx),
+                "dx n={n} c={c} hw={hw} run {run}"
+            );
+        }
+    }
+}
+
+#[test]
+fn pool_rejects_bad_shapes() {
+    let Some(gpu) = gpu_or_skip("pool_rejects_bad_shapes") else {
+        return;
+    };
+    let s = cases()[0];
+    let x = gpu.upload(&vec![0.5f32; in_len(&s)]).unwrap();
+    let mut y = nan_buf(&gpu, out_len(&s));
+    let mut y_bad = nan_buf(&gpu, out_len(&s) + 1);
+    let mut a = gpu.upload(&vec![0u32; out_len(&s)]).unwrap();
+    let mut a_bad = gpu.upload(&vec![0u32; out_len(&s) - 1]).unwrap();
+    let s_ = |e: scalarize_kernels::KernelError| e.to_string();
+
+    let e = s_(pool::avg_pool2d_forward(&gpu, &s, &x, &mut y_bad).unwrap_err());
+    assert!(
+        e.contains("cuda::avg_pool2d_forward") && e.contains("`y`"),
+        "{e}"
+    );
+    let e = s_(pool::avg_pool2d_backward(&gpu, &s, &y, &mut y_bad).unwrap_err());
+    assert!(e.contains("`dx`"), "{e}");
+    let e = s_(pool::max_pool2d_forward(&gpu, &s, &x, &mut y, &mut a_bad).unwrap_err());
+    assert!(e.contains("`argmax`"), "{e}");
+    let e = s_(pool::max_pool2d_forward(&gpu, &s, &y, &mut y_bad, &mut a).unwrap_err());
+    assert!(e.contains("`x`"), "{e}");
+    let mut dx = nan_buf(&gpu, in_len(&s));
+    let e = s_(pool::max_pool2d_backward(&gpu, &s, &a, &x, &mut dx).unwrap_err());
+    assert!(e.contains("`dy`"), "{e}");
+
+    let mut wide_pad = s;
+    wide_pad.pad = 2; // > 3 / 2
+    let e = s_(pool::avg_pool2d_forward(&gpu, &wide_pad, &x, &mut y).unwrap_err());
+    assert!(e.contains("at most half the window"), "{e}");
+    let mut big = s;
+    big.kw = 12; // > w + 2·pad = 11
+    let e = s_(pool::max_pool2d_forward(&gpu, &big, &x, &mut y, &mut a).unwrap_err());
+    assert!(e.contains("larger than the padded input"), "{e}");
+    let mut empty = s;
+    empty.c = 0;
+    let e = s_(pool::avg_pool2d_forward(&gpu, &empty, &x, &mut y).unwrap_err());
+    assert!(e.contains("`c` is 0"), "{e}");
+
+    let e = s_(pool::global_avg_pool_forward(&gpu, 2, 3, 0, &x, &mut y).unwrap_err());
+    assert!(
+        e.contains("cuda::global_avg_pool_forward") && e.contains("`hw` is 0"),
+        "{e}"
+    );
+    let e = s_(pool::global_avg_pool_forward(&gpu, 2, 3, 5, &x, &mut y).unwrap_err());
+    assert!(e.contains("`x`"), "{e}");
+    let mut dx = nan_buf(&gpu, 2 * 3 * 5);
+    let e = s_(pool::global_avg_pool_backward(&gpu, 2, 3, 5, &x, &mut dx).unwrap_err());
+    assert!(e.contains("`dy`"), "{e}");
+}
