@@ -18,6 +18,12 @@
 // write (coalesced stores; reads are contiguous along a row of pixels). Blocks are 256 threads.
 #include "common.cuh"
 
+// a / b for non-negative a and b, as one 32-bit division when both fit (the usual case: a
+// 64-bit division is a long instruction sequence on the GPU).
+__device__ __forceinline__ i64 udiv(i64 a, i64 b) {
+    return ((a | b) >> 31) == 0 ? (i64)((unsigned)a / (unsigned)b) : a / b;
+}
+
 // Pixel geometry of one convolution (all small: the wrapper checks they fit in int).
 struct ConvGeom {
     int c_in, h, w, kh, kw, stride, pad, oh, ow;
@@ -52,21 +58,22 @@ extern "C" __global__ void conv_im2col(const float* __restrict__ x, int nb, int 
         i64 img, r, p;
         if (folded) {
             const i64 cols = (i64)nb * ohw;
-            r = i / cols;
+            r = udiv(i, cols);
             const i64 q = i - r * cols;
-            img = q / ohw;
+            img = udiv(q, ohw);
             p = q - img * ohw;
         } else {
             const i64 per = k * ohw;
-            img = i / per;
+            img = udiv(i, per);
             const i64 q = i - img * per;
-            r = q / ohw;
+            r = udiv(q, ohw);
             p = q - r * ohw;
         }
-        const int kj = (int)(r % g.kw);
-        const int ki = (int)((r / g.kw) % g.kh);
-        const int ci = (int)(r / ((i64)g.kw * g.kh));
-        const int oy = (int)(p / g.ow), ox = (int)(p % g.ow);
+        // r < K and p < ohw fit in int (checked by the wrapper).
+        const int ri = (int)r, pi = (int)p;
+        const int kj = ri % g.kw, rk = ri / g.kw;
+        const int ki = rk % g.kh, ci = rk / g.kh;
+        const int oy = pi / g.ow, ox = pi - oy * g.ow;
         const int iy = oy * g.stride + ki - g.pad, ix = ox * g.stride + kj - g.pad;
         float v = 0.0f;
         if (iy >= 0 && iy < g.h && ix >= 0 && ix < g.w)
@@ -91,10 +98,10 @@ extern "C" __global__ void conv_col2im(const float* __restrict__ dcol, int nb, i
     const i64 img_stride = folded ? ohw : k * ohw;
     for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < total;
          i += (i64)gridDim.x * blockDim.x) {
-        const i64 plane = i / hw;  // img·c_in + ci
-        const i64 q = i - plane * hw;
-        const int iy = (int)(q / g.w), ix = (int)(q % g.w);
-        const i64 img = plane / g.c_in;
+        const i64 plane = udiv(i, hw);  // img·c_in + ci
+        const int q = (int)(i - plane * hw);
+        const int iy = q / g.w, ix = q - iy * g.w;
+        const i64 img = udiv(plane, g.c_in);
         const int ci = (int)(plane - img * g.c_in);
         const float* base = dcol + img * img_stride + (i64)ci * g.kh * g.kw * r_stride;
         // Taps ki with (iy + pad − ki) a non-negative multiple of stride, below oh·stride.
@@ -120,9 +127,9 @@ extern "C" __global__ void conv_nchw_to_cn(const float* __restrict__ src, int nb
     const i64 total = (i64)c_out * cols;
     for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < total;
          i += (i64)gridDim.x * blockDim.x) {
-        const i64 co = i / cols;
+        const i64 co = udiv(i, cols);
         const i64 q = i - co * cols;
-        const i64 img = q / ohw;
+        const i64 img = udiv(q, ohw);
         const i64 p = q - img * ohw;
         dst[i] = src[(img * c_out + co) * ohw + p];
     }
@@ -133,7 +140,8 @@ extern "C" __global__ void conv_bias_fill(const float* __restrict__ bias, i64 to
                                           i64 ohw, float* __restrict__ y) {
     for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < total;
          i += (i64)gridDim.x * blockDim.x) {
-        y[i] = bias[(i / ohw) % c_out];
+        const i64 plane = udiv(i, ohw);
+        y[i] = bias[plane - udiv(plane, c_out) * c_out];
     }
 }
 
@@ -148,7 +156,7 @@ extern "C" __global__ void conv_bias_grad(const float* __restrict__ dy, i64 n, i
     // (img, p) flattened, so that small planes (7x7) still keep every thread busy.
     const i64 total = (i64)n * ohw;
     for (i64 j = threadIdx.x; j < total; j += blockDim.x) {
-        const i64 img = j / ohw;
+        const i64 img = udiv(j, ohw);
         acc += (double)dy[(img * c_out + co) * ohw + (j - img * ohw)];
     }
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;

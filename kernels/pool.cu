@@ -22,6 +22,12 @@
 // sums then match the CPU's bit for bit.
 #include "common.cuh"
 
+// a / b for non-negative a and b, as one 32-bit division when both fit (the usual case: a
+// 64-bit division is a long instruction sequence on the GPU).
+__device__ __forceinline__ i64 udiv(i64 a, i64 b) {
+    return ((a | b) >> 31) == 0 ? (i64)((unsigned)a / (unsigned)b) : a / b;
+}
+
 #ifdef SCALARIZE_EMU
 __device__ __forceinline__ float mul_rn(float a, float b) { return a * b; }
 #else
@@ -53,7 +59,7 @@ extern "C" __global__ void pool_avg_forward(const float* __restrict__ x, i64 pla
     const i64 total = planes * ohw;
     for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < total;
          i += (i64)gridDim.x * blockDim.x) {
-        const i64 plane = i / ohw;
+        const i64 plane = udiv(i, ohw);
         const int q = (int)(i - plane * ohw);
         const int oy = q / ow, ox = q % ow;
         int y0, y1, x0, x1;
@@ -77,7 +83,7 @@ extern "C" __global__ void pool_avg_backward(const float* __restrict__ dy, i64 p
     const i64 total = planes * hw;
     for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < total;
          i += (i64)gridDim.x * blockDim.x) {
-        const i64 plane = i / hw;
+        const i64 plane = udiv(i, hw);
         const int q = (int)(i - plane * hw);
         const int iy = q / w, ix = q % w;
         int oy0, oy1, ox0, ox1;
@@ -99,7 +105,7 @@ extern "C" __global__ void pool_max_forward(const float* __restrict__ x, i64 pla
     const i64 total = planes * ohw;
     for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < total;
          i += (i64)gridDim.x * blockDim.x) {
-        const i64 plane = i / ohw;
+        const i64 plane = udiv(i, ohw);
         const int q = (int)(i - plane * ohw);
         const int oy = q / ow, ox = q % ow;
         int y0, y1, x0, x1;
@@ -131,7 +137,7 @@ extern "C" __global__ void pool_max_check(const unsigned* __restrict__ argmax, i
     const i64 total = planes * ohw;
     for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < total;
          i += (i64)gridDim.x * blockDim.x) {
-        const int q = (int)(i % ohw);
+        const int q = (int)(i - udiv(i, ohw) * ohw);
         const int oy = q / ow, ox = q % ow;
         int y0, y1, x0, x1;
         span(oy, kh, stride, pad, h, y0, y1);
@@ -151,7 +157,7 @@ extern "C" __global__ void pool_max_backward(const unsigned* __restrict__ argmax
     const i64 total = planes * hw;
     for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < total;
          i += (i64)gridDim.x * blockDim.x) {
-        const i64 plane = i / hw;
+        const i64 plane = udiv(i, hw);
         const int q = (int)(i - plane * hw);
         const int iy = q / w, ix = q % w;
         int oy0, oy1, ox0, ox1;
@@ -188,6 +194,6 @@ extern "C" __global__ void gap_backward(const float* __restrict__ dy, i64 total,
                                         float* __restrict__ dx) {
     for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < total;
          i += (i64)gridDim.x * blockDim.x) {
-        dx[i] = dy[i / hw] * inv;
+        dx[i] = dy[udiv(i, hw)] * inv;
     }
 }

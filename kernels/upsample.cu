@@ -15,6 +15,12 @@
 // compiler never fuses into an FMA).
 #include "common.cuh"
 
+// a / b for non-negative a and b, as one 32-bit division when both fit (the usual case: a
+// 64-bit division is a long instruction sequence on the GPU).
+__device__ __forceinline__ i64 udiv(i64 a, i64 b) {
+    return ((a | b) >> 31) == 0 ? (i64)((unsigned)a / (unsigned)b) : a / b;
+}
+
 #ifdef SCALARIZE_EMU
 __device__ __forceinline__ float mul_rn(float a, float b) { return a * b; }
 #else
@@ -34,7 +40,7 @@ extern "C" __global__ void ups_bilinear_forward(const float* __restrict__ x, i64
     const i64 total = planes * ohw;
     for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < total;
          i += (i64)gridDim.x * blockDim.x) {
-        const i64 plane = i / ohw;
+        const i64 plane = udiv(i, ohw);
         const int q = (int)(i - plane * ohw);
         const int oy = q / ow, ox = q % ow;
         const float* xp = x + plane * h * (i64)w;
@@ -64,7 +70,7 @@ extern "C" __global__ void ups_bilinear_backward(const float* __restrict__ dy, i
     const i64 total = planes * hw;
     for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < total;
          i += (i64)gridDim.x * blockDim.x) {
-        const i64 plane = i / hw;
+        const i64 plane = udiv(i, hw);
         const int q = (int)(i - plane * hw);
         const int iy = q / w, ix = q % w;
         const float* gp = dy + plane * oh * (i64)ow;
@@ -97,7 +103,7 @@ extern "C" __global__ void ups_nearest_forward(const float* __restrict__ x, i64 
     const i64 total = planes * ohw;
     for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < total;
          i += (i64)gridDim.x * blockDim.x) {
-        const i64 plane = i / ohw;
+        const i64 plane = udiv(i, ohw);
         const int q = (int)(i - plane * ohw);
         const int oy = q / ow, ox = q % ow;
         y[i] = x[(plane * h + ty[oy]) * (i64)w + tx[ox]];
@@ -116,7 +122,7 @@ extern "C" __global__ void ups_nearest_backward(const float* __restrict__ dy, i6
     const i64 total = planes * hw;
     for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < total;
          i += (i64)gridDim.x * blockDim.x) {
-        const i64 plane = i / hw;
+        const i64 plane = udiv(i, hw);
         const int q = (int)(i - plane * hw);
         const int iy = q / w, ix = q % w;
         const float* gp = dy + plane * oh * (i64)ow;

@@ -94,6 +94,8 @@ impl Plan {
             ("h + 2·pad", s.h + 2 * s.pad),
             ("w + 2·pad", s.w + 2 * s.pad),
             ("c_in·kh·kw", k),
+            ("h·w", s.h * s.w),
+            ("out_h·out_w", oh * ow),
         ] {
             if i32::try_from(v).is_err() {
                 return Err(KernelError::new(
