@@ -61,8 +61,11 @@ fn check(op: &'static str, name: &str, len: usize, want: usize, shape: &str) -> 
 
 /// One warp per row.
 fn row_cfg(op: &'static str, rows: usize) -> Result<LaunchConfig> {
+    // A grid's x dimension holds at most 2^31 − 1 blocks.
     let blocks = u32::try_from(rows.div_ceil(ROWS_PER_BLOCK))
-        .map_err(|_| KernelError::new(op, format!("rows = {rows} needs too many blocks")))?;
+        .ok()
+        .filter(|&b| b <= i32::MAX as u32)
+        .ok_or_else(|| KernelError::new(op, format!("rows = {rows} needs too many blocks")))?;
     Ok(LaunchConfig {
         grid_dim: (blocks, 1, 1),
         block_dim: ((ROWS_PER_BLOCK * 32) as u32, 1, 1),
