@@ -76,6 +76,20 @@ fn cases() -> Vec<Conv2dShape> {
     ]
 }
 
+/// ResNet-sized shapes, run only on a real GPU (the emulator would take minutes).
+fn gpu_cases(gpu: &Gpu) -> Vec<Conv2dShape> {
+    let mut all = cases();
+    if !gpu.is_emulated() {
+        all.extend([
+            shape(8, 32, 28, 28, 64, (3, 3), 1, 1),
+            shape(4, 3, 64, 64, 16, (7, 7), 2, 3),
+            shape(8, 64, 14, 14, 128, (1, 1), 2, 0),
+            shape(6, 64, 7, 7, 64, (3, 3), 1, 1),
+        ]);
+    }
+    all
+}
+
 struct Data {
     x: Vec<f32>,
     w: Vec<f32>,
@@ -177,7 +191,7 @@ fn conv2d_forward_matches_cpu() {
         return;
     };
     let mut rng = StdRng::seed_from_u64(91);
-    for (i, s) in cases().iter().enumerate() {
+    for (i, s) in gpu_cases(&gpu).iter().enumerate() {
         let d = data(&mut rng, s);
         for bias in [false, true] {
             let want = cpu_forward(s, &d, bias);
@@ -201,7 +215,7 @@ fn conv2d_backward_matches_cpu() {
         return;
     };
     let mut rng = StdRng::seed_from_u64(92);
-    for s in cases() {
+    for s in gpu_cases(&gpu) {
         let d = data(&mut rng, &s);
         let (dx, dw, db) = cpu_backward(&s, &d);
         let got = run_backward(&gpu, &s, &d, (true, true, true), None);

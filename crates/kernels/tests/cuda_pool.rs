@@ -63,6 +63,18 @@ fn cases() -> Vec<Pool2dShape> {
     ]
 }
 
+/// Adds ResNet-sized shapes on a real GPU (the emulator would take minutes).
+fn gpu_cases(gpu: &Gpu) -> Vec<Pool2dShape> {
+    let mut all = cases();
+    if !gpu.is_emulated() {
+        all.extend([
+            shape(4, 64, 56, 56, (3, 3), 2, 1),
+            shape(8, 32, 15, 17, (2, 2), 2, 0),
+        ]);
+    }
+    all
+}
+
 fn in_len(s: &Pool2dShape) -> usize {
     s.n * s.c * s.h * s.w
 }
@@ -77,7 +89,7 @@ fn avg_pool2d_matches_cpu() {
         return;
     };
     let mut rng = StdRng::seed_from_u64(71);
-    for s in cases() {
+    for s in gpu_cases(&gpu) {
         let x = rand_vec(&mut rng, in_len(&s));
         let dy = rand_vec(&mut rng, out_len(&s));
         let mut want_y = vec![f32::NAN; out_len(&s)];
@@ -105,7 +117,7 @@ fn max_pool2d_matches_cpu_with_ties_and_nans() {
         return;
     };
     let mut rng = StdRng::seed_from_u64(72);
-    for s in cases() {
+    for s in gpu_cases(&gpu) {
         // Continuous values, then a few levels (ties in most windows), then NaNs among them.
         for kind in 0..3 {
             let x: Vec<f32> = (0..in_len(&s))
@@ -188,7 +200,11 @@ fn global_avg_pool_matches_cpu() {
         return;
     };
     let mut rng = StdRng::seed_from_u64(74);
-    for (n, c, hw) in [(2, 3, 49), (1, 1, 1), (3, 5, 33), (1, 4, 1000), (2, 2, 7)] {
+    let mut cases = vec![(2, 3, 49), (1, 1, 1), (3, 5, 33), (1, 4, 1000), (2, 2, 7)];
+    if !gpu.is_emulated() {
+        cases.extend([(32, 512, 49), (4, 64, 3136)]);
+    }
+    for (n, c, hw) in cases {
         let x: Vec<f32> = (0..n * c * hw)
             .map(|_| rng.random_range(-1.0f32..1.0) + 0.25)
             .collect();

@@ -53,9 +53,21 @@ type GpuFn = fn(
 ) -> Result<()>;
 
 /// Checks one mode's forward and backward against the CPU, twice each (reproducibility).
+/// Segmentation-head sizes, run only on a real GPU (the emulator would take minutes).
+const GPU_CASES: &[(usize, usize, usize, usize, usize, usize)] = &[
+    (2, 16, 32, 48, 64, 96),
+    (2, 8, 28, 28, 224, 224),
+    (1, 4, 57, 31, 100, 70),
+];
+
 fn check_mode(gpu: &Gpu, seed: u64, name: &str, cpu_fns: (CpuFn, CpuFn), gpu_fns: (GpuFn, GpuFn)) {
     let mut rng = StdRng::seed_from_u64(seed);
-    for &(n, c, h, w, oh, ow) in CASES {
+    let extra = if gpu.is_emulated() {
+        &[][..]
+    } else {
+        GPU_CASES
+    };
+    for &(n, c, h, w, oh, ow) in CASES.iter().chain(extra) {
         let (small, big) = (n * c * h * w, n * c * oh * ow);
         let x = rand_vec(&mut rng, small);
         let dy = rand_vec(&mut rng, big);

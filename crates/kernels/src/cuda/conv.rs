@@ -31,6 +31,12 @@ const THREADS: u32 = 256;
 /// Grid cap of the grid-stride element kernels (enough to fill any current GPU).
 const MAX_BLOCKS: usize = 8192;
 
+/// The grid cap: a real GPU's, or 3 blocks on the emulator, so that the tests' small
+/// inputs still take several blocks and several trips round the grid-stride loops.
+fn max_blocks(gpu: &Gpu) -> usize {
+    if gpu.is_emulated() { 3 } else { MAX_BLOCKS }
+}
+
 /// Checks that buffer `name` holds `expected` elements (the CPU twin's message).
 fn check_buf(
     op: &'static str,
@@ -50,10 +56,10 @@ fn check_buf(
 }
 
 /// A grid-stride launch over `total` elements.
-fn elems(total: usize) -> LaunchConfig {
+fn elems(gpu: &Gpu, total: usize) -> LaunchConfig {
     LaunchConfig {
         grid_dim: (
-            total.div_ceil(THREADS as usize).clamp(1, MAX_BLOCKS) as u32,
+            total.div_ceil(THREADS as usize).clamp(1, max_blocks(gpu)) as u32,
             1,
             1,
         ),
@@ -199,7 +205,12 @@ impl Plan {
         args.extend(self.geometry());
         args.push(Arg::i32(folded as i32));
         args.push(col.arg_mut());
-        gpu.launch(&CONV, "conv_im2col", elems(nb * self.k * self.ohw()), &args)
+        gpu.launch(
+            &CONV,
+            "conv_im2col",
+            elems(gpu, nb * self.k * self.ohw()),
+            &args,
+        )
     }
 }
 
@@ -261,7 +272,7 @@ fn forward(
             gpu.launch(
                 &CONV,
                 "conv_bias_fill",
-                elems(y.len()),
+                elems(gpu, y.len()),
                 &[
                     b.arg(),
                     Arg::i64(y.len() as i64),
@@ -421,7 +432,7 @@ fn backward(
             gpu.launch(
                 &CONV,
                 "conv_nchw_to_cn",
-                elems(c_out * cols),
+                elems(gpu, c_out * cols),
                 &[
                     dy.arg_at(img0 * p.y_img),
                     Arg::i32(nbc as i32),
@@ -459,7 +470,7 @@ fn backward(
                 args.extend(p.geometry());
                 args.push(Arg::i32(1));
                 args.push(dx.arg_mut_at(img0 * p.x_img));
-                gpu.launch(&CONV, "conv_col2im", elems(nbc * p.x_img), &args)?;
+                gpu.launch(&CONV, "conv_col2im", elems(gpu, nbc * p.x_img), &args)?;
             }
         }
         img0 += nbc;

@@ -18,6 +18,12 @@ const THREADS: u32 = 256;
 /// Grid cap of the grid-stride kernels (enough to fill any current GPU).
 const MAX_BLOCKS: usize = 8192;
 
+/// The grid cap: a real GPU's, or 3 blocks on the emulator, so that the tests' small
+/// inputs still take several blocks and several trips round the grid-stride loops.
+fn max_blocks(gpu: &Gpu) -> usize {
+    if gpu.is_emulated() { 3 } else { MAX_BLOCKS }
+}
+
 /// Checks that buffer `name` holds `expected` elements (the CPU twin's message).
 fn check_buf(
     op: &'static str,
@@ -37,10 +43,10 @@ fn check_buf(
 }
 
 /// A grid-stride launch over `total` elements.
-fn elems(total: usize) -> LaunchConfig {
+fn elems(gpu: &Gpu, total: usize) -> LaunchConfig {
     LaunchConfig {
         grid_dim: (
-            total.div_ceil(THREADS as usize).clamp(1, MAX_BLOCKS) as u32,
+            total.div_ceil(THREADS as usize).clamp(1, max_blocks(gpu)) as u32,
             1,
             1,
         ),
@@ -125,7 +131,7 @@ pub fn avg_pool2d_forward(
     validate(OP, s)?;
     check_in(OP, s, "x", x.len())?;
     check_out(OP, s, "y", y.len())?;
-    let cfg = elems(y.len());
+    let cfg = elems(gpu, y.len());
     let mut args = vec![x.arg()];
     args.extend(geometry(s));
     args.push(Arg::f32(inv_window(s)));
@@ -144,7 +150,7 @@ pub fn avg_pool2d_backward(
     validate(OP, s)?;
     check_out(OP, s, "dy", dy.len())?;
     check_in(OP, s, "dx", dx.len())?;
-    let cfg = elems(dx.len());
+    let cfg = elems(gpu, dx.len());
     let mut args = vec![dy.arg()];
     args.extend(geometry(s));
     args.push(Arg::f32(inv_window(s)));
@@ -166,7 +172,7 @@ pub fn max_pool2d_forward(
     check_in(OP, s, "x", x.len())?;
     check_out(OP, s, "y", y.len())?;
     check_out(OP, s, "argmax", argmax.len())?;
-    let cfg = elems(argmax.len());
+    let cfg = elems(gpu, argmax.len());
     let mut args = vec![x.arg()];
     args.extend(geometry(s));
     args.push(y.arg_mut());
@@ -193,7 +199,7 @@ pub fn max_pool2d_backward(
     check_out(OP, s, "dy", dy.len())?;
     check_in(OP, s, "dx", dx.len())?;
     let mut bad = gpu.upload(&[u64::MAX])?;
-    let cfg = elems(argmax.len());
+    let cfg = elems(gpu, argmax.len());
     let mut args = vec![argmax.arg()];
     args.extend(geometry(s));
     args.push(bad.arg_mut());
@@ -218,7 +224,7 @@ pub fn max_pool2d_backward(
         };
         return Err(KernelError::new(OP, msg));
     }
-    let cfg = elems(dx.len());
+    let cfg = elems(gpu, dx.len());
     let mut args = vec![argmax.arg(), dy.arg()];
     args.extend(geometry(s));
     args.push(dx.arg_mut());
@@ -271,7 +277,11 @@ pub fn global_avg_pool_forward(
         &POOL,
         "gap_forward",
         LaunchConfig {
-            grid_dim: (planes.div_ceil(warps).clamp(1, MAX_BLOCKS) as u32, 1, 1),
+            grid_dim: (
+                planes.div_ceil(warps).clamp(1, max_blocks(gpu)) as u32,
+                1,
+                1,
+            ),
             block_dim: (THREADS, 1, 1),
             shared_mem_bytes: 0,
         },
@@ -307,7 +317,7 @@ pub fn global_avg_pool_backward(
     gpu.launch(
         &POOL,
         "gap_backward",
-        elems(total),
+        elems(gpu, total),
         &[
             dy.arg(),
             Arg::i64(total as i64),
