@@ -1,10 +1,12 @@
 //! CUDA upsampling (kernels/upsample.cu) against `cpu::upsample` on fresh random inputs,
 //! outputs poisoned with NaN before each run. Runs on the CUDA emulator without a GPU.
 //!
-//! Tolerance: none. The taps come from the CPU's own arithmetic, the forward evaluates the
-//! CPU's expression with every product rounded (never fused into an FMA), and the backward
-//! gathers visit each input's contributions in the CPU's scatter order, so the results must
-//! match bit for bit.
+//! Tolerance: the taps come from the CPU's own arithmetic, the forward evaluates the CPU's
+//! expression with every product rounded (never fused into an FMA), and the backward gathers
+//! visit each input's contributions in the CPU's scatter order, so today the results agree
+//! bit for bit; the tests allow |cuda − cpu| ≤ 1e-6·(|cpu| + 1) (a few ulps of inputs in
+//! [-1, 1]) so that a reordering of the CPU's sums does not break them. Two device runs must
+//! be bit-identical.
 
 use std::sync::Arc;
 
@@ -27,6 +29,15 @@ fn nan_buf(gpu: &Gpu, n: usize) -> GpuBuffer<f32> {
 
 fn bits(v: &[f32]) -> Vec<u32> {
     v.iter().map(|x| x.to_bits()).collect()
+}
+
+/// |got − want| ≤ 1e-6·(|want| + 1) elementwise (see the module doc).
+fn close(got: &[f32], want: &[f32], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let tol = 1e-6 * (w.abs() + 1.0);
+        assert!((g - w).abs() <= tol, "{what}[{i}]: cuda {g} cpu {w}");
+    }
 }
 
 /// (n, c, h, w, oh, ow).
@@ -52,7 +63,6 @@ type GpuFn = fn(
     &mut GpuBuffer<f32>,
 ) -> Result<()>;
 
-/// Checks one mode's forward and backward against the CPU, twice each (reproducibility).
 /// Segmentation-head sizes, run only on a real GPU (the emulator would take minutes).
 const GPU_CASES: &[(usize, usize, usize, usize, usize, usize)] = &[
     (2, 16, 32, 48, 64, 96),
@@ -60,6 +70,7 @@ const GPU_CASES: &[(usize, usize, usize, usize, usize, usize)] = &[
     (1, 4, 57, 31, 100, 70),
 ];
 
+/// Checks one mode's forward and backward against the CPU, twice each (reproducibility).
 fn check_mode(gpu: &Gpu, seed: u64, name: &str, cpu_fns: (CpuFn, CpuFn), gpu_fns: (GpuFn, GpuFn)) {
     let mut rng = StdRng::seed_from_u64(seed);
     let extra = if gpu.is_emulated() {
@@ -76,18 +87,22 @@ fn check_mode(gpu: &Gpu, seed: u64, name: &str, cpu_fns: (CpuFn, CpuFn), gpu_fns
         let mut want_dx = vec![f32::NAN; small];
         (cpu_fns.1)(n, c, h, w, oh, ow, &dy, &mut want_dx).unwrap();
         let (dxin, ddy) = (gpu.upload(&x).unwrap(), gpu.upload(&dy).unwrap());
+        let mut first: Option<(Vec<u32>, Vec<u32>)> = None;
         for run in 0..2 {
             let what = format!("{name} n={n} c={c} {h}x{w} -> {oh}x{ow} run {run}");
             let mut y = nan_buf(gpu, big);
             (gpu_fns.0)(gpu, n, c, h, w, oh, ow, &dxin, &mut y).unwrap();
-            assert_eq!(bits(&gpu.download(&y).unwrap()), bits(&want_y), "y {what}");
+            let got_y = gpu.download(&y).unwrap();
+            close(&got_y, &want_y, &format!("y {what}"));
             let mut dx = nan_buf(gpu, small);
             (gpu_fns.1)(gpu, n, c, h, w, oh, ow, &ddy, &mut dx).unwrap();
-            assert_eq!(
-                bits(&gpu.download(&dx).unwrap()),
-                bits(&want_dx),
-                "dx {what}"
-            );
+            let got_dx = gpu.download(&dx).unwrap();
+            close(&got_dx, &want_dx, &format!("dx {what}"));
+            let now = (bits(&got_y), bits(&got_dx));
+            match &first {
+                None => first = Some(now),
+                Some(f) => assert!(f == &now, "{what}: two runs differ"),
+            }
         }
     }
 }
