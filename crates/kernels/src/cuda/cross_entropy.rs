@@ -74,6 +74,21 @@ fn check_targets(
     Ok(gpu.download(&valid)?[0] as usize)
 }
 
+/// The kernel for `row_launch`'s choice and its `classes` argument: an `int` for the warp
+/// kernels (classes <= WARP_MAX_DIM), an `i64` for the block ones.
+fn class_arg(
+    blk: i32,
+    classes: usize,
+    warp: &'static str,
+    block: &'static str,
+) -> (&'static str, Arg<'static>) {
+    if blk == 0 {
+        (warp, Arg::i32(classes as i32))
+    } else {
+        (block, Arg::i64(classes as i64))
+    }
+}
+
 /// Shape checks shared by the cross-entropy forward and backward: logits, targets, output.
 fn check_ce(
     op: &'static str,
@@ -122,18 +137,18 @@ pub fn cross_entropy_forward(
     )?;
     let valid = check_targets(gpu, OP, rows, classes, targets, ignore_index)?;
     let (cfg, blk) = row_launch(rows, classes);
+    let (kernel, classes) = class_arg(blk, classes, "ce_forward_warp", "ce_forward_block");
     gpu.launch(
         &CROSS_ENTROPY,
-        "ce_forward",
+        kernel,
         cfg,
         &[
             logits.arg(),
             targets.arg(),
             Arg::i64(rows as i64),
-            Arg::i64(classes as i64),
+            classes,
             Arg::i64(ignore_index),
             losses.arg_mut(),
-            Arg::i32(blk),
         ],
     )?;
     Ok(valid)
@@ -163,19 +178,19 @@ pub fn cross_entropy_backward(
     )?;
     check_targets(gpu, OP, rows, classes, targets, ignore_index)?;
     let (cfg, blk) = row_launch(rows, classes);
+    let (kernel, classes) = class_arg(blk, classes, "ce_backward_warp", "ce_backward_block");
     gpu.launch(
         &CROSS_ENTROPY,
-        "ce_backward",
+        kernel,
         cfg,
         &[
             logits.arg(),
             targets.arg(),
             Arg::i64(rows as i64),
-            Arg::i64(classes as i64),
+            classes,
             Arg::i64(ignore_index),
             Arg::f32(scale),
             dlogits.arg_mut(),
-            Arg::i32(blk),
         ],
     )
 }
