@@ -15,7 +15,9 @@
 //   conv_bias_grad   dbias[co] = Σ over images and pixels of dy: one block per channel, fixed
 //                    per-thread order, double accumulation, fixed warp/block tree.
 // Element kernels use grid-stride loops over 64-bit indices in the order of the array they
-// write (coalesced stores; reads are contiguous along a row of pixels). Blocks are 256 threads.
+// write (coalesced stores; reads are contiguous along a row of pixels), dividing in 32 bits
+// whenever the operands fit. Blocks are 256 threads. Per-image sizes (K, h·w, oh·ow) fit in
+// int (checked by the wrapper).
 #include "common.cuh"
 
 // a / b for non-negative a and b, as one 32-bit division when both fit (the usual case: a
@@ -24,32 +26,11 @@ __device__ __forceinline__ i64 udiv(i64 a, i64 b) {
     return ((a | b) >> 31) == 0 ? (i64)((unsigned)a / (unsigned)b) : a / b;
 }
 
-// Pixel geometry of one convolution (all small: the wrapper checks they fit in int).
-struct ConvGeom {
-    int c_in, h, w, kh, kw, stride, pad, oh, ow;
-};
-
-__device__ __forceinline__ ConvGeom conv_geom(int c_in, int h, int w, int kh, int kw, int stride,
-                                              int pad, int oh, int ow) {
-    ConvGeom g;
-    g.c_in = c_in;
-    g.h = h;
-    g.w = w;
-    g.kh = kh;
-    g.kw = kw;
-    g.stride = stride;
-    g.pad = pad;
-    g.oh = oh;
-    g.ow = ow;
-    return g;
-}
-
 // Writes the im2col matrix of images x[0..nb) (x points at the chunk's first image).
 // folded = 0: col[(img·K + r)·ohw + p]; folded = 1: col[r·(nb·ohw) + img·ohw + p].
 extern "C" __global__ void conv_im2col(const float* __restrict__ x, int nb, int c_in, int h, int w,
                                        int kh, int kw, int stride, int pad, int oh, int ow,
                                        int folded, float* __restrict__ col) {
-    const ConvGeom g = conv_geom(c_in, h, w, kh, kw, stride, pad, oh, ow);
     const i64 ohw = (i64)oh * ow;
     const i64 k = (i64)c_in * kh * kw;
     const i64 total = (i64)nb * k * ohw;
@@ -71,13 +52,13 @@ extern "C" __global__ void conv_im2col(const float* __restrict__ x, int nb, int 
         }
         // r < K and p < ohw fit in int (checked by the wrapper).
         const int ri = (int)r, pi = (int)p;
-        const int kj = ri % g.kw, rk = ri / g.kw;
-        const int ki = rk % g.kh, ci = rk / g.kh;
-        const int oy = pi / g.ow, ox = pi - oy * g.ow;
-        const int iy = oy * g.stride + ki - g.pad, ix = ox * g.stride + kj - g.pad;
+        const int kj = ri % kw, rk = ri / kw;
+        const int ki = rk % kh, ci = rk / kh;
+        const int oy = pi / ow, ox = pi - oy * ow;
+        const int iy = oy * stride + ki - pad, ix = ox * stride + kj - pad;
         float v = 0.0f;
-        if (iy >= 0 && iy < g.h && ix >= 0 && ix < g.w)
-            v = x[((img * g.c_in + ci) * g.h + iy) * (i64)g.w + ix];
+        if (iy >= 0 && iy < h && ix >= 0 && ix < w)
+            v = x[((img * c_in + ci) * h + iy) * (i64)w + ix];
         col[i] = v;
     }
 }
@@ -88,7 +69,6 @@ extern "C" __global__ void conv_im2col(const float* __restrict__ x, int nb, int 
 extern "C" __global__ void conv_col2im(const float* __restrict__ dcol, int nb, int c_in, int h,
                                        int w, int kh, int kw, int stride, int pad, int oh, int ow,
                                        int folded, float* __restrict__ dx) {
-    const ConvGeom g = conv_geom(c_in, h, w, kh, kw, stride, pad, oh, ow);
     const i64 ohw = (i64)oh * ow;
     const i64 k = (i64)c_in * kh * kw;
     const i64 hw = (i64)h * w;
@@ -100,20 +80,20 @@ extern "C" __global__ void conv_col2im(const float* __restrict__ dcol, int nb, i
          i += (i64)gridDim.x * blockDim.x) {
         const i64 plane = udiv(i, hw);  // img·c_in + ci
         const int q = (int)(i - plane * hw);
-        const int iy = q / g.w, ix = q - iy * g.w;
-        const i64 img = udiv(plane, g.c_in);
-        const int ci = (int)(plane - img * g.c_in);
-        const float* base = dcol + img * img_stride + (i64)ci * g.kh * g.kw * r_stride;
+        const int iy = q / w, ix = q - iy * w;
+        const i64 img = udiv(plane, c_in);
+        const int ci = (int)(plane - img * c_in);
+        const float* base = dcol + img * img_stride + (i64)ci * kh * kw * r_stride;
         // Taps ki with (iy + pad − ki) a non-negative multiple of stride, below oh·stride.
-        const int ty = iy + g.pad, tx = ix + g.pad;
+        const int ty = iy + pad, tx = ix + pad;
         float acc = 0.0f;
-        for (int ki = ty % g.stride; ki < g.kh && ki <= ty; ki += g.stride) {
-            const int oy = (ty - ki) / g.stride;
-            if (oy >= g.oh) continue;
-            for (int kj = tx % g.stride; kj < g.kw && kj <= tx; kj += g.stride) {
-                const int ox = (tx - kj) / g.stride;
-                if (ox >= g.ow) continue;
-                acc += base[(i64)(ki * g.kw + kj) * r_stride + (i64)oy * g.ow + ox];
+        for (int ki = ty % stride; ki < kh && ki <= ty; ki += stride) {
+            const int oy = (ty - ki) / stride;
+            if (oy >= oh) continue;
+            for (int kj = tx % stride; kj < kw && kj <= tx; kj += stride) {
+                const int ox = (tx - kj) / stride;
+                if (ox >= ow) continue;
+                acc += base[(i64)(ki * kw + kj) * r_stride + (i64)oy * ow + ox];
             }
         }
         dx[i] = acc;
