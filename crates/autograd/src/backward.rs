@@ -3,10 +3,11 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use scalarize_kernels::cpu;
+use scalarize_kernels::{cpu, cuda};
 
 use crate::error::{AutogradError, Result};
-use crate::node::{Node, NodeId};
+use crate::node::{BackwardFn, Node, NodeId};
+use crate::storage::{CudaStorage, Storage};
 use crate::tensor::Tensor;
 
 /// Gradients produced by one backward sweep, keyed by node id: every reached leaf plus the
@@ -95,7 +96,7 @@ impl<'a> Backward<'a> {
         if self.roots.is_empty() {
             return Err(AutogradError::Backward("no root given".into()));
         }
-        let mut pending: HashMap<NodeId, Vec<f32>> = HashMap::new();
+        let mut pending: HashMap<NodeId, Storage> = HashMap::new();
         let mut starts: Vec<Arc<Node>> = Vec::new();
         for (i, (out, cot)) in self.roots.iter().enumerate() {
             let node = out.node().ok_or_else(|| {
@@ -111,7 +112,14 @@ impl<'a> Backward<'a> {
                     out.shape()
                 )));
             }
-            accumulate(&mut pending, node.id, cot.values())?;
+            if cot.device() != out.device() {
+                return Err(AutogradError::Backward(format!(
+                    "root {i}: cotangent on {} but output on {}",
+                    cot.device(),
+                    out.device()
+                )));
+            }
+            accumulate(&mut pending, node.id, copy_of(cot)?)?;
             starts.push(Arc::clone(node));
         }
         let order = self.reverse_order(starts);
@@ -121,32 +129,23 @@ impl<'a> Backward<'a> {
                 continue;
             };
             let Some(backward) = &node.backward else {
-                grads.insert(node.id, Tensor::from_parts(g, node.shape.clone()));
+                grads.insert(node.id, Tensor::from_storage(g, node.shape.clone()));
                 continue;
             };
             if self.retain.contains(&node.id) {
-                grads.insert(node.id, Tensor::from_parts(g.clone(), node.shape.clone()));
+                let copy = Tensor::from_storage(g, node.shape.clone());
+                let g = copy_of(&copy)?;
+                grads.insert(node.id, copy);
+                if self.stop.contains(&node.id) {
+                    continue;
+                }
+                run_node(&node, backward, g, &mut pending)?;
+                continue;
             }
             if self.stop.contains(&node.id) {
                 continue;
             }
-            let needs: Vec<bool> = node.inputs.iter().map(Option::is_some).collect();
-            let input_grads = backward(&g, &needs)?;
-            crate::pool::recycle(g);
-            for (input, ig) in node.inputs.iter().zip(input_grads) {
-                if let (Some(input), Some(ig)) = (input, ig) {
-                    let expected: usize = input.shape.iter().product();
-                    if ig.len() != expected {
-                        return Err(AutogradError::Backward(format!(
-                            "internal: backward of `{}` returned {} gradient values for an input of shape {:?}",
-                            node.op,
-                            ig.len(),
-                            input.shape
-                        )));
-                    }
-                    accumulate_owned(&mut pending, input.id, ig)?;
-                }
-            }
+            run_node(&node, backward, g, &mut pending)?;
         }
         Ok(Gradients { grads })
     }
@@ -171,26 +170,65 @@ impl<'a> Backward<'a> {
     }
 }
 
-fn accumulate(pending: &mut HashMap<NodeId, Vec<f32>>, id: NodeId, g: &[f32]) -> Result<()> {
-    match pending.get_mut(&id) {
-        Some(acc) => cpu::axpy_acc(1.0, g, acc)?,
-        None => {
-            pending.insert(id, g.to_vec());
+/// Calls one node's backward with its accumulated output gradient `g` and adds the input
+/// gradients to `pending`.
+fn run_node(
+    node: &Node,
+    backward: &BackwardFn,
+    g: Storage,
+    pending: &mut HashMap<NodeId, Storage>,
+) -> Result<()> {
+    let needs: Vec<bool> = node.inputs.iter().map(Option::is_some).collect();
+    let input_grads = backward(&g, &needs)?;
+    drop(g);
+    for (input, ig) in node.inputs.iter().zip(input_grads) {
+        if let (Some(input), Some(ig)) = (input, ig) {
+            let expected: usize = input.shape.iter().product();
+            if ig.len() != expected {
+                return Err(AutogradError::Backward(format!(
+                    "internal: backward of `{}` returned {} gradient values for an input of shape {:?}",
+                    node.op,
+                    ig.len(),
+                    input.shape
+                )));
+            }
+            accumulate(pending, input.id, ig)?;
         }
     }
     Ok(())
 }
 
-fn accumulate_owned(
-    pending: &mut HashMap<NodeId, Vec<f32>>,
-    id: NodeId,
-    g: Vec<f32>,
-) -> Result<()> {
-    match pending.get_mut(&id) {
-        Some(acc) => {
-            cpu::axpy_acc(1.0, &g, acc)?;
-            crate::pool::recycle(g);
+/// A private copy of a tensor's values, on its device.
+fn copy_of(t: &Tensor) -> Result<Storage> {
+    Ok(match t.storage() {
+        Storage::Cpu(v) => Storage::Cpu(v.clone()),
+        Storage::Cuda(c) => {
+            let mut buf = c.gpu.alloc::<f32>(c.buf.len())?;
+            c.gpu.copy(&c.buf, 0, &mut buf, 0, c.buf.len())?;
+            Storage::Cuda(CudaStorage {
+                gpu: c.gpu.clone(),
+                buf,
+            })
         }
+    })
+}
+
+/// Adds `g` to the gradient pending for `id` (or makes it the pending gradient).
+fn accumulate(pending: &mut HashMap<NodeId, Storage>, id: NodeId, g: Storage) -> Result<()> {
+    match pending.get_mut(&id) {
+        Some(acc) => match (acc, &g) {
+            (Storage::Cpu(acc), Storage::Cpu(v)) => cpu::axpy_acc(1.0, v, acc)?,
+            (Storage::Cuda(acc), Storage::Cuda(v)) => {
+                cuda::elementwise::axpy_acc(&acc.gpu, 1.0, &v.buf, &mut acc.buf)?
+            }
+            (acc, _) => {
+                return Err(AutogradError::Backward(format!(
+                    "gradients of one value arrived on {} and {}",
+                    acc.device(),
+                    g.device()
+                )));
+            }
+        },
         None => {
             pending.insert(id, g);
         }
@@ -216,7 +254,7 @@ impl Tensor {
                 self.shape()
             )));
         }
-        let one = Tensor::from_parts(vec![1.0], self.shape().to_vec());
+        let one = Tensor::from_parts(vec![1.0], self.shape().to_vec()).to_device_like(self)?;
         Backward::new().root(self, &one).run()
     }
 

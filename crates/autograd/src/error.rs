@@ -19,6 +19,9 @@ pub enum AutogradError {
     /// A parameter-store lookup or update failed (unknown or duplicate name, wrong size).
     #[error("parameter store: {0}")]
     Param(String),
+    /// A tensor is on the wrong device, or a device is unavailable.
+    #[error("device: {0}")]
+    Device(String),
     /// Backward was called on something it cannot start from.
     #[error("backward: {0}")]
     Backward(String),

@@ -56,6 +56,7 @@
 pub mod backward;
 pub mod device;
 pub mod error;
+pub(crate) mod gpu;
 pub mod no_grad;
 pub mod node;
 pub mod ops;
@@ -72,5 +73,5 @@ pub use node::NodeId;
 pub use ops::batch_norm::{BatchNormMode, BnEpilogue};
 pub use params::{Entry, EntryKind, ParamStore};
 pub use scalarize_kernels::cpu::{TaskLayout, WeightedLossOutput};
-pub use storage::Storage;
-pub use tensor::Tensor;
+pub use storage::{CudaStorage, Storage};
+pub use tensor::{Tensor, cuda_device};

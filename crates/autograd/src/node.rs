@@ -5,12 +5,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::Result;
 use crate::no_grad::is_grad_enabled;
-use crate::tensor::Tensor;
+use crate::storage::Storage;
+use crate::tensor::{Tensor, on_device};
 
-/// A hand-written backward: given the output cotangent `dy` and, per input, whether that input
-/// needs a gradient, returns one gradient buffer per input (`None` where not needed).
-pub(crate) type BackwardFn =
+/// A hand-written backward on host buffers: given the output cotangent `dy` and, per input,
+/// whether that input needs a gradient, returns one gradient buffer per input (`None` where not
+/// needed).
+pub(crate) type CpuBackwardFn =
     Box<dyn Fn(&[f32], &[bool]) -> Result<Vec<Option<Vec<f32>>>> + Send + Sync>;
+
+/// A backward on any device: the cotangent and the gradients are storages of the op's device.
+pub(crate) type BackwardFn =
+    Box<dyn Fn(&Storage, &[bool]) -> Result<Vec<Option<Storage>>> + Send + Sync>;
 
 /// Identifies one recorded value (a parameter leaf or an op output); ids grow in creation order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -46,9 +52,30 @@ pub(crate) fn leaf(shape: &[usize]) -> Arc<Node> {
     })
 }
 
+/// Records a host-only op (see [`attach_any`]); its backward refuses a device cotangent.
+pub(crate) fn attach(
+    op: &'static str,
+    out: Tensor,
+    inputs: &[&Tensor],
+    backward: CpuBackwardFn,
+) -> Tensor {
+    attach_any(
+        op,
+        out,
+        inputs,
+        Box::new(move |dy, needs| match dy {
+            Storage::Cpu(v) => Ok(backward(v, needs)?
+                .into_iter()
+                .map(|g| g.map(Storage::Cpu))
+                .collect()),
+            Storage::Cuda(_) => Err(on_device(dy.device())),
+        }),
+    )
+}
+
 /// Records `op` on the tape when gradients are enabled and any input is tracked; otherwise
 /// returns `out` untouched (the backward closure is dropped unused).
-pub(crate) fn attach(
+pub(crate) fn attach_any(
     op: &'static str,
     out: Tensor,
     inputs: &[&Tensor],

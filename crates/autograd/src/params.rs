@@ -209,14 +209,14 @@ impl ParamStore {
     /// the values it was computed with.
     pub fn values_mut(&mut self, name: &str) -> Result<&mut [f32]> {
         let i = self.position(name)?;
-        Ok(self.entries[i].tensor.values_mut())
+        self.entries[i].tensor.values_mut()
     }
 
     /// Two different entries' values at once (e.g. `running_mean` and `running_var`).
     pub fn values_mut_pair(&mut self, a: &str, b: &str) -> Result<(&mut [f32], &mut [f32])> {
         let (i, j) = (self.position(a)?, self.position(b)?);
         match self.entries.get_disjoint_mut([i, j]) {
-            Ok([ea, eb]) => Ok((ea.tensor.values_mut(), eb.tensor.values_mut())),
+            Ok([ea, eb]) => Ok((ea.tensor.values_mut()?, eb.tensor.values_mut()?)),
             Err(_) => Err(AutogradError::Param(format!(
                 "values_mut_pair needs two different names, got `{a}` twice"
             ))),
@@ -244,11 +244,12 @@ impl ParamStore {
 
     /// All trainable parameters' gradients concatenated in store order (zeros where backward
     /// did not reach), the P-vector of one task for gradient-based MTO methods.
+    /// Device gradients are read back (see [`Tensor::to_vec`]).
     pub fn flat_grads(&self, grads: &Gradients) -> Vec<f32> {
         let mut out = Vec::with_capacity(self.num_trainable_elements());
         for e in self.trainable() {
             match grads.get(&e.tensor) {
-                Some(g) => out.extend_from_slice(g.values()),
+                Some(g) => out.extend_from_slice(&g.to_vec()),
                 None => out.resize(out.len() + e.tensor.numel(), 0.0),
             }
         }
@@ -256,10 +257,11 @@ impl ParamStore {
     }
 
     /// All trainable parameters' values concatenated in store order.
+    /// Device values are read back (see [`Tensor::to_vec`]).
     pub fn flat_values(&self) -> Vec<f32> {
         let mut out = Vec::with_capacity(self.num_trainable_elements());
         for e in self.trainable() {
-            out.extend_from_slice(e.tensor.values());
+            out.extend_from_slice(&e.tensor.to_vec());
         }
         out
     }
@@ -275,7 +277,7 @@ impl ParamStore {
         }
         let mut offset = 0;
         for e in self.entries.iter_mut().filter(|e| e.trainable) {
-            let dst = e.tensor.values_mut();
+            let dst = e.tensor.values_mut()?;
             dst.copy_from_slice(&flat[offset..offset + dst.len()]);
             offset += dst.len();
         }

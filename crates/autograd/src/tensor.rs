@@ -3,10 +3,12 @@
 use std::fmt;
 use std::sync::Arc;
 
+use scalarize_kernels::cuda::{Gpu, GpuBuffer};
+
 use crate::device::Device;
-use crate::error::{Result, invalid};
+use crate::error::{AutogradError, Result, invalid};
 use crate::node::{Node, NodeId, leaf};
-use crate::storage::Storage;
+use crate::storage::{CudaStorage, Storage};
 
 /// A contiguous row-major f32 array with a shape. Cloning is cheap (the storage is shared).
 ///
@@ -90,6 +92,34 @@ impl Tensor {
         }
     }
 
+    /// Internal constructor for device values; the caller guarantees the length.
+    pub(crate) fn from_cuda(gpu: Arc<Gpu>, buf: GpuBuffer<f32>, shape: Vec<usize>) -> Tensor {
+        debug_assert_eq!(buf.len(), shape.iter().product::<usize>());
+        Tensor {
+            storage: Arc::new(Storage::Cuda(CudaStorage { gpu, buf })),
+            shape,
+            node: None,
+        }
+    }
+
+    /// Internal constructor from a storage of any device; the caller guarantees the length.
+    pub(crate) fn from_storage(storage: Storage, shape: Vec<usize>) -> Tensor {
+        debug_assert_eq!(storage.len(), shape.iter().product::<usize>());
+        Tensor {
+            storage: Arc::new(storage),
+            shape,
+            node: None,
+        }
+    }
+
+    /// These values on the device (and handle) of `like`.
+    pub(crate) fn to_device_like(&self, like: &Tensor) -> Result<Tensor> {
+        match like.cuda() {
+            Some(c) => self.to_gpu(&c.gpu),
+            None => self.to_cpu(),
+        }
+    }
+
     /// Same storage, another shape of equal element count, no node (the caller attaches one).
     pub(crate) fn view_untracked(&self, shape: Vec<usize>) -> Tensor {
         Tensor {
@@ -108,17 +138,75 @@ impl Tensor {
         self.node.as_ref()
     }
 
-    /// The host values; every op reads its inputs through this.
-    pub(crate) fn values(&self) -> &[f32] {
+    /// The host values; every CPU op reads its inputs through this. A tensor on a device is
+    /// an error here: the op that asked has no device implementation.
+    pub(crate) fn values(&self) -> Result<&[f32]> {
         match &*self.storage {
-            Storage::Cpu(v) => v,
+            Storage::Cpu(v) => Ok(v),
+            Storage::Cuda(_) => Err(on_device(self.device())),
         }
     }
 
+    /// The device values, when the tensor lives on a GPU (or the emulator).
+    pub(crate) fn cuda(&self) -> Option<&CudaStorage> {
+        match &*self.storage {
+            Storage::Cuda(c) => Some(c),
+            Storage::Cpu(_) => None,
+        }
+    }
+
+    /// The storage.
+    pub(crate) fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
     /// Mutable host values, copied first if the storage is shared (copy on write).
-    pub(crate) fn values_mut(&mut self) -> &mut [f32] {
-        match Arc::make_mut(&mut self.storage) {
-            Storage::Cpu(v) => v,
+    pub(crate) fn values_mut(&mut self) -> Result<&mut [f32]> {
+        if Arc::get_mut(&mut self.storage).is_none() {
+            let copy = self.values()?.to_vec();
+            self.storage = Arc::new(Storage::Cpu(copy));
+        }
+        let device = self.device();
+        match Arc::get_mut(&mut self.storage) {
+            Some(Storage::Cpu(v)) => Ok(v),
+            _ => Err(on_device(device)),
+        }
+    }
+
+    /// The same values on `device` (a copy unless already there). `Device::Cuda(i)` opens
+    /// device i, or the CPU emulator when `SCALARIZE_CUDA_EMULATOR=1`.
+    pub fn to_device(&self, device: Device) -> Result<Tensor> {
+        match device {
+            Device::Cpu => self.to_cpu(),
+            Device::Cuda(i) => self.to_gpu(&cuda_device(i)?),
+        }
+    }
+
+    /// The same values in device memory of `gpu` (shared if already there).
+    pub fn to_gpu(&self, gpu: &Arc<Gpu>) -> Result<Tensor> {
+        if let Some(c) = self.cuda()
+            && Arc::ptr_eq(&c.gpu, gpu)
+        {
+            return Ok(self.detach());
+        }
+        let host = self.to_host()?;
+        let buf = gpu.upload(&host)?;
+        Ok(Tensor::from_cuda(gpu.clone(), buf, self.shape.clone()))
+    }
+
+    /// The same values in host memory (shared if already there).
+    pub fn to_cpu(&self) -> Result<Tensor> {
+        match &*self.storage {
+            Storage::Cpu(_) => Ok(self.detach()),
+            Storage::Cuda(_) => Ok(Tensor::from_parts(self.to_host()?, self.shape.clone())),
+        }
+    }
+
+    /// A host copy of the values, from any device.
+    pub fn to_host(&self) -> Result<Vec<f32>> {
+        match &*self.storage {
+            Storage::Cpu(v) => Ok(v.clone()),
+            Storage::Cuda(c) => Ok(c.gpu.download(&c.buf)?),
         }
     }
 
@@ -142,16 +230,21 @@ impl Tensor {
         self.storage.device()
     }
 
-    /// The values as a host slice (CPU tensors only).
+    /// The values as a host slice (CPU tensors only; see [`Tensor::to_host`]).
     pub fn as_slice(&self) -> Result<&[f32]> {
-        match &*self.storage {
-            Storage::Cpu(v) => Ok(v),
-        }
+        self.values()
     }
 
-    /// A host copy of the values.
+    /// A host copy of the values. Panics only if reading a device buffer back fails (a lost
+    /// device); [`Tensor::to_host`] returns that as an error.
     pub fn to_vec(&self) -> Vec<f32> {
-        self.values().to_vec()
+        match self.to_host() {
+            Ok(v) => v,
+            Err(e) => panic!(
+                "reading a {} tensor back to the host failed: {e}",
+                self.device()
+            ),
+        }
     }
 
     /// The single value of a one-element tensor (e.g. a loss).
@@ -166,7 +259,7 @@ impl Tensor {
                 ),
             ));
         }
-        Ok(self.values()[0])
+        Ok(self.to_host()?[0])
     }
 
     /// A new leaf sharing these values whose gradient backward will report.
@@ -211,16 +304,34 @@ impl Tensor {
 
 impl fmt::Debug for Tensor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let v = self.values();
-        let head: Vec<f32> = v.iter().take(8).copied().collect();
-        f.debug_struct("Tensor")
-            .field("shape", &self.shape)
+        let mut d = f.debug_struct("Tensor");
+        d.field("shape", &self.shape)
             .field("device", &self.device())
-            .field("op", &self.op_name())
-            .field(
+            .field("op", &self.op_name());
+        // Device values stay where they are: no hidden transfer in a debug print.
+        if let Ok(v) = self.values() {
+            let head: Vec<f32> = v.iter().take(8).copied().collect();
+            d.field(
                 "values",
                 &format_args!("{head:?}{}", if v.len() > 8 { "…" } else { "" }),
-            )
-            .finish()
+            );
+        }
+        d.finish()
     }
+}
+
+/// The error for a device tensor reaching a computation that runs on the host only.
+pub(crate) fn on_device(device: Device) -> AutogradError {
+    AutogradError::Device(format!(
+        "a tensor on {device} reached a computation that has no CUDA implementation yet; \
+         move it with to_device(Device::Cpu) or use an op that runs on {device}"
+    ))
+}
+
+/// The handle of CUDA device `ordinal`, or the CPU emulator when `SCALARIZE_CUDA_EMULATOR=1`.
+pub fn cuda_device(ordinal: usize) -> Result<Arc<Gpu>> {
+    if std::env::var("SCALARIZE_CUDA_EMULATOR").is_ok_and(|v| v == "1") {
+        return Gpu::emulated().map_err(AutogradError::Device);
+    }
+    Gpu::shared(ordinal).map_err(|e| AutogradError::Device(format!("cuda:{ordinal}: {e}")))
 }

@@ -36,13 +36,12 @@ fn every_kernel_compiles_for_sm80_and_sm90() {
         for arch in ["sm_80", "sm_90", "compute_80", "compute_90"] {
             match compile_ptx(src, arch) {
                 Ok(ptx) => {
-                    let text = ptx.to_src();
-                    assert!(
-                        text.contains(".entry"),
-                        "{} for {arch}: PTX has no kernel entry",
-                        src.name
-                    );
-                    compiled += 1;
+                    // Collected with the compile errors, so one bad file hides no other.
+                    if ptx.to_src().contains(".entry") {
+                        compiled += 1;
+                    } else {
+                        failures.push(format!("{} for {arch}: PTX has no kernel entry", src.name));
+                    }
                 }
                 Err(CompileFailure::Unavailable(why)) => {
                     if nvrtc_required() {

@@ -29,7 +29,7 @@ impl Tensor {
         let scale = (hd as f32).powf(-0.5);
         let mut probs = output(s.probs_len());
         let mut y = output(s.out_len());
-        cpu::attention_forward(s, scale, self.values(), &mut probs, &mut y)?;
+        cpu::attention_forward(s, scale, self.values()?, &mut probs, &mut y)?;
         let x = self.detach();
         Ok(attach(
             "self_attention",
@@ -37,7 +37,7 @@ impl Tensor {
             &[self],
             Box::new(move |dy, _| {
                 let mut dx = output(s.qkv_len());
-                cpu::attention_backward(s, scale, x.values(), &probs, dy, &mut dx)?;
+                cpu::attention_backward(s, scale, x.values()?, &probs, dy, &mut dx)?;
                 Ok(vec![Some(dx)])
             }),
         ))

@@ -36,7 +36,7 @@ impl Tensor {
         }
         let (outer, _, inner) = split_at_axis(first.shape(), axis);
         let inners: Vec<usize> = parts.iter().map(|p| p.shape()[axis] * inner).collect();
-        let slices: Vec<&[f32]> = parts.iter().map(|p| p.values()).collect();
+        let slices: Vec<&[f32]> = parts.iter().map(|p| p.values()).collect::<Result<_>>()?;
         let total: usize = parts.iter().map(|p| p.numel()).sum();
         let mut y = zeros(total);
         cpu::concat(outer, &slices, &inners, &mut y)?;
@@ -78,7 +78,7 @@ impl Tensor {
         }
         // Pure data movement: one contiguous block per outer index.
         let (row, block, off) = (full * inner, len * inner, start * inner);
-        let x = self.values();
+        let x = self.values()?;
         let mut y = Vec::with_capacity(outer * block);
         for o in 0..outer {
             y.extend_from_slice(&x[o * row + off..o * row + off + block]);
@@ -149,7 +149,7 @@ impl Tensor {
             ));
         }
         let row = self.numel() / rows;
-        let x = self.values();
+        let x = self.values()?;
         let mut y = Vec::with_capacity(indices.len() * row);
         for &i in indices {
             y.extend_from_slice(&x[i * row..(i + 1) * row]);

@@ -49,9 +49,9 @@ impl Tensor {
         let mut y = output(s.n * s.c_out * oh * ow);
         cpu::conv2d_forward(
             &s,
-            self.values(),
-            weight.values(),
-            bias.map(|b| b.values()),
+            self.values()?,
+            weight.values()?,
+            bias.map(|b| b.values()).transpose()?,
             &mut y,
         )?;
         let out = Tensor::from_parts(y, vec![s.n, s.c_out, oh, ow]);
@@ -66,8 +66,8 @@ impl Tensor {
                 .then(|| output(s.c_out));
             cpu::conv2d_backward(
                 &s,
-                x.values(),
-                w.values(),
+                x.values()?,
+                w.values()?,
                 dy,
                 dx.as_deref_mut(),
                 dw.as_deref_mut(),

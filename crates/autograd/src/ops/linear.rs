@@ -1,11 +1,79 @@
 //! Linear layer: x·Wᵀ + b with the PyTorch weight layout `[out, in]`.
 
-use scalarize_kernels::cpu;
+use std::sync::Arc;
+
+use scalarize_kernels::cuda::{Gemm, Gpu, gemm};
+use scalarize_kernels::{cpu, cuda};
 
 use super::output;
 use crate::error::{Result, invalid};
-use crate::node::attach;
+use crate::gpu;
+use crate::node::{attach, attach_any};
 use crate::tensor::Tensor;
+
+/// The device linear layer: one GEMM (plus a bias pass) forward, GEMMs backward.
+fn linear_on_gpu(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    g: Arc<Gpu>,
+    shape: Vec<usize>,
+) -> Result<Tensor> {
+    let (in_f, out_f) = (weight.shape()[1], weight.shape()[0]);
+    let rows = x.numel() / in_f;
+    let mut y = g.alloc::<f32>(rows * out_f)?;
+    let xw = Gemm::new(rows, in_f, out_f).trans(false, true);
+    gemm(
+        &g,
+        &xw,
+        (gpu::buf(x)?, 0),
+        (gpu::buf(weight)?, 0),
+        (&mut y, 0),
+    )?;
+    if let Some(b) = bias {
+        let mut yb = g.alloc::<f32>(rows * out_f)?;
+        cuda::elementwise::add_bias_rows(&g, rows, out_f, &y, gpu::buf(b)?, &mut yb)?;
+        y = yb;
+    }
+    let (sx, sw) = (x.detach(), weight.detach());
+    let mut inputs = vec![x, weight];
+    inputs.extend(bias);
+    Ok(attach_any(
+        "linear",
+        gpu::tensor(&g, y, shape),
+        &inputs,
+        Box::new(move |dy, needs| {
+            let dy = gpu::cotangent("linear", dy)?;
+            let (g, d) = (&dy.gpu, &dy.buf);
+            let mut grads: Vec<Option<_>> = (0..needs.len()).map(|_| None).collect();
+            if needs[0] {
+                // dx = dy·W.
+                let mut dx = g.alloc::<f32>(rows * in_f)?;
+                gemm(
+                    g,
+                    &Gemm::new(rows, out_f, in_f),
+                    (d, 0),
+                    (gpu::buf(&sw)?, 0),
+                    (&mut dx, 0),
+                )?;
+                grads[0] = Some(gpu::grad(g, dx));
+            }
+            if needs[1] {
+                // dW = dyᵀ·x.
+                let mut dw = g.alloc::<f32>(out_f * in_f)?;
+                let p = Gemm::new(out_f, rows, in_f).trans(true, false);
+                gemm(g, &p, (d, 0), (gpu::buf(&sx)?, 0), (&mut dw, 0))?;
+                grads[1] = Some(gpu::grad(g, dw));
+            }
+            if needs.get(2) == Some(&true) {
+                let mut db = g.alloc::<f32>(out_f)?;
+                cuda::elementwise::bias_grad_rows(g, rows, out_f, d, &mut db)?;
+                grads[2] = Some(gpu::grad(g, db));
+            }
+            Ok(grads)
+        }),
+    ))
+}
 
 impl Tensor {
     /// `self`·`weight`ᵀ + `bias` for `self` `[.., in]`, `weight` `[out, in]`, `bias` `[out]`;
@@ -28,13 +96,20 @@ impl Tensor {
         }
         let (in_f, out_f) = (weight.shape()[1], weight.shape()[0]);
         let rows = self.numel() / in_f;
+        let mut inputs = vec![self, weight];
+        inputs.extend(bias);
+        if let Some(g) = gpu::gpu_of("linear", &inputs)? {
+            let mut shape = self.shape().to_vec();
+            *shape.last_mut().expect("rank >= 1 checked above") = out_f;
+            return linear_on_gpu(self, weight, bias, g, shape);
+        }
         // One node for x·Wᵀ + b on any leading shape: no reshape or bias nodes, whose
         // backward passes would each copy the whole gradient.
         let mut y = output(rows * out_f);
         let beta = match bias {
             Some(b) => {
-                y.chunks_mut(out_f)
-                    .for_each(|r| r.copy_from_slice(b.values()));
+                let bv = b.values()?;
+                y.chunks_mut(out_f).for_each(|r| r.copy_from_slice(bv));
                 1.0
             }
             None => 0.0,
@@ -43,9 +118,9 @@ impl Tensor {
             rows,
             in_f,
             out_f,
-            self.values(),
+            self.values()?,
             false,
-            weight.values(),
+            weight.values()?,
             true,
             &mut y,
             1.0,
@@ -54,8 +129,6 @@ impl Tensor {
         let mut shape = self.shape().to_vec();
         *shape.last_mut().expect("rank >= 1 checked above") = out_f;
         let (x, w) = (self.detach(), weight.detach());
-        let mut inputs = vec![self, weight];
-        inputs.extend(bias);
         Ok(attach(
             "linear",
             Tensor::from_parts(y, shape),
@@ -71,7 +144,7 @@ impl Tensor {
                         in_f,
                         dy,
                         false,
-                        w.values(),
+                        w.values()?,
                         false,
                         &mut dx,
                         1.0,
@@ -88,7 +161,7 @@ impl Tensor {
                         in_f,
                         dy,
                         true,
-                        x.values(),
+                        x.values()?,
                         false,
                         &mut dw,
                         1.0,

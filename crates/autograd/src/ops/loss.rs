@@ -28,7 +28,7 @@ impl Tensor {
         let valid = cpu::cross_entropy_forward(
             rows,
             classes,
-            self.values(),
+            self.values()?,
             targets,
             ignore_index,
             &mut losses,
@@ -50,7 +50,7 @@ impl Tensor {
                     cpu::cross_entropy_backward(
                         rows,
                         classes,
-                        logits.values(),
+                        logits.values()?,
                         &targets,
                         ignore_index,
                         dy[0] / valid as f32,
@@ -77,7 +77,7 @@ impl Tensor {
             ));
         }
         let mut losses = zeros(self.numel());
-        cpu::bce_with_logits_forward(self.values(), targets, &mut losses)?;
+        cpu::bce_with_logits_forward(self.values()?, targets, &mut losses)?;
         let n = self.numel();
         let loss = cpu::mean(&losses)?;
         let logits = self.detach();
@@ -89,7 +89,7 @@ impl Tensor {
             Box::new(move |dy, _| {
                 let mut dx = zeros(n);
                 cpu::bce_with_logits_backward(
-                    logits.values(),
+                    logits.values()?,
                     &targets,
                     dy[0] / n as f32,
                     &mut dx,

@@ -36,7 +36,7 @@ impl Tensor {
     pub fn avg_pool2d(&self, k: usize, stride: usize, pad: usize) -> Result<Tensor> {
         let s = self.pool_shape("avg_pool2d", k, stride, pad)?;
         let mut y = zeros(s.n * s.c * s.out_h() * s.out_w());
-        cpu::avg_pool2d_forward(&s, self.values(), &mut y)?;
+        cpu::avg_pool2d_forward(&s, self.values()?, &mut y)?;
         let numel = self.numel();
         Ok(attach(
             "avg_pool2d",
@@ -56,7 +56,7 @@ impl Tensor {
         let out_n = s.n * s.c * s.out_h() * s.out_w();
         let mut y = zeros(out_n);
         let mut argmax = vec![0u32; out_n];
-        cpu::max_pool2d_forward(&s, self.values(), &mut y, &mut argmax)?;
+        cpu::max_pool2d_forward(&s, self.values()?, &mut y, &mut argmax)?;
         let numel = self.numel();
         Ok(attach(
             "max_pool2d",
@@ -76,7 +76,7 @@ impl Tensor {
         let s = self.shape();
         let (n, c, hw) = (s[0], s[1], s[2] * s[3]);
         let mut y = zeros(n * c);
-        cpu::global_avg_pool_forward(n, c, hw, self.values(), &mut y)?;
+        cpu::global_avg_pool_forward(n, c, hw, self.values()?, &mut y)?;
         Ok(attach(
             "global_avg_pool",
             Tensor::from_parts(y, vec![n, c]),

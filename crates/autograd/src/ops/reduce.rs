@@ -1,11 +1,47 @@
 //! Reductions: sum and mean over everything or over one axis.
 
-use scalarize_kernels::cpu;
+use std::sync::Arc;
+
+use scalarize_kernels::cuda::Gpu;
+use scalarize_kernels::{cpu, cuda};
 
 use super::{expect_axis, split_at_axis, zeros};
 use crate::error::Result;
-use crate::node::attach;
+use crate::gpu;
+use crate::node::{attach, attach_any};
 use crate::tensor::Tensor;
+
+/// Sum (factor 1) or mean (factor 1/n) of all elements on the device, a rank-0 device tensor;
+/// backward spreads the cotangent times the factor over every element.
+fn total_on_gpu(op: &'static str, x: &Tensor, g: Arc<Gpu>, mean: bool) -> Result<Tensor> {
+    let n = x.numel();
+    let mut y = g.alloc::<f32>(1)?;
+    if mean {
+        cuda::reduce::mean_axis(&g, 1, n, 1, gpu::buf(x)?, &mut y)?;
+    } else {
+        cuda::reduce::sum_axis(&g, 1, n, 1, gpu::buf(x)?, &mut y)?;
+    }
+    let factor = if mean { 1.0 / n as f32 } else { 1.0 };
+    Ok(attach_any(
+        op,
+        gpu::tensor(&g, y, Vec::new()),
+        &[x],
+        Box::new(move |dy, _| {
+            let dy = gpu::cotangent(op, dy)?;
+            let g = &dy.gpu;
+            // Broadcast: zeros plus the one-element cotangent as a row bias, then the factor.
+            let zero = g.zeros::<f32>(n)?;
+            let mut dx = g.alloc::<f32>(n)?;
+            cuda::elementwise::add_bias_rows(g, n, 1, &zero, &dy.buf, &mut dx)?;
+            if factor != 1.0 {
+                let mut scaled = g.alloc::<f32>(n)?;
+                cuda::elementwise::scale(g, &dx, factor, &mut scaled)?;
+                dx = scaled;
+            }
+            Ok(vec![Some(gpu::grad(g, dx))])
+        }),
+    ))
+}
 
 /// Spreads `dy` `[outer, inner]` back over `[outer, len, inner]`, times `factor`
 /// (pure data movement; the backward of a reduction over the middle axis).
@@ -26,7 +62,10 @@ fn broadcast_middle(outer: usize, len: usize, inner: usize, dy: &[f32], factor: 
 impl Tensor {
     /// Sum of all elements, a rank-0 tensor.
     pub fn sum(&self) -> Result<Tensor> {
-        let s = cpu::sum(self.values())?;
+        if let Some(g) = gpu::gpu_of("sum", &[self])? {
+            return total_on_gpu("sum", self, g, false);
+        }
+        let s = cpu::sum(self.values()?)?;
         let n = self.numel();
         Ok(attach(
             "sum",
@@ -38,7 +77,10 @@ impl Tensor {
 
     /// Mean of all elements, a rank-0 tensor.
     pub fn mean(&self) -> Result<Tensor> {
-        let m = cpu::mean(self.values())?;
+        if let Some(g) = gpu::gpu_of("mean", &[self])? {
+            return total_on_gpu("mean", self, g, true);
+        }
+        let m = cpu::mean(self.values()?)?;
         let n = self.numel();
         Ok(attach(
             "mean",
@@ -63,9 +105,9 @@ impl Tensor {
         let (outer, len, inner) = split_at_axis(self.shape(), axis);
         let mut y = zeros(outer * inner);
         if mean {
-            cpu::mean_axis(outer, len, inner, self.values(), &mut y)?;
+            cpu::mean_axis(outer, len, inner, self.values()?, &mut y)?;
         } else {
-            cpu::sum_axis(outer, len, inner, self.values(), &mut y)?;
+            cpu::sum_axis(outer, len, inner, self.values()?, &mut y)?;
         }
         let mut shape = self.shape().to_vec();
         shape.remove(axis);

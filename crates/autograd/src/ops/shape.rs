@@ -4,7 +4,9 @@ use scalarize_kernels::cpu;
 
 use super::zeros;
 use crate::error::{Result, invalid};
-use crate::node::attach;
+use crate::gpu;
+use crate::node::{attach, attach_any};
+use crate::storage::Storage;
 use crate::tensor::{Tensor, numel_of};
 
 impl Tensor {
@@ -22,11 +24,17 @@ impl Tensor {
             ));
         }
         let out = self.view_untracked(shape.to_vec());
-        Ok(attach(
+        // The gradient is the cotangent itself, on whichever device it is.
+        Ok(attach_any(
             "reshape",
             out,
             &[self],
-            Box::new(|dy, _| Ok(vec![Some(dy.to_vec())])),
+            Box::new(|dy, _| {
+                Ok(vec![Some(match dy {
+                    Storage::Cpu(v) => Storage::Cpu(v.clone()),
+                    Storage::Cuda(c) => gpu::grad(&c.gpu, gpu::copy(&c.gpu, &c.buf)?),
+                })])
+            }),
         ))
     }
 
@@ -63,7 +71,7 @@ impl Tensor {
         let in_shape = self.shape().to_vec();
         let out_shape: Vec<usize> = perm.iter().map(|&p| in_shape[p]).collect();
         let mut y = zeros(self.numel());
-        cpu::permute(self.values(), &in_shape, perm, &mut y)?;
+        cpu::permute(self.values()?, &in_shape, perm, &mut y)?;
         let inv = cpu::inverse_perm(perm);
         let dy_shape = out_shape.clone();
         Ok(attach(

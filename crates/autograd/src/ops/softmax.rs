@@ -19,7 +19,7 @@ impl Tensor {
         let dim = self.shape()[self.rank() - 1];
         let rows = self.numel() / dim;
         let mut y = zeros(self.numel());
-        cpu::softmax_forward(rows, dim, self.values(), &mut y)?;
+        cpu::softmax_forward(rows, dim, self.values()?, &mut y)?;
         let out = Tensor::from_parts(y, self.shape().to_vec());
         // Saved untracked: the node must not own its own output (no Arc cycle).
         let saved = out.detach();
@@ -29,7 +29,7 @@ impl Tensor {
             &[self],
             Box::new(move |dy, _| {
                 let mut dx = zeros(dy.len());
-                cpu::softmax_backward(rows, dim, saved.values(), dy, &mut dx)?;
+                cpu::softmax_backward(rows, dim, saved.values()?, dy, &mut dx)?;
                 Ok(vec![Some(dx)])
             }),
         ))

@@ -64,7 +64,7 @@ impl Tensor {
             self.shape()[3],
         ];
         let mut y = zeros(n * c * oh * ow);
-        forward(n, c, h, w, oh, ow, self.values(), &mut y)?;
+        forward(n, c, h, w, oh, ow, self.values()?, &mut y)?;
         Ok(attach(
             op,
             Tensor::from_parts(y, vec![n, c, oh, ow]),

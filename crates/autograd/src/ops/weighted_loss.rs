@@ -6,11 +6,43 @@ use scalarize_kernels::cpu::{
     self, TaskLayout, WeightedBceInput, WeightedCeInput, WeightedLossOutput,
 };
 
+use std::sync::Arc;
+
+use scalarize_kernels::cuda::{self, CudaBceInput, CudaCeInput, Gpu, GpuBuffer};
+
 use super::{expect_rank, zeros};
 use crate::error::{Result, invalid};
+use crate::gpu;
 use crate::no_grad::is_grad_enabled;
-use crate::node::attach;
+use crate::node::{attach, attach_any};
 use crate::tensor::Tensor;
+
+/// Records the device loss: a rank-0 device tensor whose backward scales the fused kernel's
+/// d(logits) by the cotangent (read back: one float).
+fn record_on_gpu(
+    op: &'static str,
+    logits: &Tensor,
+    g: &Arc<Gpu>,
+    total: f32,
+    dlogits: Option<GpuBuffer<f32>>,
+) -> Result<Tensor> {
+    let out = gpu::tensor(g, g.upload(&[total])?, Vec::new());
+    let Some(dl) = dlogits else {
+        return Ok(out);
+    };
+    Ok(attach_any(
+        op,
+        out,
+        &[logits],
+        Box::new(move |dy, _| {
+            let dy = gpu::cotangent(op, dy)?;
+            let s = dy.gpu.download(&dy.buf)?[0];
+            let mut dx = dy.gpu.alloc::<f32>(dl.len())?;
+            cuda::elementwise::scale(&dy.gpu, &dl, s, &mut dx)?;
+            Ok(vec![Some(gpu::grad(&dy.gpu, dx))])
+        }),
+    ))
+}
 
 impl Tensor {
     fn check_packed(&self, op: &'static str, layout: &TaskLayout) -> Result<usize> {
@@ -58,10 +90,28 @@ impl Tensor {
         ignore_index: i64,
     ) -> Result<(Tensor, WeightedLossOutput)> {
         let n = self.check_packed("weighted_ce_loss", layout)?;
+        if let Some(g) = gpu::gpu_of("weighted_ce_loss", &[self])? {
+            let (dt, dm) = (g.upload(targets)?, mask.map(|m| g.upload(m)).transpose()?);
+            let input = CudaCeInput {
+                layout,
+                n,
+                logits: gpu::buf(self)?,
+                targets: &dt,
+                mask: dm.as_ref(),
+                weights,
+                ignore_index,
+            };
+            let mut dl = (is_grad_enabled() && self.is_tracked())
+                .then(|| g.alloc::<f32>(self.numel()))
+                .transpose()?;
+            let out = cuda::weighted_ce_loss(&g, &input, dl.as_mut())?;
+            let t = record_on_gpu("weighted_ce_loss", self, &g, out.total, dl)?;
+            return Ok((t, out));
+        }
         let input = WeightedCeInput {
             layout,
             n,
-            logits: self.values(),
+            logits: self.values()?,
             targets,
             mask,
             weights,
@@ -87,10 +137,27 @@ impl Tensor {
         weights: &[f32],
     ) -> Result<(Tensor, WeightedLossOutput)> {
         let n = self.check_packed("weighted_bce_loss", layout)?;
+        if let Some(g) = gpu::gpu_of("weighted_bce_loss", &[self])? {
+            let (dt, dm) = (g.upload(targets)?, mask.map(|m| g.upload(m)).transpose()?);
+            let input = CudaBceInput {
+                layout,
+                n,
+                logits: gpu::buf(self)?,
+                targets: &dt,
+                mask: dm.as_ref(),
+                weights,
+            };
+            let mut dl = (is_grad_enabled() && self.is_tracked())
+                .then(|| g.alloc::<f32>(self.numel()))
+                .transpose()?;
+            let out = cuda::weighted_bce_loss(&g, &input, dl.as_mut())?;
+            let t = record_on_gpu("weighted_bce_loss", self, &g, out.total, dl)?;
+            return Ok((t, out));
+        }
         let input = WeightedBceInput {
             layout,
             n,
-            logits: self.values(),
+            logits: self.values()?,
             targets,
             mask,
             weights,

@@ -40,7 +40,48 @@ struct CudaBackend {
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
     blas: CudaBlas,
-    modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
+    /// Loaded modules, shared by every stream handle of the context.
+    modules: Arc<Mutex<HashMap<&'static str, Arc<CudaModule>>>>,
+    /// The device's default memory pool (a `CUmemoryPool` address), when it has one.
+    pool: Option<usize>,
+}
+
+/// Device memory of this process, in bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemoryStats {
+    /// Held by live buffers.
+    pub in_use: u64,
+    /// Reserved from the device (in use plus cached for reuse).
+    pub reserved: u64,
+    /// Highest `reserved` so far: flat across training steps means no new device
+    /// allocation after the first step.
+    pub reserved_peak: u64,
+}
+
+/// Makes the device's default memory pool (what cudarc's stream-ordered allocations use) keep
+/// freed memory instead of returning it at every synchronisation: after the first training
+/// step every buffer comes from the cache, with no cudaMalloc. Returns the pool.
+fn cache_freed_memory(ctx: &CudaContext) -> Option<usize> {
+    use cudarc::driver::sys;
+    if !ctx.has_async_alloc() {
+        return None;
+    }
+    let mut pool: sys::CUmemoryPool = std::ptr::null_mut();
+    let mut keep = u64::MAX;
+    // SAFETY: `ctx` is a live context of this device; the attribute takes a u64.
+    unsafe {
+        sys::cuDeviceGetDefaultMemPool(&mut pool, ctx.cu_device())
+            .result()
+            .ok()?;
+        sys::cuMemPoolSetAttribute(
+            pool,
+            sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+            (&mut keep as *mut u64).cast(),
+        )
+        .result()
+        .ok()?;
+    }
+    Some(pool as usize)
 }
 
 impl std::fmt::Debug for Gpu {
@@ -83,12 +124,14 @@ impl Gpu {
         let stream = ctx.default_stream();
         let blas = CudaBlas::new(stream.clone())
             .map_err(|e| CudaUnavailable::Driver(format!("cublasCreate: {e:?}")))?;
+        let pool = cache_freed_memory(&ctx);
         Ok(Self {
             backend: Backend::Cuda(Box::new(CudaBackend {
                 ctx,
                 stream,
                 blas,
-                modules: Mutex::new(HashMap::new()),
+                modules: Arc::new(Mutex::new(HashMap::new())),
+                pool,
             })),
             name,
             cc: (major.max(0) as u32, minor.max(0) as u32),
@@ -150,6 +193,30 @@ impl Gpu {
         }
     }
 
+    /// Another handle on the same device with its own stream (and cuBLAS handle): work queued
+    /// on different streams may run concurrently, e.g. the members of a PBT population. The
+    /// kernels already loaded are shared. Buffers belong to the stream that allocated them and
+    /// must be used with that handle. On the emulator (synchronous) this is the same handle.
+    pub fn new_stream(self: &Arc<Self>) -> Result<Arc<Self>> {
+        let Backend::Cuda(c) = &self.backend else {
+            return Ok(self.clone());
+        };
+        let stream = c.ctx.new_stream().map_err(cuda_err("cuStreamCreate"))?;
+        let blas = CudaBlas::new(stream.clone())
+            .map_err(|e| KernelError::new("cublasCreate", format!("{e:?}")))?;
+        Ok(Arc::new(Self {
+            backend: Backend::Cuda(Box::new(CudaBackend {
+                ctx: c.ctx.clone(),
+                stream,
+                blas,
+                modules: c.modules.clone(),
+                pool: c.pool,
+            })),
+            name: self.name.clone(),
+            cc: self.cc,
+        }))
+    }
+
     /// True when kernels run on the CPU emulator.
     pub fn is_emulated(&self) -> bool {
         matches!(self.backend, Backend::Emu(_))
@@ -206,6 +273,46 @@ impl Gpu {
                 .map_err(|e| KernelError::new(op, format!("CUDA error: {e:?}"))),
             None => Ok(()),
         }
+    }
+
+    /// Device memory held by this process (the emulator reports its live allocations, with
+    /// nothing cached).
+    pub fn memory_stats(&self) -> Result<MemoryStats> {
+        use cudarc::driver::sys;
+        let Some(c) = self.cuda() else {
+            let live = super::emu::live_bytes();
+            return Ok(MemoryStats {
+                in_use: live,
+                reserved: live,
+                reserved_peak: live,
+            });
+        };
+        let Some(pool) = c.pool else {
+            return Err(KernelError::new(
+                "memory_stats",
+                "this device has no stream-ordered memory pool",
+            ));
+        };
+        let read = |attr| -> Result<u64> {
+            let mut v = 0u64;
+            // SAFETY: `pool` is the device's default pool; these attributes are u64.
+            unsafe {
+                sys::cuMemPoolGetAttribute(
+                    pool as sys::CUmemoryPool,
+                    attr,
+                    (&mut v as *mut u64).cast(),
+                )
+            }
+            .result()
+            .map_err(cuda_err("cuMemPoolGetAttribute"))?;
+            Ok(v)
+        };
+        use sys::CUmemPool_attribute as A;
+        Ok(MemoryStats {
+            in_use: read(A::CU_MEMPOOL_ATTR_USED_MEM_CURRENT)?,
+            reserved: read(A::CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT)?,
+            reserved_peak: read(A::CU_MEMPOOL_ATTR_RESERVED_MEM_HIGH)?,
+        })
     }
 
     /// A buffer of `len` elements with unspecified contents (the emulator fills it with NaN /

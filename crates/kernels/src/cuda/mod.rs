@@ -35,7 +35,7 @@ pub use buffer::{Arg, DeviceElem, GpuBuffer};
 pub use cudarc::driver::LaunchConfig;
 pub use device::{CudaDeviceInfo, devices};
 pub use gemm::{Gemm, gemm};
-pub use gpu::Gpu;
+pub use gpu::{Gpu, MemoryStats};
 pub use grad_gram::{grad_gram, grad_gram_device};
 pub use libs::{CudaUnavailable, LibraryStatus, library_status};
 pub use weighted_loss::{CudaBceInput, CudaCeInput, weighted_bce_loss, weighted_ce_loss};

@@ -51,6 +51,12 @@ fn memory() -> &'static Mutex<Memory> {
     M.get_or_init(|| Mutex::new(Memory::default()))
 }
 
+/// Bytes held by live emulated allocations (guards not counted).
+pub fn live_bytes() -> u64 {
+    let mem = memory().lock().unwrap_or_else(|p| p.into_inner());
+    mem.live.values().map(|&b| b as u64).sum()
+}
+
 /// One emulated device allocation of `len` elements of `T` (host memory with guards).
 pub struct EmuBuffer<T> {
     base: *mut u8,
@@ -266,6 +272,9 @@ const FLAGS: &[&str] = &[
     "-shared",
     // Kernels reinterpret shared arrays (a double tile read as floats), as CUDA allows.
     "-fno-strict-aliasing",
+    // No multiply-add contraction the GPU code did not ask for (GCC contracts by default on
+    // targets with FMA, e.g. aarch64).
+    "-ffp-contract=off",
     "-Wno-unknown-pragmas",
 ];
 

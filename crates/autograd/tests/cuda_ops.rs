@@ -1,0 +1,225 @@
+//! Ops on a CUDA device (the emulator without a GPU) against the same ops on the CPU: values
+//! and the gradient of every input under a random cotangent, on fresh random inputs; device
+//! placement rules and errors.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::Rng;
+use scalarize_autograd::{AutogradError, Backward, Device, TaskLayout, Tensor};
+use scalarize_kernels::cuda::Gpu;
+
+fn gpu(test: &str) -> Option<Arc<Gpu>> {
+    Gpu::for_tests(test)
+}
+
+fn close(got: &[f32], want: &[f32], tol: f32, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (g - w).abs() <= tol * (1.0 + w.abs()),
+            "{what}: [{i}] cuda {g} cpu {w}"
+        );
+    }
+}
+
+/// Runs `f` on CPU copies and device copies of `inputs` (all tracked) and compares the output
+/// and every input gradient under one random cotangent.
+fn same_on_gpu(
+    g: &Arc<Gpu>,
+    name: &str,
+    inputs: &[Tensor],
+    rng: &mut Rng,
+    f: impl Fn(&[Tensor]) -> scalarize_autograd::Result<Tensor>,
+) {
+    let cpu_in: Vec<Tensor> = inputs.iter().map(Tensor::requires_grad).collect();
+    let dev_in: Vec<Tensor> = inputs
+        .iter()
+        .map(|t| t.to_gpu(g).unwrap().requires_grad())
+        .collect();
+    let y = f(&cpu_in).unwrap();
+    let yd = f(&dev_in).unwrap();
+    assert_eq!(
+        yd.device(),
+        Device::Cuda(g.ordinal()),
+        "{name}: output device"
+    );
+    assert_eq!(yd.shape(), y.shape(), "{name}: shape");
+    close(&yd.to_host().unwrap(), &y.to_vec(), 1e-5, name);
+    let cot = rng.cotangent(y.shape());
+    let cot_d = cot.to_gpu(g).unwrap();
+    let gc = y.backward_with(&cot).unwrap();
+    let gd = yd.backward_with(&cot_d).unwrap();
+    for (k, (a, b)) in cpu_in.iter().zip(&dev_in).enumerate() {
+        let want = gc.get(a).map(Tensor::to_vec);
+        let got = gd.get(b).map(|t| {
+            assert_eq!(t.device(), yd.device(), "{name}: gradient {k} device");
+            t.to_host().unwrap()
+        });
+        match (got, want) {
+            (Some(got), Some(want)) => close(&got, &want, 1e-5, &format!("{name}: d input {k}")),
+            (None, None) => {}
+            (got, want) => panic!(
+                "{name}: input {k} gradient present on cuda {} / cpu {}",
+                got.is_some(),
+                want.is_some()
+            ),
+        }
+    }
+}
+
+#[test]
+fn pointwise_and_elementwise_ops_match_cpu() {
+    let Some(g) = gpu("pointwise_ops") else {
+        return;
+    };
+    let mut rng = Rng::new(41);
+    for shape in [vec![1], vec![3, 5], vec![2, 3, 37]] {
+        let a = Tensor::new(rng.away_from_zero(shape.iter().product()), &shape).unwrap();
+        let b = rng.tensor(&shape);
+        let ins = [a, b];
+        same_on_gpu(&g, "relu", &ins[..1], &mut rng, |t| t[0].relu());
+        same_on_gpu(&g, "gelu", &ins[..1], &mut rng, |t| t[0].gelu());
+        same_on_gpu(&g, "add", &ins, &mut rng, |t| t[0].add(&t[1]));
+        same_on_gpu(&g, "sub", &ins, &mut rng, |t| t[0].sub(&t[1]));
+        same_on_gpu(&g, "mul", &ins, &mut rng, |t| t[0].mul(&t[1]));
+        same_on_gpu(&g, "mul_self", &ins[..1], &mut rng, |t| t[0].mul(&t[0]));
+        same_on_gpu(&g, "scale", &ins[..1], &mut rng, |t| t[0].scale(-1.7));
+        same_on_gpu(&g, "sum", &ins[..1], &mut rng, |t| t[0].sum());
+        same_on_gpu(&g, "mean", &ins[..1], &mut rng, |t| t[0].mean());
+        same_on_gpu(&g, "reshape", &ins[..1], &mut rng, |t| {
+            t[0].reshape(&[t[0].numel()])?.relu()
+        });
+    }
+}
+
+#[test]
+fn bias_and_linear_match_cpu() {
+    let Some(g) = gpu("bias_and_linear") else {
+        return;
+    };
+    let mut rng = Rng::new(42);
+    let x = rng.tensor(&[4, 5]);
+    let b = rng.tensor(&[5]);
+    same_on_gpu(&g, "add_bias", &[x.clone(), b], &mut rng, |t| {
+        t[0].add_bias(&t[1])
+    });
+    let x4 = rng.tensor(&[2, 3, 4, 5]);
+    let cb = rng.tensor(&[3]);
+    same_on_gpu(&g, "add_channel_bias", &[x4, cb], &mut rng, |t| {
+        t[0].add_channel_bias(&t[1])
+    });
+    for shape in [vec![1, 5], vec![7, 5], vec![2, 3, 5]] {
+        let x = rng.tensor(&shape);
+        let w = rng.tensor(&[6, 5]);
+        let b = rng.tensor(&[6]);
+        same_on_gpu(&g, "linear", &[x.clone(), w.clone(), b], &mut rng, |t| {
+            t[0].linear(&t[1], Some(&t[2]))
+        });
+        same_on_gpu(&g, "linear_nobias", &[x, w], &mut rng, |t| {
+            t[0].linear(&t[1], None)
+        });
+    }
+}
+
+#[test]
+fn weighted_losses_and_a_small_mlp_match_cpu() {
+    let Some(g) = gpu("weighted_losses") else {
+        return;
+    };
+    let mut rng = Rng::new(43);
+    let layout = TaskLayout::from_sizes(&[3, 4]).unwrap();
+    let n = 9;
+    let targets: Vec<i64> = (0..n * 2)
+        .map(|k| {
+            if k == 5 {
+                -100
+            } else {
+                rng.below([3, 4][k % 2]) as i64
+            }
+        })
+        .collect();
+    let mask: Vec<u8> = (0..n * 2).map(|k| u8::from(k % 5 != 0)).collect();
+    let weights = [0.7f32, 1.3];
+    let x = rng.tensor(&[n, 6]);
+    let w1 = rng.tensor(&[8, 6]);
+    let b1 = rng.tensor(&[8]);
+    let w2 = rng.tensor(&[7, 8]);
+    // A two-layer MLP with two heads under the fused weighted CE: the trainer's inner loop.
+    same_on_gpu(
+        &g,
+        "mlp_ce",
+        &[x.clone(), w1.clone(), b1.clone(), w2.clone()],
+        &mut rng,
+        |t| {
+            let h = t[0].linear(&t[1], Some(&t[2]))?.relu()?;
+            let logits = h.linear(&t[3], None)?;
+            let (loss, _) =
+                logits.weighted_ce_loss(&layout, &targets, Some(&mask), &weights, -100)?;
+            Ok(loss)
+        },
+    );
+    let bce_t: Vec<f32> = (0..n * 7).map(|_| rng.unit()).collect();
+    same_on_gpu(&g, "mlp_bce", &[x, w1, b1, w2], &mut rng, |t| {
+        let logits = t[0]
+            .linear(&t[1], Some(&t[2]))?
+            .gelu()?
+            .linear(&t[3], None)?;
+        let (loss, _) = logits.weighted_bce_loss(&layout, &bce_t, None, &weights)?;
+        Ok(loss)
+    });
+}
+
+#[test]
+fn backward_runs_on_the_device_and_accumulates_shared_inputs() {
+    let Some(g) = gpu("device_backward") else {
+        return;
+    };
+    let mut rng = Rng::new(44);
+    let x = rng.tensor(&[3, 4]);
+    // x feeds three ops: its gradient is the device sum of three contributions.
+    same_on_gpu(&g, "fan_out", &[x], &mut rng, |t| {
+        t[0].relu()?.add(&t[0].scale(2.0)?)?.mul(&t[0])?.sum()
+    });
+    // backward() of a device scalar seeds its cotangent on the device.
+    let w = rng.tensor(&[3, 4]).to_gpu(&g).unwrap().requires_grad();
+    let grads = w.mul(&w).unwrap().mean().unwrap().backward().unwrap();
+    let gw = grads.get(&w).unwrap();
+    assert_eq!(gw.device(), w.device());
+    let want: Vec<f32> = w.to_vec().iter().map(|v| 2.0 * v / 12.0).collect();
+    close(&gw.to_host().unwrap(), &want, 1e-6, "d mean(w²)");
+}
+
+#[test]
+fn devices_do_not_mix_and_host_only_ops_say_so() {
+    let Some(g) = gpu("device_errors") else {
+        return;
+    };
+    let mut rng = Rng::new(45);
+    let a = rng.tensor(&[2, 3]);
+    let d = a.to_gpu(&g).unwrap();
+    match a.add(&d) {
+        Err(AutogradError::Device(msg)) => {
+            assert!(
+                msg.contains("add") && msg.contains("different devices"),
+                "{msg}"
+            )
+        }
+        other => panic!("expected a device error, got {other:?}"),
+    }
+    // An op without a CUDA implementation refuses device tensors with a clear error.
+    let img = rng.tensor(&[1, 1, 2, 2]).to_gpu(&g).unwrap();
+    match img.upsample_nearest(4, 4) {
+        Err(AutogradError::Device(msg)) => assert!(msg.contains("no CUDA implementation"), "{msg}"),
+        other => panic!("expected a device error, got {other:?}"),
+    }
+    // A cotangent on another device than its root.
+    let y = d.requires_grad().relu().unwrap();
+    let cot = rng.cotangent(&[2, 3]);
+    let e = Backward::new().root(&y, &cot).run().unwrap_err();
+    assert!(e.to_string().contains("cotangent on cpu"), "{e}");
+    // Round trip keeps the values exactly.
+    assert_eq!(d.to_cpu().unwrap().to_vec(), a.to_vec());
+    assert_eq!(d.to_device(Device::Cpu).unwrap().to_vec(), a.to_vec());
+}
