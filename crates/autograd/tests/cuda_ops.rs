@@ -6,67 +6,12 @@ mod common;
 
 use std::sync::Arc;
 
-use common::Rng;
+use common::{Rng, close, same_on_gpu};
 use scalarize_autograd::{AutogradError, Backward, Device, TaskLayout, Tensor};
 use scalarize_kernels::cuda::Gpu;
 
 fn gpu(test: &str) -> Option<Arc<Gpu>> {
     Gpu::for_tests(test)
-}
-
-fn close(got: &[f32], want: &[f32], tol: f32, what: &str) {
-    assert_eq!(got.len(), want.len(), "{what}: lengths");
-    for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        assert!(
-            (g - w).abs() <= tol * (1.0 + w.abs()),
-            "{what}: [{i}] cuda {g} cpu {w}"
-        );
-    }
-}
-
-/// Runs `f` on CPU copies and device copies of `inputs` (all tracked) and compares the output
-/// and every input gradient under one random cotangent.
-fn same_on_gpu(
-    g: &Arc<Gpu>,
-    name: &str,
-    inputs: &[Tensor],
-    rng: &mut Rng,
-    f: impl Fn(&[Tensor]) -> scalarize_autograd::Result<Tensor>,
-) {
-    let cpu_in: Vec<Tensor> = inputs.iter().map(Tensor::requires_grad).collect();
-    let dev_in: Vec<Tensor> = inputs
-        .iter()
-        .map(|t| t.to_gpu(g).unwrap().requires_grad())
-        .collect();
-    let y = f(&cpu_in).unwrap();
-    let yd = f(&dev_in).unwrap();
-    assert_eq!(
-        yd.device(),
-        Device::Cuda(g.ordinal()),
-        "{name}: output device"
-    );
-    assert_eq!(yd.shape(), y.shape(), "{name}: shape");
-    close(&yd.to_host().unwrap(), &y.to_vec(), 1e-5, name);
-    let cot = rng.cotangent(y.shape());
-    let cot_d = cot.to_gpu(g).unwrap();
-    let gc = y.backward_with(&cot).unwrap();
-    let gd = yd.backward_with(&cot_d).unwrap();
-    for (k, (a, b)) in cpu_in.iter().zip(&dev_in).enumerate() {
-        let want = gc.get(a).map(Tensor::to_vec);
-        let got = gd.get(b).map(|t| {
-            assert_eq!(t.device(), yd.device(), "{name}: gradient {k} device");
-            t.to_host().unwrap()
-        });
-        match (got, want) {
-            (Some(got), Some(want)) => close(&got, &want, 1e-5, &format!("{name}: d input {k}")),
-            (None, None) => {}
-            (got, want) => panic!(
-                "{name}: input {k} gradient present on cuda {} / cpu {}",
-                got.is_some(),
-                want.is_some()
-            ),
-        }
-    }
 }
 
 #[test]
