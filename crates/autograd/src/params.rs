@@ -284,3 +284,39 @@ impl ParamStore {
         Ok(())
     }
 }
+
+/// Devices: a store lives on one device; parameters stay tracked leaves when moved.
+impl ParamStore {
+    /// The device of the entries (the CPU for an empty store).
+    pub fn device(&self) -> crate::device::Device {
+        self.entries
+            .first()
+            .map_or(crate::device::Device::Cpu, |e| e.tensor.device())
+    }
+
+    /// Moves every parameter and buffer to `device` (see [`Tensor::to_device`]); the new
+    /// parameter leaves are what [`ParamStore::get`] returns from now on.
+    pub fn to_device(&mut self, device: crate::device::Device) -> Result<()> {
+        for e in &mut self.entries {
+            let t = e.tensor.to_device(device)?;
+            e.tensor = if e.trainable { t.requires_grad() } else { t };
+        }
+        Ok(())
+    }
+
+    /// Moves every entry to the device of `gpu` (that handle, e.g. one stream of a PBT member).
+    pub fn to_gpu(&mut self, gpu: &std::sync::Arc<scalarize_kernels::cuda::Gpu>) -> Result<()> {
+        for e in &mut self.entries {
+            let t = e.tensor.to_gpu(gpu)?;
+            e.tensor = if e.trainable { t.requires_grad() } else { t };
+        }
+        Ok(())
+    }
+
+    /// The device values of entry `name` for an in-place update (copied first if a live
+    /// graph still shares them); an error for a host entry.
+    pub fn cuda_mut(&mut self, name: &str) -> Result<&mut crate::storage::CudaStorage> {
+        let i = self.position(name)?;
+        self.entries[i].tensor.cuda_mut()
+    }
+}

@@ -173,6 +173,26 @@ impl Tensor {
         }
     }
 
+    /// The device values for an in-place update, copied first if the storage is shared
+    /// (copy on write, as [`Tensor::values_mut`] does on the host).
+    pub(crate) fn cuda_mut(&mut self) -> Result<&mut CudaStorage> {
+        let device = self.device();
+        if Arc::get_mut(&mut self.storage).is_none() {
+            let c = self.cuda().ok_or_else(|| {
+                AutogradError::Device(format!("expected a CUDA tensor, got {device}"))
+            })?;
+            let buf = crate::gpu::copy(&c.gpu, &c.buf)?;
+            let gpu = c.gpu.clone();
+            self.storage = Arc::new(Storage::Cuda(CudaStorage { gpu, buf }));
+        }
+        match Arc::get_mut(&mut self.storage) {
+            Some(Storage::Cuda(c)) => Ok(c),
+            _ => Err(AutogradError::Device(format!(
+                "expected a CUDA tensor, got {device}"
+            ))),
+        }
+    }
+
     /// The same values on `device` (a copy unless already there). `Device::Cuda(i)` opens
     /// device i, or the CPU emulator when `SCALARIZE_CUDA_EMULATOR=1`.
     pub fn to_device(&self, device: Device) -> Result<Tensor> {
