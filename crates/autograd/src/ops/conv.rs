@@ -1,11 +1,68 @@
 //! 2-D convolution, NCHW, square stride and padding.
 
+use std::sync::Arc;
+
 use scalarize_kernels::cpu::{self, Conv2dShape};
+use scalarize_kernels::cuda::{self, Gpu};
 
 use super::output;
 use crate::error::{Result, invalid};
-use crate::node::attach;
+use crate::gpu;
+use crate::node::{attach, attach_any};
 use crate::tensor::Tensor;
+
+/// The device convolution: im2col + GEMM forward (bias included), the kernels' backward for
+/// whichever of dx, dw and dbias the tape needs.
+fn conv2d_on_gpu(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    g: Arc<Gpu>,
+    s: Conv2dShape,
+) -> Result<Tensor> {
+    let (oh, ow) = (s.out_h(), s.out_w());
+    let mut y = g.alloc::<f32>(s.n * s.c_out * oh * ow)?;
+    cuda::conv::conv2d_forward(
+        &g,
+        &s,
+        gpu::buf(x)?,
+        gpu::buf(weight)?,
+        bias.map(gpu::buf).transpose()?,
+        &mut y,
+    )?;
+    let (sx, sw) = (x.detach(), weight.detach());
+    let mut inputs = vec![x, weight];
+    inputs.extend(bias);
+    Ok(attach_any(
+        "conv2d",
+        gpu::tensor(&g, y, vec![s.n, s.c_out, oh, ow]),
+        &inputs,
+        Box::new(move |dy, needs| {
+            let dy = gpu::cotangent("conv2d", dy)?;
+            let g = &dy.gpu;
+            let mut dx = needs[0].then(|| g.alloc::<f32>(sx.numel())).transpose()?;
+            let mut dw = needs[1].then(|| g.alloc::<f32>(sw.numel())).transpose()?;
+            let mut db = (needs.get(2) == Some(&true))
+                .then(|| g.alloc::<f32>(s.c_out))
+                .transpose()?;
+            cuda::conv::conv2d_backward(
+                g,
+                &s,
+                gpu::buf(&sx)?,
+                gpu::buf(&sw)?,
+                &dy.buf,
+                dx.as_mut(),
+                dw.as_mut(),
+                db.as_mut(),
+            )?;
+            let mut grads = vec![dx.map(|b| gpu::grad(g, b)), dw.map(|b| gpu::grad(g, b))];
+            if needs.len() == 3 {
+                grads.push(db.map(|b| gpu::grad(g, b)));
+            }
+            Ok(grads)
+        }),
+    ))
+}
 
 impl Tensor {
     /// Convolution of `self` `[n, c_in, h, w]` with `weight` `[c_out, c_in, kh, kw]` and an
@@ -45,6 +102,11 @@ impl Tensor {
             pad,
         };
         s.validate()?;
+        let mut inputs = vec![self, weight];
+        inputs.extend(bias);
+        if let Some(g) = gpu::gpu_of("conv2d", &inputs)? {
+            return conv2d_on_gpu(self, weight, bias, g, s);
+        }
         let (oh, ow) = (s.out_h(), s.out_w());
         let mut y = output(s.n * s.c_out * oh * ow);
         cpu::conv2d_forward(
@@ -79,9 +141,6 @@ impl Tensor {
             }
             Ok(grads)
         });
-        Ok(match bias {
-            Some(b) => attach("conv2d", out, &[self, weight, b], backward),
-            None => attach("conv2d", out, &[self, weight], backward),
-        })
+        Ok(attach("conv2d", out, &inputs, backward))
     }
 }
