@@ -1,11 +1,37 @@
 //! Fused self-attention core: packed qkv `[n, t, 3·d]` to merged heads `[n, t, d]`.
 
+use std::sync::Arc;
+
 use scalarize_kernels::cpu::{self, AttentionShape};
+use scalarize_kernels::cuda::{self, Gpu};
 
 use super::output;
 use crate::error::{Result, invalid};
-use crate::node::attach;
+use crate::gpu;
+use crate::node::{attach, attach_any};
 use crate::tensor::Tensor;
+
+/// The device attention core; the probabilities `[n, heads, t, t]` stay in the closure for
+/// the backward.
+fn attention_on_gpu(x: &Tensor, g: Arc<Gpu>, s: AttentionShape, scale: f32) -> Result<Tensor> {
+    let mut probs = g.alloc::<f32>(s.probs_len())?;
+    let mut y = g.alloc::<f32>(s.out_len())?;
+    cuda::attention::attention_forward(&g, s, scale, gpu::buf(x)?, &mut probs, &mut y)?;
+    let saved = x.detach();
+    Ok(attach_any(
+        "self_attention",
+        gpu::tensor(&g, y, vec![s.n, s.t, s.dim()]),
+        &[x],
+        Box::new(move |dy, _| {
+            let dy = gpu::cotangent("self_attention", dy)?;
+            let g = &dy.gpu;
+            let mut dx = g.alloc::<f32>(s.qkv_len())?;
+            let x = gpu::buf(&saved)?;
+            cuda::attention::attention_backward(g, s, scale, x, &probs, &dy.buf, &mut dx)?;
+            Ok(vec![Some(gpu::grad(g, dx))])
+        }),
+    ))
+}
 
 impl Tensor {
     /// Multi-head self-attention of the packed projection `self` `[n, t, 3·d]` laid out
@@ -27,6 +53,9 @@ impl Tensor {
         let hd = d3 / 3 / heads;
         let s = AttentionShape { n, t, heads, hd };
         let scale = (hd as f32).powf(-0.5);
+        if let Some(g) = gpu::gpu_of("self_attention", &[self])? {
+            return attention_on_gpu(self, g, s, scale);
+        }
         let mut probs = output(s.probs_len());
         let mut y = output(s.out_len());
         cpu::attention_forward(s, scale, self.values()?, &mut probs, &mut y)?;

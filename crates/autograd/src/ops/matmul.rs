@@ -1,11 +1,71 @@
 //! Matrix products: 2-D with optional transposes, and batched (attention).
 
+use std::sync::Arc;
+
 use scalarize_kernels::cpu;
+use scalarize_kernels::cuda::{Gemm, Gpu, GpuBuffer, gemm};
 
 use super::output;
 use crate::error::{Result, invalid};
-use crate::node::attach;
+use crate::gpu;
+use crate::node::{attach, attach_any};
+use crate::storage::Storage;
 use crate::tensor::Tensor;
+
+/// `batch` device products C = op(A)·op(B) of sizes (m, k, n), contiguous matrices, into a
+/// fresh buffer.
+#[allow(clippy::too_many_arguments)]
+fn gemm_on_gpu(
+    g: &Gpu,
+    batch: usize,
+    (m, k, n): (usize, usize, usize),
+    a: &GpuBuffer<f32>,
+    trans_a: bool,
+    b: &GpuBuffer<f32>,
+    trans_b: bool,
+) -> Result<GpuBuffer<f32>> {
+    let mut c = g.alloc::<f32>(batch * m * n)?;
+    let p = Gemm::new(m, k, n).trans(trans_a, trans_b).batched(batch);
+    gemm(g, &p, (a, 0), (b, 0), (&mut c, 0))?;
+    Ok(c)
+}
+
+/// The device twin of [`matmul_grads`]: the same four products, each one batched GEMM.
+#[allow(clippy::too_many_arguments)]
+fn matmul_grads_on_gpu(
+    g: &Arc<Gpu>,
+    batch: usize,
+    (m, k, n): (usize, usize, usize),
+    a: &GpuBuffer<f32>,
+    trans_a: bool,
+    b: &GpuBuffer<f32>,
+    trans_b: bool,
+    dc: &GpuBuffer<f32>,
+    needs: &[bool],
+) -> Result<Vec<Option<Storage>>> {
+    let mut grads = vec![None, None];
+    if needs[0] {
+        let da = if trans_a {
+            // A stored [k, m]: dA = op(B)·dCᵀ.
+            gemm_on_gpu(g, batch, (k, n, m), b, trans_b, dc, true)?
+        } else {
+            // dA = dC·op(B)ᵀ.
+            gemm_on_gpu(g, batch, (m, n, k), dc, false, b, !trans_b)?
+        };
+        grads[0] = Some(gpu::grad(g, da));
+    }
+    if needs[1] {
+        let db = if trans_b {
+            // B stored [n, k]: dB = dCᵀ·op(A).
+            gemm_on_gpu(g, batch, (n, m, k), dc, true, a, trans_a)?
+        } else {
+            // dB = op(A)ᵀ·dC.
+            gemm_on_gpu(g, batch, (k, m, n), a, !trans_a, dc, false)?
+        };
+        grads[1] = Some(gpu::grad(g, db));
+    }
+    Ok(grads)
+}
 
 /// Gradients of C = op(A)·op(B) for stored A and B, each product done by the kernel; `batch`
 /// independent products of the given sizes (batch 1 for plain matmul).
@@ -123,6 +183,39 @@ impl Tensor {
                 ),
             ));
         }
+        let mut shape = lead;
+        shape.extend([m, n]);
+        if let Some(g) = gpu::gpu_of(op, &[self, other])? {
+            let y = gemm_on_gpu(
+                &g,
+                batch,
+                (m, k, n),
+                gpu::buf(self)?,
+                trans_a,
+                gpu::buf(other)?,
+                trans_b,
+            )?;
+            let (a, b) = (self.detach(), other.detach());
+            return Ok(attach_any(
+                op,
+                gpu::tensor(&g, y, shape),
+                &[self, other],
+                Box::new(move |dy, needs| {
+                    let dy = gpu::cotangent(op, dy)?;
+                    matmul_grads_on_gpu(
+                        &dy.gpu,
+                        batch,
+                        (m, k, n),
+                        gpu::buf(&a)?,
+                        trans_a,
+                        gpu::buf(&b)?,
+                        trans_b,
+                        &dy.buf,
+                        needs,
+                    )
+                }),
+            ));
+        }
         let mut y = output(batch * m * n);
         cpu::matmul_batched(
             batch,
@@ -137,8 +230,6 @@ impl Tensor {
             1.0,
             0.0,
         )?;
-        let mut shape = lead;
-        shape.extend([m, n]);
         let (a, b) = (self.detach(), other.detach());
         Ok(attach(
             op,
