@@ -223,8 +223,43 @@ impl ParamStore {
         }
     }
 
-    /// Overwrites the values of `name` (same element count).
+    /// Puts `tensor` (same shape) in place of the untracked entry `name`: how values
+    /// computed on a device into a fresh buffer (e.g. running statistics) are stored. A live
+    /// graph still sharing the old values keeps them, as with [`ParamStore::values_mut`].
+    pub(crate) fn replace_untracked(&mut self, name: &str, tensor: Tensor) -> Result<()> {
+        let i = self.position(name)?;
+        let e = &mut self.entries[i];
+        if e.trainable {
+            return Err(AutogradError::Param(format!(
+                "`{name}` is a trainable parameter: its leaf must keep its identity"
+            )));
+        }
+        if e.tensor.shape() != tensor.shape() {
+            return Err(AutogradError::Param(format!(
+                "`{name}` has shape {:?}, {:?} given",
+                e.tensor.shape(),
+                tensor.shape()
+            )));
+        }
+        e.tensor = tensor.detach();
+        Ok(())
+    }
+
+    /// Overwrites the values of `name` (same element count), on whichever device they live.
     pub fn set_values(&mut self, name: &str, values: &[f32]) -> Result<()> {
+        let i = self.position(name)?;
+        if self.entries[i].tensor.cuda().is_some() {
+            let c = self.entries[i].tensor.cuda_mut()?;
+            if c.buf.len() != values.len() {
+                return Err(AutogradError::Param(format!(
+                    "`{name}` has {} elements, {} given",
+                    c.buf.len(),
+                    values.len()
+                )));
+            }
+            c.gpu.write(values, &mut c.buf)?;
+            return Ok(());
+        }
         let dst = self.values_mut(name)?;
         if dst.len() != values.len() {
             return Err(AutogradError::Param(format!(
