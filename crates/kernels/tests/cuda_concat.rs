@@ -158,3 +158,62 @@ fn bad_shapes_are_refused_like_the_cpu() {
     );
     assert!(gpu.download(&p4).unwrap().iter().all(|v| v.is_nan()));
 }
+
+#[test]
+fn narrow_and_its_backward_move_one_column_block() {
+    let Some(gpu) = gpu_or_skip("narrow_and_its_backward_move_one_column_block") else {
+        return;
+    };
+    let mut rng = StdRng::seed_from_u64(43);
+    // (outer, width, start, len): whole rows, one row, first / middle / last block, long rows.
+    for (outer, width, start, len) in [
+        (3, 5, 0, 5),
+        (1, 9, 2, 4),
+        (4, 7, 0, 1),
+        (5, 7, 3, 2),
+        (6, 7, 6, 1),
+        (2, 700, 13, 300),
+    ] {
+        let x = random(&mut rng, outer * width);
+        let want: Vec<f32> = (0..outer)
+            .flat_map(|r| x[r * width + start..r * width + start + len].to_vec())
+            .collect();
+        let xd = gpu.upload(&x).unwrap();
+        let mut y = poisoned(&gpu, outer * len);
+        cc::narrow(&gpu, outer, width, start, len, &xd, &mut y).unwrap();
+        assert_eq!(bits(&gpu.download(&y).unwrap()), bits(&want));
+        // The backward writes the block and leaves every other element as it was.
+        let mut back = x.clone();
+        for r in 0..outer {
+            for j in 0..len {
+                back[r * width + start + j] = -want[r * len + j];
+            }
+        }
+        let neg: Vec<f32> = want.iter().map(|v| -v).collect();
+        let mut dx = gpu.upload(&x).unwrap();
+        cc::narrow_backward(
+            &gpu,
+            outer,
+            width,
+            start,
+            len,
+            &gpu.upload(&neg).unwrap(),
+            &mut dx,
+        )
+        .unwrap();
+        assert_eq!(bits(&gpu.download(&dx).unwrap()), bits(&back));
+    }
+    let (xd, mut y) = (gpu.upload(&[0.0; 6]).unwrap(), poisoned(&gpu, 4));
+    let e = cc::narrow(&gpu, 2, 3, 2, 2, &xd, &mut y).unwrap_err();
+    assert!(
+        e.msg.contains("columns 2..4 are not within 0..3"),
+        "{}",
+        e.msg
+    );
+    let e = cc::narrow(&gpu, 2, 3, 0, 1, &xd, &mut y).unwrap_err();
+    assert!(
+        e.msg.contains("buffer `y` has 4 elements, expected 2"),
+        "{}",
+        e.msg
+    );
+}

@@ -1,12 +1,144 @@
 //! Concatenation, narrowing and splitting along one axis (cls-token selection, routing
 //! sub-batches of different domains to different heads).
 
-use scalarize_kernels::cpu;
+use std::sync::Arc;
+
+use scalarize_kernels::cuda::{Gpu, GpuBuffer};
+use scalarize_kernels::{cpu, cuda};
 
 use super::{expect_axis, split_at_axis, zeros};
 use crate::error::{Result, invalid};
-use crate::node::attach;
+use crate::gpu;
+use crate::node::{attach, attach_any};
 use crate::tensor::Tensor;
+
+/// `concat` on the device: one strided copy per part; the backward cuts the cotangent back
+/// into the parts that need a gradient.
+fn concat_on_gpu(
+    parts: &[&Tensor],
+    g: Arc<Gpu>,
+    outer: usize,
+    inners: Vec<usize>,
+    shape: Vec<usize>,
+) -> Result<Tensor> {
+    let bufs: Vec<&GpuBuffer<f32>> = parts.iter().map(|p| gpu::buf(p)).collect::<Result<_>>()?;
+    let mut y = g.alloc::<f32>(outer * inners.iter().sum::<usize>())?;
+    cuda::concat::concat(&g, outer, &bufs, &inners, &mut y)?;
+    Ok(attach_any(
+        "concat",
+        gpu::tensor(&g, y, shape),
+        parts,
+        Box::new(move |dy, needs| {
+            let dy = gpu::cotangent("concat", dy)?;
+            let g = &dy.gpu;
+            if needs.iter().all(|&n| n) {
+                // Every part: one split writes them all.
+                let mut grads: Vec<GpuBuffer<f32>> = inners
+                    .iter()
+                    .map(|&i| g.alloc::<f32>(outer * i))
+                    .collect::<std::result::Result<_, _>>()?;
+                {
+                    let mut views: Vec<&mut GpuBuffer<f32>> = grads.iter_mut().collect();
+                    cuda::concat::split(g, outer, &dy.buf, &inners, &mut views)?;
+                }
+                return Ok(grads.into_iter().map(|b| Some(gpu::grad(g, b))).collect());
+            }
+            // Only some parts: slice out just those.
+            let width: usize = inners.iter().sum();
+            let mut start = 0;
+            let mut out = Vec::with_capacity(inners.len());
+            for (&inner, &need) in inners.iter().zip(needs) {
+                out.push(if need {
+                    let mut b = g.alloc::<f32>(outer * inner)?;
+                    cuda::concat::narrow(g, outer, width, start, inner, &dy.buf, &mut b)?;
+                    Some(gpu::grad(g, b))
+                } else {
+                    None
+                });
+                start += inner;
+            }
+            Ok(out)
+        }),
+    ))
+}
+
+/// Maximal runs of consecutive indices: (first index, position in `indices`, length).
+fn runs(indices: &[usize]) -> Vec<(usize, usize, usize)> {
+    let mut out: Vec<(usize, usize, usize)> = Vec::new();
+    for (k, &i) in indices.iter().enumerate() {
+        match out.last_mut() {
+            Some((first, _, len)) if *first + *len == i => *len += 1,
+            _ => out.push((i, k, 1)),
+        }
+    }
+    out
+}
+
+/// `select_rows` on the device: one device copy per run of consecutive indices. The backward
+/// writes each row's first use with copies, then adds later uses (repeated indices) one
+/// occurrence at a time, in index order like the CPU.
+fn select_rows_on_gpu(x: &Tensor, g: Arc<Gpu>, indices: &[usize], row: usize) -> Result<Tensor> {
+    let rows = x.shape()[0];
+    let xb = gpu::buf(x)?;
+    let mut y = g.alloc::<f32>(indices.len() * row)?;
+    for (first, at, len) in runs(indices) {
+        g.copy(xb, first * row, &mut y, at * row, len * row)?;
+    }
+    let mut shape = x.shape().to_vec();
+    shape[0] = indices.len();
+    // Occurrence layers: layer j holds (k, i) for the j-th use of source row i.
+    let mut seen = vec![0usize; rows];
+    let mut layers: Vec<Vec<(usize, usize)>> = Vec::new();
+    for (k, &i) in indices.iter().enumerate() {
+        let j = seen[i];
+        seen[i] += 1;
+        if layers.len() == j {
+            layers.push(Vec::new());
+        }
+        layers[j].push((k, i));
+    }
+    Ok(attach_any(
+        "select_rows",
+        gpu::tensor(&g, y, shape),
+        &[x],
+        Box::new(move |dy, _| {
+            let dy = gpu::cotangent("select_rows", dy)?;
+            let g = &dy.gpu;
+            let mut dx = g.zeros::<f32>(rows * row)?;
+            for (j, layer) in layers.iter().enumerate() {
+                if j == 0 {
+                    let (src, dst): (Vec<usize>, Vec<usize>) = layer.iter().copied().unzip();
+                    // Runs consecutive on both sides become one copy.
+                    let mut k = 0;
+                    while k < layer.len() {
+                        let mut len = 1;
+                        while k + len < layer.len()
+                            && src[k + len] == src[k] + len
+                            && dst[k + len] == dst[k] + len
+                        {
+                            len += 1;
+                        }
+                        g.copy(&dy.buf, src[k] * row, &mut dx, dst[k] * row, len * row)?;
+                        k += len;
+                    }
+                    continue;
+                }
+                // Gather the repeated rows' cotangents and current sums, add, scatter back.
+                let m = layer.len() * row;
+                let (mut add, mut acc) = (g.alloc::<f32>(m)?, g.alloc::<f32>(m)?);
+                for (p, &(k, i)) in layer.iter().enumerate() {
+                    g.copy(&dy.buf, k * row, &mut add, p * row, row)?;
+                    g.copy(&dx, i * row, &mut acc, p * row, row)?;
+                }
+                cuda::elementwise::axpy_acc(g, 1.0, &add, &mut acc)?;
+                for (p, &(_, i)) in layer.iter().enumerate() {
+                    g.copy(&acc, p * row, &mut dx, i * row, row)?;
+                }
+            }
+            Ok(vec![Some(gpu::grad(g, dx))])
+        }),
+    ))
+}
 
 impl Tensor {
     /// Joins `parts` along `axis`; all other dimensions must agree.
@@ -36,6 +168,11 @@ impl Tensor {
         }
         let (outer, _, inner) = split_at_axis(first.shape(), axis);
         let inners: Vec<usize> = parts.iter().map(|p| p.shape()[axis] * inner).collect();
+        if let Some(g) = gpu::gpu_of("concat", parts)? {
+            let mut shape = first.shape().to_vec();
+            shape[axis] = parts.iter().map(|p| p.shape()[axis]).sum();
+            return concat_on_gpu(parts, g, outer, inners, shape);
+        }
         let slices: Vec<&[f32]> = parts.iter().map(|p| p.values()).collect::<Result<_>>()?;
         let total: usize = parts.iter().map(|p| p.numel()).sum();
         let mut y = zeros(total);
@@ -78,13 +215,29 @@ impl Tensor {
         }
         // Pure data movement: one contiguous block per outer index.
         let (row, block, off) = (full * inner, len * inner, start * inner);
+        let mut shape = self.shape().to_vec();
+        shape[axis] = len;
+        if let Some(g) = gpu::gpu_of("narrow", &[self])? {
+            let mut y = g.alloc::<f32>(outer * block)?;
+            cuda::concat::narrow(&g, outer, row, off, block, gpu::buf(self)?, &mut y)?;
+            return Ok(attach_any(
+                "narrow",
+                gpu::tensor(&g, y, shape),
+                &[self],
+                Box::new(move |dy, _| {
+                    let dy = gpu::cotangent("narrow", dy)?;
+                    let g = &dy.gpu;
+                    let mut dx = g.zeros::<f32>(outer * row)?;
+                    cuda::concat::narrow_backward(g, outer, row, off, block, &dy.buf, &mut dx)?;
+                    Ok(vec![Some(gpu::grad(g, dx))])
+                }),
+            ));
+        }
         let x = self.values()?;
         let mut y = Vec::with_capacity(outer * block);
         for o in 0..outer {
             y.extend_from_slice(&x[o * row + off..o * row + off + block]);
         }
-        let mut shape = self.shape().to_vec();
-        shape[axis] = len;
         Ok(attach(
             "narrow",
             Tensor::from_parts(y, shape),
@@ -149,6 +302,9 @@ impl Tensor {
             ));
         }
         let row = self.numel() / rows;
+        if let Some(g) = gpu::gpu_of("select_rows", &[self])? {
+            return select_rows_on_gpu(self, g, indices, row);
+        }
         let x = self.values()?;
         let mut y = Vec::with_capacity(indices.len() * row);
         for &i in indices {

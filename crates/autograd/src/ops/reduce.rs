@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use scalarize_kernels::cuda::Gpu;
+use scalarize_kernels::cuda::{Gpu, GpuBuffer};
 use scalarize_kernels::{cpu, cuda};
 
 use super::{expect_axis, split_at_axis, zeros};
@@ -59,6 +59,74 @@ fn broadcast_middle(outer: usize, len: usize, inner: usize, dy: &[f32], factor: 
     dx
 }
 
+/// `sum_axis` / `mean_axis` on the device; the backward broadcasts the (scaled) cotangent
+/// back over the reduced axis.
+fn reduce_axis_on_gpu(
+    op: &'static str,
+    x: &Tensor,
+    g: Arc<Gpu>,
+    (outer, len, inner): (usize, usize, usize),
+    axis: usize,
+    mean: bool,
+) -> Result<Tensor> {
+    let mut y = g.alloc::<f32>(outer * inner)?;
+    if mean {
+        cuda::reduce::mean_axis(&g, outer, len, inner, gpu::buf(x)?, &mut y)?;
+    } else {
+        cuda::reduce::sum_axis(&g, outer, len, inner, gpu::buf(x)?, &mut y)?;
+    }
+    let mut shape = x.shape().to_vec();
+    shape.remove(axis);
+    let factor = if mean { 1.0 / len as f32 } else { 1.0 };
+    Ok(attach_any(
+        op,
+        gpu::tensor(&g, y, shape),
+        &[x],
+        Box::new(move |dy, _| {
+            let dy = gpu::cotangent(op, dy)?;
+            let g = &dy.gpu;
+            let m = outer * inner;
+            // Scaling the small cotangent first gives the same products as the CPU's
+            // broadcast-then-scale.
+            let scaled;
+            let d = if factor != 1.0 {
+                let mut s = g.alloc::<f32>(m)?;
+                cuda::elementwise::scale(g, &dy.buf, factor, &mut s)?;
+                scaled = s;
+                &scaled
+            } else {
+                &dy.buf
+            };
+            Ok(vec![Some(gpu::grad(
+                g,
+                broadcast_middle_on_gpu(g, outer, len, inner, d)?,
+            ))])
+        }),
+    ))
+}
+
+/// Spreads `d` [outer, inner] over [outer, len, inner] on the device: `len` copies of `d` as
+/// row biases over zeros ([len, outer·inner]), then the first two axes swapped when outer > 1.
+fn broadcast_middle_on_gpu(
+    g: &Gpu,
+    outer: usize,
+    len: usize,
+    inner: usize,
+    d: &GpuBuffer<f32>,
+) -> Result<GpuBuffer<f32>> {
+    let (m, n) = (outer * inner, outer * len * inner);
+    let zero = g.zeros::<f32>(n)?;
+    let mut rep = g.alloc::<f32>(n)?;
+    cuda::elementwise::add_bias_rows(g, len, m, &zero, d, &mut rep)?;
+    if outer == 1 || len == 1 {
+        // [len, outer, inner] and [outer, len, inner] hold the elements in the same order.
+        return Ok(rep);
+    }
+    let mut dx = g.alloc::<f32>(n)?;
+    cuda::permute::permute(g, &rep, &[len, outer, inner], &[1, 0, 2], &mut dx)?;
+    Ok(dx)
+}
+
 impl Tensor {
     /// Sum of all elements, a rank-0 tensor.
     pub fn sum(&self) -> Result<Tensor> {
@@ -103,6 +171,9 @@ impl Tensor {
     fn reduce_axis(&self, op: &'static str, axis: usize, mean: bool) -> Result<Tensor> {
         expect_axis(op, self, axis)?;
         let (outer, len, inner) = split_at_axis(self.shape(), axis);
+        if let Some(g) = gpu::gpu_of(op, &[self])? {
+            return reduce_axis_on_gpu(op, self, g, (outer, len, inner), axis, mean);
+        }
         let mut y = zeros(outer * inner);
         if mean {
             cpu::mean_axis(outer, len, inner, self.values()?, &mut y)?;

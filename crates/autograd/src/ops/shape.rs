@@ -1,6 +1,6 @@
 //! Shape changes: reshape (free: shares storage), permute and transpose (copies).
 
-use scalarize_kernels::cpu;
+use scalarize_kernels::{cpu, cuda};
 
 use super::zeros;
 use crate::error::{Result, invalid};
@@ -70,6 +70,24 @@ impl Tensor {
         }
         let in_shape = self.shape().to_vec();
         let out_shape: Vec<usize> = perm.iter().map(|&p| in_shape[p]).collect();
+        if let Some(g) = gpu::gpu_of("permute", &[self])? {
+            let mut y = g.alloc::<f32>(self.numel())?;
+            cuda::permute::permute(&g, gpu::buf(self)?, &in_shape, perm, &mut y)?;
+            let inv = cuda::permute::inverse_perm(perm);
+            let dy_shape = out_shape.clone();
+            return Ok(attach_any(
+                "permute",
+                gpu::tensor(&g, y, out_shape),
+                &[self],
+                Box::new(move |dy, _| {
+                    let dy = gpu::cotangent("permute", dy)?;
+                    let g = &dy.gpu;
+                    let mut dx = g.alloc::<f32>(dy.buf.len())?;
+                    cuda::permute::permute(g, &dy.buf, &dy_shape, &inv, &mut dx)?;
+                    Ok(vec![Some(gpu::grad(g, dx))])
+                }),
+            ));
+        }
         let mut y = zeros(self.numel());
         cpu::permute(self.values()?, &in_shape, perm, &mut y)?;
         let inv = cpu::inverse_perm(perm);

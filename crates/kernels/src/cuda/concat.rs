@@ -118,3 +118,82 @@ pub fn split(
     }
     Ok(())
 }
+
+/// Checks x [outer, width] and the column block `start..start + len` of it as `narrow` and
+/// `narrow_backward` use them; returns the block's element count outer·len.
+fn check_block(
+    op: &'static str,
+    outer: usize,
+    width: usize,
+    start: usize,
+    len: usize,
+    wide: (&str, usize),
+    narrow: (&str, usize),
+) -> Result<usize> {
+    let total = numel(op, &[("outer", outer), ("width", width)])?;
+    let block = numel(op, &[("outer", outer), ("len", len)])?;
+    if start.checked_add(len).is_none_or(|end| end > width) {
+        return Err(KernelError::new(
+            op,
+            format!(
+                "columns {start}..{} are not within 0..{width}",
+                start.saturating_add(len)
+            ),
+        ));
+    }
+    buf(
+        op,
+        wide.0,
+        wide.1,
+        total,
+        format_args!("[outer={outer}, width={width}]"),
+    )?;
+    buf(
+        op,
+        narrow.0,
+        narrow.1,
+        block,
+        format_args!("[outer={outer}, len={len}]"),
+    )?;
+    Ok(block)
+}
+
+/// y [outer, len] = the columns `start..start + len` of x [outer, width]: a slice along one
+/// axis (one part of a split, without writing the others).
+pub fn narrow(
+    gpu: &Gpu,
+    outer: usize,
+    width: usize,
+    start: usize,
+    len: usize,
+    x: &GpuBuffer<f32>,
+    y: &mut GpuBuffer<f32>,
+) -> Result<()> {
+    const OP: &str = "cuda::narrow";
+    check_block(OP, outer, width, start, len, ("x", x.len()), ("y", y.len()))?;
+    copy2d(gpu, x, (start, width), y, (0, len), outer, len)
+}
+
+/// Writes dy [outer, len] into the columns `start..start + len` of dx [outer, width], leaving
+/// the other columns as they are: the backward of `narrow` into a zeroed dx.
+pub fn narrow_backward(
+    gpu: &Gpu,
+    outer: usize,
+    width: usize,
+    start: usize,
+    len: usize,
+    dy: &GpuBuffer<f32>,
+    dx: &mut GpuBuffer<f32>,
+) -> Result<()> {
+    const OP: &str = "cuda::narrow_backward";
+    check_block(
+        OP,
+        outer,
+        width,
+        start,
+        len,
+        ("dx", dx.len()),
+        ("dy", dy.len()),
+    )?;
+    copy2d(gpu, dy, (0, len), dx, (start, width), outer, len)
+}
