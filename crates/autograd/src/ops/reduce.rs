@@ -105,8 +105,9 @@ fn reduce_axis_on_gpu(
     ))
 }
 
-/// Spreads `d` [outer, inner] over [outer, len, inner] on the device: `len` copies of `d` as
-/// row biases over zeros ([len, outer·inner]), then the first two axes swapped when outer > 1.
+/// Spreads `d` [outer, inner] over [outer, len, inner] on the device: a per-row bias over zeros
+/// when inner = 1; otherwise `len` copies of `d` as row biases over zeros ([len, outer·inner]),
+/// then the first two axes swapped when outer > 1.
 fn broadcast_middle_on_gpu(
     g: &Gpu,
     outer: usize,
@@ -117,6 +118,11 @@ fn broadcast_middle_on_gpu(
     let (m, n) = (outer * inner, outer * len * inner);
     let zero = g.zeros::<f32>(n)?;
     let mut rep = g.alloc::<f32>(n)?;
+    if inner == 1 {
+        // A reduction over the last axis: d[o] is the per-"channel" bias of row o.
+        cuda::elementwise::add_bias_channels(g, 1, outer, len, &zero, d, &mut rep)?;
+        return Ok(rep);
+    }
     cuda::elementwise::add_bias_rows(g, len, m, &zero, d, &mut rep)?;
     if outer == 1 || len == 1 {
         // [len, outer, inner] and [outer, len, inner] hold the elements in the same order.
