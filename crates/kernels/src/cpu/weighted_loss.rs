@@ -133,8 +133,46 @@ pub struct WeightedLossOutput {
     pub total: f32,
 }
 
-/// Rows per unit of parallel work; row losses inside are summed in order, then chunks in order.
-const ROWS_PER_CHUNK: usize = 64;
+/// Target floats per block: the unit a row kernel is called on and, when streaming, staged in
+/// (a block of this size stays in L1 between the kernel writing it and the copy reading it).
+const BLOCK_FLOATS: usize = 8192;
+
+/// Target floats per parallel task (several blocks: a rayon task costs about a microsecond).
+const TASK_FLOATS: usize = 32_768;
+
+/// Gradient size from which d(logits) is written with streaming (non-temporal) stores: an
+/// output this large leaves the cache before its reader gets to it anyway, and streaming saves
+/// the read-for-ownership of every written line (a third of the call's memory traffic).
+const STREAM_MIN_BYTES: usize = 8 << 20;
+
+/// How d(logits) reaches memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Store {
+    /// Streaming from [`STREAM_MIN_BYTES`] on where the AVX-512 kernels run, plain below.
+    Auto,
+    /// Plain stores.
+    // Plain and Stream are chosen by the tests only (which compare the two).
+    #[cfg_attr(not(test), allow(dead_code))]
+    Plain,
+    /// Streaming stores whatever the size (where the AVX-512 kernels run).
+    #[cfg_attr(not(test), allow(dead_code))]
+    Stream,
+}
+
+/// Rows per block and per parallel task for rows of `width` floats: functions of the width
+/// only, so the order in which losses are summed (in order inside a task, then task by task)
+/// does not depend on the thread count or on how d(logits) is stored. Blocks of 16 or more rows
+/// are whole multiples of 16 (the small-head kernel transposes 16 rows at a time).
+fn block_plan(width: usize) -> (usize, usize) {
+    let fit = BLOCK_FLOATS / width;
+    let block = if fit >= 16 {
+        fit.min(512) / 16 * 16
+    } else {
+        fit.max(1)
+    };
+    let per_task = (TASK_FLOATS / (block * width)).max(1);
+    (block, block * per_task)
+}
 
 /// Fused softmax cross-entropy: per-task mean losses, and if `dlogits` (n x width) is given,
 /// the gradient of `sum_t p_t * loss_t` written into it (every element overwritten).
@@ -152,10 +190,32 @@ fn weighted_ce_impl(
     dlogits: Option<&mut [f32]>,
     vector: bool,
 ) -> Result<WeightedLossOutput> {
+    weighted_ce_with(input, dlogits, vector, Store::Auto)
+}
+
+/// Whether the gradient is streamed: only behind the AVX-512 kernels (the portable path is the
+/// fallback for old CPUs, kept simple).
+fn streams(store: Store, vector: bool, grad_floats: usize) -> bool {
+    vector
+        && match store {
+            Store::Auto => grad_floats * 4 >= STREAM_MIN_BYTES,
+            Store::Plain => false,
+            Store::Stream => true,
+        }
+}
+
+/// [`weighted_ce_impl`] with the choice of how the gradient is stored.
+fn weighted_ce_with(
+    input: &WeightedCeInput<'_>,
+    dlogits: Option<&mut [f32]>,
+    vector: bool,
+    store: Store,
+) -> Result<WeightedLossOutput> {
     const OP: &str = "weighted_ce_loss";
     let vector = vector && cfg!(target_arch = "x86_64");
     let layout = input.layout;
     let (n, t_count, width) = (input.n, layout.num_tasks(), layout.width());
+    let stream = streams(store, vector, n.saturating_mul(width));
     check_common(OP, n, layout, input.logits, input.mask, input.weights)?;
     check_len(OP, "targets", input.targets.len(), n * t_count)?;
     let counts = ce_counts(OP, input)?;
@@ -164,18 +224,31 @@ fn weighted_ce_impl(
     let mask_row = |i: usize| input.mask.map(|m| &m[i * t_count..(i + 1) * t_count]);
     #[cfg(target_arch = "x86_64")]
     if vector {
-        let small = avx512::SmallHeads::new(layout.offsets(), &scales);
+        // Layouts of heads of at most 16 classes: the row-transposed tile kernel.
+        let small =
+            (0..t_count)
+                .all(|t| layout.range(t).len() <= 16)
+                .then_some(avx512::SmallTile {
+                    offsets: layout.offsets(),
+                    scales: &scales,
+                    ignore_index: input.ignore_index,
+                });
         let chunk = |rows: std::ops::Range<usize>, mut d: Option<&mut [f32]>, sums: &mut [f64]| {
+            if let Some(st) = &small {
+                let (a, b) = (rows.start, rows.end);
+                let m = input.mask.map(|m| &m[a * t_count..b * t_count]);
+                let (xs, ys) = (
+                    &input.logits[a * width..b * width],
+                    &input.targets[a * t_count..b * t_count],
+                );
+                // SAFETY: the CPU supports AVX-512F (checked by the caller); targets of valid
+                // entries are inside their heads (checked by ce_counts).
+                unsafe { st.run(xs, ys, m, d, sums) };
+                return;
+            }
             for (k, i) in rows.enumerate() {
                 let drow = d.as_deref_mut().map(|d| &mut d[k * width..(k + 1) * width]);
                 let row = &input.logits[i * width..(i + 1) * width];
-                if let Some(sh) = &small {
-                    let (ys, m) = (targets_row(i), mask_row(i));
-                    // SAFETY: the CPU supports AVX-512F (checked by the caller); targets of
-                    // valid entries are inside their heads (checked by ce_counts).
-                    unsafe { sh.run(row, ys, m, input.ignore_index, drow, sums) };
-                    continue;
-                }
                 let ce = avx512::CeRow {
                     offsets: layout.offsets(),
                     targets: targets_row(i),
@@ -188,7 +261,7 @@ fn weighted_ce_impl(
                 unsafe { ce.run(row, drow, sums) };
             }
         };
-        let sums = run_rows(OP, n, width, t_count, dlogits, chunk)?;
+        let sums = run_rows(OP, n, width, t_count, dlogits, stream, chunk)?;
         return Ok(finish(sums, counts, input.weights));
     }
     let row_loss = |i: usize, drow: Option<&mut [f32]>, sums: &mut [f64]| {
@@ -210,7 +283,15 @@ fn weighted_ce_impl(
             }
         }
     };
-    let sums = run_rows(OP, n, width, t_count, dlogits, by_rows(width, row_loss))?;
+    let sums = run_rows(
+        OP,
+        n,
+        width,
+        t_count,
+        dlogits,
+        false,
+        by_rows(width, row_loss),
+    )?;
     Ok(finish(sums, counts, input.weights))
 }
 
@@ -232,10 +313,21 @@ fn weighted_bce_impl(
     dlogits: Option<&mut [f32]>,
     vector: bool,
 ) -> Result<WeightedLossOutput> {
+    weighted_bce_with(input, dlogits, vector, Store::Auto)
+}
+
+/// [`weighted_bce_impl`] with the choice of how the gradient is stored.
+fn weighted_bce_with(
+    input: &WeightedBceInput<'_>,
+    dlogits: Option<&mut [f32]>,
+    vector: bool,
+    store: Store,
+) -> Result<WeightedLossOutput> {
     const OP: &str = "weighted_bce_loss";
     let vector = vector && cfg!(target_arch = "x86_64");
     let layout = input.layout;
     let (n, t_count, width) = (input.n, layout.num_tasks(), layout.width());
+    let stream = streams(store, vector, n.saturating_mul(width));
     check_common(OP, n, layout, input.logits, input.mask, input.weights)?;
     check_len(OP, "targets", input.targets.len(), n * width)?;
     let check_targets = || -> Result<()> {
@@ -275,6 +367,13 @@ fn weighted_bce_impl(
     #[cfg(target_arch = "x86_64")]
     if vector {
         let col_scale: Vec<f32> = col_task.iter().map(|&t| scales[t]).collect();
+        // The flat kernel when its phase tables are small and every block starts a period:
+        // a period is lcm(W, 16) elements, `phases` whole vectors.
+        let phases = width / gcd(width, 16);
+        let period_rows = 16 / gcd(width, 16);
+        let flat = phases <= BCE_MAX_PHASES && block_plan(width).0.is_multiple_of(period_rows);
+        let phase_scale: Option<Vec<f32>> =
+            flat.then(|| (0..16 * phases).map(|k| col_scale[k % width]).collect());
         let bad_target = std::sync::atomic::AtomicBool::new(false);
         let chunk = |rows: std::ops::Range<usize>, d: Option<&mut [f32]>, sums: &mut [f64]| {
             // Loss sums per column (f64, padded to whole vectors), folded into the tasks at
@@ -294,22 +393,43 @@ fn weighted_bce_impl(
                     Some(&expanded[..])
                 }
             };
-            let bce = avx512::BceRows {
-                width,
-                logits: &input.logits[rows.start * width..rows.end * width],
-                targets: &input.targets[rows.start * width..rows.end * width],
-                valid,
-                col_scale: &col_scale,
+            let (xs, ys) = (
+                &input.logits[rows.start * width..rows.end * width],
+                &input.targets[rows.start * width..rows.end * width],
+            );
+            let ok = if let Some(phase_scale) = &phase_scale {
+                let bce = avx512::BceFlat {
+                    logits: xs,
+                    targets: ys,
+                    valid,
+                    phase_scale,
+                };
+                let mut phase_sums = vec![0.0f64; phase_scale.len()];
+                // SAFETY: the CPU supports AVX-512F (checked by the caller).
+                let ok = unsafe { bce.run(d, &mut phase_sums) };
+                for (k, &s) in phase_sums.iter().enumerate() {
+                    col_sums[k % width] += s;
+                }
+                ok
+            } else {
+                let bce = avx512::BceRows {
+                    width,
+                    logits: xs,
+                    targets: ys,
+                    valid,
+                    col_scale: &col_scale,
+                };
+                // SAFETY: the CPU supports AVX-512F (checked by the caller).
+                unsafe { bce.run(d, &mut col_sums) }
             };
-            // SAFETY: the CPU supports AVX-512F (checked by the caller).
-            if !unsafe { bce.run(d, &mut col_sums) } {
+            if !ok {
                 bad_target.store(true, std::sync::atomic::Ordering::Relaxed);
             }
             for (&t, &s) in col_task.iter().zip(&col_sums) {
                 sums[t] += s;
             }
         };
-        let mut sums = run_rows(OP, n, width, t_count, dlogits, chunk)?;
+        let mut sums = run_rows(OP, n, width, t_count, dlogits, stream, chunk)?;
         if bad_target.into_inner() {
             check_targets()?;
             unreachable!("the vector pass saw a target outside [0, 1] that the scan did not");
@@ -345,7 +465,15 @@ fn weighted_bce_impl(
             c0 = c1;
         }
     };
-    let mut sums = run_rows(OP, n, width, t_count, dlogits, by_rows(width, row_loss))?;
+    let mut sums = run_rows(
+        OP,
+        n,
+        width,
+        t_count,
+        dlogits,
+        false,
+        by_rows(width, row_loss),
+    )?;
     // Mean over the task's columns as well as its samples.
     for (t, s) in sums.iter_mut().enumerate() {
         *s /= layout.range(t).len() as f64;
@@ -353,7 +481,15 @@ fn weighted_bce_impl(
     Ok(finish(sums, counts, input.weights))
 }
 
-/// Rows per unit of the counting passes (cheap per row, so larger than [`ROWS_PER_CHUNK`]).
+/// Most vectors per period for the flat BCE kernel (its per-phase tables live on the stack).
+const BCE_MAX_PHASES: usize = 64;
+
+/// Greatest common divisor.
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+/// Rows per unit of the counting passes (cheap per row, so many at a time).
 const COUNT_ROWS: usize = 1024;
 
 /// Valid samples per task of a CE call (target not ignored, mask nonzero). The per-chunk
@@ -502,49 +638,105 @@ where
     }
 }
 
-/// Runs `chunk_loss(rows, d(logits) of those rows, per-task sums)` over chunks of
-/// [`ROWS_PER_CHUNK`] rows in parallel; returns per-task loss sums reduced in chunk order
-/// (deterministic).
+/// Runs `chunk_loss(rows, d(logits) of those rows, per-task sums)` block by block (see
+/// [`block_plan`]), tasks in parallel; returns per-task loss sums added in row order inside a
+/// task and then task by task (deterministic). With `stream` each block's gradient is written
+/// to a staging buffer and copied out with streaming stores (same values, same order).
 fn run_rows<F>(
     op: &'static str,
     n: usize,
     width: usize,
     t_count: usize,
     dlogits: Option<&mut [f32]>,
+    stream: bool,
     chunk_loss: F,
 ) -> Result<Vec<f64>>
 where
     F: Fn(std::ops::Range<usize>, Option<&mut [f32]>, &mut [f64]) + Sync,
 {
-    let rows = |c: usize| c * ROWS_PER_CHUNK..((c + 1) * ROWS_PER_CHUNK).min(n);
-    let chunk_sums: Vec<Vec<f64>> = match dlogits {
+    let (block, task) = block_plan(width);
+    let task_sums: Vec<Vec<f64>> = match dlogits {
         Some(d) => {
             check_len(op, "dlogits", d.len(), n * width)?;
-            d.par_chunks_mut(ROWS_PER_CHUNK * width)
+            d.par_chunks_mut(task * width)
                 .enumerate()
-                .map(|(c, dchunk)| {
+                .map(|(c, dtask)| {
                     let mut sums = vec![0.0f64; t_count];
-                    chunk_loss(rows(c), Some(dchunk), &mut sums);
+                    let mut stage = vec![0.0f32; if stream { block * width } else { 0 }];
+                    for (b, dblock) in dtask.chunks_mut(block * width).enumerate() {
+                        let r0 = c * task + b * block;
+                        let rows = r0..r0 + dblock.len() / width;
+                        if stream {
+                            let st = &mut stage[..dblock.len()];
+                            chunk_loss(rows, Some(st), &mut sums);
+                            stream_copy(st, dblock);
+                        } else {
+                            chunk_loss(rows, Some(dblock), &mut sums);
+                        }
+                    }
+                    if stream {
+                        stream_fence();
+                    }
                     sums
                 })
                 .collect()
         }
-        None => (0..n.div_ceil(ROWS_PER_CHUNK))
+        None => (0..n.div_ceil(task))
             .into_par_iter()
             .map(|c| {
                 let mut sums = vec![0.0f64; t_count];
-                chunk_loss(rows(c), None, &mut sums);
+                let end = ((c + 1) * task).min(n);
+                for r0 in (c * task..end).step_by(block) {
+                    chunk_loss(r0..(r0 + block).min(end), None, &mut sums);
+                }
                 sums
             })
             .collect(),
     };
     let mut sums = vec![0.0f64; t_count];
-    for cs in chunk_sums {
+    for cs in task_sums {
         for (a, b) in sums.iter_mut().zip(cs) {
             *a += b;
         }
     }
     Ok(sums)
+}
+
+/// Copies `src` into `dst` with streaming stores for the 64-byte-aligned whole lines of `dst`
+/// (plain stores for the partial lines at either end). [`stream_fence`] must follow before
+/// the data is handed to another thread.
+fn stream_copy(src: &[f32], dst: &mut [f32]) {
+    assert_eq!(src.len(), dst.len());
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_loadu_ps, _mm_stream_ps};
+        if has_avx512() {
+            // SAFETY: the CPU supports AVX-512F (checked just above).
+            return unsafe { avx512::stream_copy(src, dst) };
+        }
+        let n = dst.len();
+        let head = dst.as_ptr().align_offset(64).min(n);
+        let body = head + (n - head) / 16 * 16;
+        dst[..head].copy_from_slice(&src[..head]);
+        for k in (head..body).step_by(4) {
+            // SAFETY: k + 4 <= body <= n for both slices; dst + k is 16-byte aligned (64 at
+            // every fourth k, which the lines need to combine into whole-line writes).
+            unsafe { _mm_stream_ps(dst.as_mut_ptr().add(k), _mm_loadu_ps(src.as_ptr().add(k))) };
+        }
+        dst[body..].copy_from_slice(&src[body..]);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    dst.copy_from_slice(src);
+}
+
+/// Orders this thread's streaming stores before its later stores (and so before the task's
+/// completion is published to the thread that reads the gradient).
+fn stream_fence() {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: sfence has no preconditions (SSE is part of x86_64).
+    unsafe {
+        std::arch::x86_64::_mm_sfence()
+    };
 }
 
 /// Turns loss sums into means and the weighted total.
@@ -854,6 +1046,29 @@ mod avx512 {
         })
     }
 
+    /// exp of 16 lanes that are <= 0, -inf or NaN (softmax and BCE arguments): the reduction
+    /// and polynomial of [`exp16n`] without its clamps (where the result is kept, x >= -87.3
+    /// and so k >= -126), so equal to [`exp16`] there; 0 below -87.3 and for -inf, NaN stays
+    /// NaN. Four operations fewer than [`exp16`] on the loss kernels' hottest path.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn exp_nonpos16(x: __m512) -> __m512 {
+        const LN2_HI: f32 = 0.693_145_75;
+        const LN2_LO: f32 = 1.428_606_8e-6;
+        let k = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+            _mm512_mul_ps(x, splat(std::f32::consts::LOG2_E)),
+        );
+        let r = _mm512_fnmadd_ps(k, splat(LN2_HI), x);
+        let r = _mm512_fnmadd_ps(k, splat(LN2_LO), r);
+        let mut p = splat(1.388_974_4e-3);
+        for c in [8.333_452e-3, 4.166_666_8e-2, 1.666_666_7e-1, 0.5, 1.0, 1.0] {
+            p = _mm512_fmadd_ps(p, r, splat(c));
+        }
+        // Not less than -87.3, or NaN.
+        let keep = _mm512_cmp_ps_mask::<_CMP_NLT_UQ>(x, splat(-87.3));
+        _mm512_maskz_scalef_ps(keep, p, k)
+    }
+
     /// Natural log of 16 positive normal lanes (Cephes logf: mantissa in [sqrt(1/2), sqrt(2)),
     /// degree-8 polynomial, exponent times ln 2 in two parts); about 1 ulp, ln(1) = 0 exactly.
     #[inline]
@@ -1077,154 +1292,249 @@ mod avx512 {
         }
     }
 
-    /// Heads of a layout whose heads all have at most 16 classes, in groups of 16: every
-    /// row then runs [`transpose16`]-based softmax on whole groups with no per-head branches
-    /// (validity, targets and the loss sums are lane-wise too).
-    pub(super) struct SmallHeads {
-        groups: Vec<HeadGroup>,
+    /// 16 lanes of tile storage, aligned to a cache line.
+    #[derive(Clone, Copy)]
+    #[repr(C, align(64))]
+    struct Lanes([f32; 16]);
+
+    thread_local! {
+        /// Tile storage of [`SmallTile::run`], kept per thread between calls (a block is a few
+        /// microseconds of work; allocating and zeroing its tiles each time cost about 5%).
+        static TILE: std::cell::RefCell<Vec<Lanes>> = const { std::cell::RefCell::new(Vec::new()) };
     }
 
-    /// Up to 16 consecutive heads.
-    struct HeadGroup {
-        /// First task.
-        t0: usize,
-        /// Number of heads (<= 16).
-        count: usize,
-        /// Column offset and lane mask (first C_t lanes; 0 past `count`) of each head.
-        offsets: [usize; 16],
-        masks: [__mmask16; 16],
-        /// Largest head.
-        c_max: usize,
-        /// Gradient scale p_t / n_t per head (0 past `count`).
-        scales: [f32; 16],
+    /// Softmax cross-entropy for layouts of small heads, 16 rows at a time with the rows in the
+    /// lanes: the block's logits are transposed 16 x 16 into a tile where vector j holds
+    /// column j of the 16 rows, so every head's max, exp sum, target logit, log and gradient
+    /// are lane-wise operations on whole vectors (no lane is wasted whatever the head sizes,
+    /// no horizontal reductions except one per head and block for the loss sum), and the
+    /// gradient is transposed back. One pass over the logits: each is read from memory once
+    /// and the tile stays in L1.
+    pub(super) struct SmallTile<'a> {
+        /// The layout's T + 1 offsets.
+        pub offsets: &'a [usize],
+        /// Gradient scale p_t / n_t per task.
+        pub scales: &'a [f32],
+        /// Target value meaning "no label".
+        pub ignore_index: i64,
     }
 
-    impl SmallHeads {
-        /// The grouping for `offsets` (T + 1), or None if some head has more than 16 classes.
-        pub(super) fn new(offsets: &[usize], scales: &[f32]) -> Option<Self> {
-            let t_count = offsets.len() - 1;
-            if (0..t_count).any(|t| offsets[t + 1] - offsets[t] > 16) {
-                return None;
-            }
-            let groups = (0..t_count)
-                .step_by(16)
-                .map(|t0| {
-                    let count = (t_count - t0).min(16);
-                    let len = |b: usize| {
-                        if b < count {
-                            offsets[t0 + b + 1] - offsets[t0 + b]
-                        } else {
-                            0
-                        }
-                    };
-                    HeadGroup {
-                        t0,
-                        count,
-                        offsets: std::array::from_fn(
-                            |b| if b < count { offsets[t0 + b] } else { 0 },
-                        ),
-                        masks: std::array::from_fn(|b| first(len(b))),
-                        c_max: (0..count).map(len).max().unwrap_or(1),
-                        scales: std::array::from_fn(
-                            |b| if b < count { scales[t0 + b] } else { 0.0 },
-                        ),
-                    }
-                })
-                .collect();
-            Some(Self { groups })
-        }
-
-        /// One row: adds each valid head's loss to `sums` (T) and writes the row's gradient
-        /// if asked (zeros for invalid heads).
+    impl SmallTile<'_> {
+        /// Rows of a block: adds each valid head's loss to `sums` (T) and writes the rows'
+        /// gradient (zeros for invalid heads) into `d` if asked.
         ///
         /// # Safety
-        /// AVX-512F; `x` is a row of the layout given to `new`; targets has T entries, mask
-        /// (if any) T; the target of every valid head lies inside it (checked by the counting
-        /// pass).
+        /// AVX-512F; `x` (and `d`) hold whole rows of the layout, `targets` (and `mask`) T
+        /// entries per row; the target of every valid head lies inside it (checked by the
+        /// counting pass).
         #[target_feature(enable = "avx512f")]
         pub(super) unsafe fn run(
             &self,
             x: &[f32],
             targets: &[i64],
             mask: Option<&[u8]>,
-            ignore_index: i64,
             mut d: Option<&mut [f32]>,
             sums: &mut [f64],
         ) {
-            let t_count = targets.len();
-            assert!(sums.len() == t_count && mask.is_none_or(|m| m.len() == t_count));
-            let last = self.groups.last().map_or(0, |g| g.offsets[g.count - 1]);
-            let last_len = self
-                .groups
-                .last()
-                .map_or(0, |g| g.masks[g.count - 1].count_ones());
-            assert!(x.len() >= last + last_len as usize);
+            let t_count = self.offsets.len() - 1;
+            let w = self.offsets[t_count];
+            let rows = x.len() / w;
+            assert!(x.len() == rows * w && targets.len() == rows * t_count);
+            assert!(mask.is_none_or(|m| m.len() == rows * t_count));
             assert!(d.as_deref().is_none_or(|d| d.len() == x.len()));
-            let ignore = _mm512_set1_epi64(ignore_index);
-            for grp in &self.groups {
-                let t0 = grp.t0;
-                let here = first(grp.count);
-                let (lo, hi) = ((here & 0xff) as __mmask8, (here >> 8) as __mmask8);
-                // SAFETY (targets, sums): the masks cover tasks t0..t0 + count <= T; the high
-                // half's address may lie past the end when count <= 8 (wrapping_add keeps it
-                // defined, and its empty mask reads and writes nothing).
-                let (y_lo, y_hi) = unsafe {
-                    (
-                        _mm512_maskz_loadu_epi64(lo, targets.as_ptr().add(t0).cast()),
-                        _mm512_maskz_loadu_epi64(hi, targets.as_ptr().wrapping_add(t0 + 8).cast()),
-                    )
-                };
-                let mut valid = here
-                    & (u16::from(_mm512_cmpneq_epi64_mask(y_lo, ignore))
-                        | (u16::from(_mm512_cmpneq_epi64_mask(y_hi, ignore)) << 8));
-                if let Some(m) = mask {
-                    valid &= m[t0..t0 + grp.count]
-                        .iter()
-                        .enumerate()
-                        .fold(0, |acc, (l, &b)| acc | (u16::from(b != 0) << l));
+            assert!(sums.len() == t_count && self.scales.len() == t_count);
+            let need = w.div_ceil(16) * 16 + 6 * t_count.div_ceil(16) * 16;
+            TILE.with_borrow_mut(|tile| {
+                if tile.len() < need {
+                    tile.resize(need, Lanes([0.0; 16]));
                 }
-                let yv = _mm512_inserti64x4::<1>(
-                    _mm512_castsi256_si512(_mm512_cvtepi64_epi32(y_lo)),
-                    _mm512_cvtepi64_epi32(y_hi),
-                );
-                let rows: [__m512; 16] = std::array::from_fn(|b| {
-                    // SAFETY: the head's mask covers its columns inside the row (the last
-                    // head's end was asserted); an empty mask reads nothing.
+                for r0 in (0..rows).step_by(16) {
+                    let r1 = (r0 + 16).min(rows);
+                    let dr = d.as_deref_mut().map(|d| &mut d[r0 * w..r1 * w]);
+                    // SAFETY: AVX-512F is enabled; the slices are whole rows (asserted above)
+                    // and the tile holds `need` vectors.
                     unsafe {
-                        _mm512_mask_loadu_ps(
-                            splat(f32::NEG_INFINITY),
-                            grp.masks[b],
-                            x.as_ptr().add(grp.offsets[b]),
+                        self.block(
+                            &x[r0 * w..r1 * w],
+                            &targets[r0 * t_count..r1 * t_count],
+                            mask.map(|m| &m[r0 * t_count..r1 * t_count]),
+                            dr,
+                            sums,
+                            tile,
                         )
-                    }
-                });
-                let cols = transpose16(rows);
-                let mut m = cols[0];
-                for col in &cols[1..grp.c_max] {
-                    m = _mm512_max_ps(m, *col);
+                    };
                 }
-                let mut e = [_mm512_setzero_ps(); 16];
-                let mut sum = _mm512_setzero_ps();
+            });
+        }
+
+        // The head loops index the offsets, the scales, the sums and the tile by task.
+        #[allow(clippy::needless_range_loop)]
+        /// Up to 16 rows (see [`SmallTile::run`]); `tile` holds at least
+        /// `ceil16(W) + 6 ceil16(T)` vectors.
+        ///
+        /// # Safety
+        /// As for `run`, with at most 16 rows.
+        #[target_feature(enable = "avx512f")]
+        unsafe fn block(
+            &self,
+            x: &[f32],
+            targets: &[i64],
+            mask: Option<&[u8]>,
+            d: Option<&mut [f32]>,
+            sums: &mut [f64],
+            tile: &mut [Lanes],
+        ) {
+            let t_count = self.offsets.len() - 1;
+            let w = self.offsets[t_count];
+            let nr = x.len() / w;
+            assert!((1..=16).contains(&nr));
+            let (wb, tb) = (w.div_ceil(16), t_count.div_ceil(16));
+            // Tile layout: W columns (16 rows each), then each row's T targets as i32 (-1 for
+            // an invalid entry), then the T targets transposed (16 rows each), then four
+            // vectors per head (see the phases below).
+            let (cols, rest) = tile.split_at_mut(wb * 16);
+            let (yrows, ycols) = rest.split_at_mut(16 * tb);
+            let ycols = &mut ycols[..5 * tb * 16];
+            // Raw pointers into the tile (all indices below are inside the parts just split).
+            let cols_p = cols.as_mut_ptr().cast::<f32>();
+            let yrows_p = yrows.as_mut_ptr().cast::<i32>();
+            let ycols_p = ycols.as_mut_ptr().cast::<i32>();
+            let col = |j: usize| cols_p.wrapping_add(16 * j);
+            let last = nr - 1;
+            // Rows past the block repeat its last row (valid memory; never valid, never stored).
+            for cb in 0..wb {
+                let c0 = cb * 16;
+                let cm = first((w - c0).min(16));
+                // Plain loops and indexing rather than array::from_fn / into_iter(): those
+                // moved the arrays through memory with a memcpy per transpose.
+                let mut v = [_mm512_setzero_ps(); 16];
+                for (r, vr) in v.iter_mut().enumerate() {
+                    // SAFETY: the mask covers columns c0.. inside row min(r, last).
+                    *vr =
+                        unsafe { _mm512_maskz_loadu_ps(cm, x.as_ptr().add(r.min(last) * w + c0)) };
+                }
+                let t = transpose16(v);
+                for (j, c) in t.iter().enumerate() {
+                    // SAFETY: c0 + j < wb * 16 = cols.len(); Lanes are 64-byte aligned.
+                    unsafe { _mm512_store_ps(col(c0 + j), *c) };
+                }
+            }
+            let ignore = _mm512_set1_epi64(self.ignore_index);
+            let yrow = |r: usize| yrows_p.wrapping_add(16 * r * tb);
+            for r in 0..16 {
+                let at = r.min(last) * t_count;
+                for t0 in (0..t_count).step_by(8) {
+                    let k = (t_count - t0).min(8);
+                    let m8 = first(k) as __mmask8;
+                    // SAFETY: the mask covers targets at..at + t0 + k of this row.
+                    let y = unsafe { _mm512_maskz_loadu_epi64(m8, targets.as_ptr().add(at + t0)) };
+                    let mut ok = m8 & _mm512_cmpneq_epi64_mask(y, ignore);
+                    if let Some(m) = mask {
+                        let mb = &m[at + t0..at + t0 + k];
+                        ok &= if k == 8 {
+                            let b = u64::from_le_bytes(mb.try_into().expect("8 bytes"));
+                            _mm512_cmpneq_epi64_mask(
+                                _mm512_cvtepu8_epi64(_mm_cvtsi64_si128(b as i64)),
+                                _mm512_setzero_si512(),
+                            )
+                        } else {
+                            mb.iter()
+                                .enumerate()
+                                .fold(0, |acc, (l, &b)| acc | (u8::from(b != 0) << l))
+                        };
+                    }
+                    if r > last {
+                        ok = 0;
+                    }
+                    let y32 = _mm512_mask_cvtepi64_epi32(_mm256_set1_epi32(-1), ok, y);
+                    // SAFETY: t0 + 8 <= tb * 16: inside row r's tb vectors.
+                    unsafe { _mm256_storeu_si256(yrow(r).add(t0).cast(), y32) };
+                }
+            }
+            for b in 0..tb {
+                let mut v = [_mm512_setzero_ps(); 16];
+                for (r, vr) in v.iter_mut().enumerate() {
+                    // SAFETY: row r's vector b lies in yrows (16 * tb vectors).
+                    *vr = unsafe { _mm512_load_ps(yrow(r).add(16 * b).cast()) };
+                }
+                let t = transpose16(v);
+                for (j, c) in t.iter().enumerate() {
+                    // SAFETY: b * 16 + j < tb * 16 = ycols.len().
+                    unsafe { _mm512_store_ps(ycols_p.add(16 * (b * 16 + j)).cast(), *c) };
+                }
+            }
+            let grad = d.is_some();
+            // Per-head vectors between the phases below: max, then m - x[y], exp sum, and
+            // scale / sum.
+            let head_p = |part: usize, t: usize| {
+                ycols_p
+                    .wrapping_add(16 * (tb * 16 * (1 + part) + t))
+                    .cast::<f32>()
+            };
+            // The phases run over all heads in turn rather than head by head: a head's steps
+            // form one long dependency chain (max, exps, sum, log), and the out-of-order core
+            // only overlaps consecutive heads when they are independent work in one loop.
+            // Software prefetch of the next block's logits and targets (contiguous after these)
+            // is spread over the heads: the 16 rows are 16 streams for the hardware prefetcher.
+            let x_lines = (x.len() * 4).div_ceil(64);
+            let y_lines = (targets.len() * 8).div_ceil(64);
+            let per_head = (x_lines + y_lines).div_ceil(t_count);
+            for t in 0..t_count {
+                let (o, c) = (self.offsets[t], self.offsets[t + 1] - self.offsets[t]);
+                assert!(o + c <= wb * 16);
+                // SAFETY: columns o..o + c < wb * 16; the head vectors lie inside the tile.
+                let mut m = unsafe { _mm512_load_ps(col(o)) };
+                for j in 1..c {
+                    // NaN in the first column sticks in m; elsewhere it reaches the sum.
+                    m = _mm512_max_ps(unsafe { _mm512_load_ps(col(o + j)) }, m);
+                }
+                unsafe { _mm512_store_ps(head_p(0, t), m) };
+                for l in t * per_head..((t + 1) * per_head).min(x_lines + y_lines) {
+                    // Prefetches never fault, so the addresses may lie past the slices.
+                    let at = if l < x_lines {
+                        x.as_ptr().wrapping_add(x.len() + 16 * l).cast::<i8>()
+                    } else {
+                        let k = l - x_lines;
+                        targets
+                            .as_ptr()
+                            .wrapping_add(targets.len() + 8 * k)
+                            .cast::<i8>()
+                    };
+                    _mm_prefetch::<_MM_HINT_T1>(at);
+                }
+            }
+            for t in 0..t_count {
+                let (o, c) = (self.offsets[t], self.offsets[t + 1] - self.offsets[t]);
+                // SAFETY (tile loads and stores below): as in the loop above.
+                let m = unsafe { _mm512_load_ps(head_p(0, t)) };
+                let yv = unsafe { _mm512_load_si512(ycols_p.add(16 * t).cast()) };
+                let mut s = _mm512_setzero_ps();
                 let mut xy = _mm512_setzero_ps();
-                // Four columns at a time (see exp16n); columns past a head are -inf, so the
-                // padding adds exact zeros.
-                for j0 in (0..grp.c_max).step_by(4) {
-                    let ej = exp16n::<4>(std::array::from_fn(|i| {
-                        _mm512_sub_ps(cols[(j0 + i).min(15)], m)
-                    }));
-                    for (i, &eji) in ej.iter().enumerate() {
-                        let j = j0 + i;
-                        if j < 16 {
-                            e[j] = eji;
-                            sum = _mm512_add_ps(sum, eji);
-                            let is_y = _mm512_cmpeq_epi32_mask(yv, _mm512_set1_epi32(j as i32));
-                            xy = _mm512_mask_mov_ps(xy, is_y, cols[j]);
-                        }
+                for j in 0..c {
+                    let xj = unsafe { _mm512_load_ps(col(o + j)) };
+                    let e = exp_nonpos16(_mm512_sub_ps(xj, m));
+                    if grad {
+                        // Keep exp(x - m) in the tile for the gradient.
+                        unsafe { _mm512_store_ps(col(o + j), e) };
                     }
+                    s = _mm512_add_ps(s, e);
+                    let is_y = _mm512_cmpeq_epi32_mask(yv, _mm512_set1_epi32(j as i32));
+                    xy = _mm512_mask_mov_ps(xy, is_y, xj);
                 }
-                // loss = (m - x[y]) + ln s, each part widened to f64 as the scalar path does.
-                let shift = _mm512_sub_ps(m, xy);
-                let ln = ln16(sum);
+                unsafe {
+                    _mm512_store_ps(head_p(1, t), _mm512_sub_ps(m, xy));
+                    _mm512_store_ps(head_p(2, t), s);
+                }
+            }
+            for t in 0..t_count {
+                // SAFETY: as above.
+                let (shift, s) =
+                    unsafe { (_mm512_load_ps(head_p(1, t)), _mm512_load_ps(head_p(2, t))) };
+                let yv = unsafe { _mm512_load_si512(ycols_p.add(16 * t).cast()) };
+                let valid = _mm512_cmpge_epi32_mask(yv, _mm512_setzero_si512());
+                // loss = (m - x[y]) + ln s, each part widened to f64, summed over the valid
+                // rows in a fixed order.
+                let ln = ln16(s);
                 let widen = |v: __m512| {
                     let hi = _mm512_extracti64x4_epi64::<1>(_mm512_castps_si512(v));
                     (
@@ -1234,42 +1544,52 @@ mod avx512 {
                 };
                 let (s_lo, s_hi) = widen(shift);
                 let (l_lo, l_hi) = widen(ln);
-                let (v_lo, v_hi) = ((valid & 0xff) as __mmask8, (valid >> 8) as __mmask8);
-                let p = sums.as_mut_ptr();
-                // SAFETY: as for the targets above.
-                unsafe {
-                    let a = _mm512_maskz_loadu_pd(lo, p.add(t0));
-                    let a = _mm512_mask_add_pd(a, v_lo, a, _mm512_add_pd(s_lo, l_lo));
-                    _mm512_mask_storeu_pd(p.add(t0), lo, a);
-                    let a = _mm512_maskz_loadu_pd(hi, p.wrapping_add(t0 + 8));
-                    let a = _mm512_mask_add_pd(a, v_hi, a, _mm512_add_pd(s_hi, l_hi));
-                    _mm512_mask_storeu_pd(p.wrapping_add(t0 + 8), hi, a);
+                let lo = _mm512_maskz_add_pd(valid as __mmask8, s_lo, l_lo);
+                let hi = _mm512_maskz_add_pd((valid >> 8) as __mmask8, s_hi, l_hi);
+                sums[t] += _mm512_reduce_add_pd(_mm512_add_pd(lo, hi));
+                if grad {
+                    // Invalid rows get exact zeros (even with non-finite logits).
+                    let k = _mm512_maskz_div_ps(valid, splat(self.scales[t]), s);
+                    unsafe { _mm512_store_ps(head_p(3, t), k) };
                 }
-                let Some(dr) = d.as_deref_mut() else { continue };
-                let scv = unsafe { _mm512_loadu_ps(grp.scales.as_ptr()) };
-                // Invalid heads get exact zeros (even with non-finite logits).
-                let k = _mm512_maskz_div_ps(valid, scv, sum);
-                let mut g = [_mm512_setzero_ps(); 16];
-                for j in 0..grp.c_max {
-                    let is_y = valid & _mm512_cmpeq_epi32_mask(yv, _mm512_set1_epi32(j as i32));
-                    let gj = _mm512_maskz_mul_ps(valid, e[j], k);
-                    g[j] = _mm512_mask_sub_ps(gj, is_y, gj, scv);
+            }
+            if grad {
+                for t in 0..t_count {
+                    let (o, c) = (self.offsets[t], self.offsets[t + 1] - self.offsets[t]);
+                    let sc = splat(self.scales[t]);
+                    // SAFETY: as above.
+                    let k = unsafe { _mm512_load_ps(head_p(3, t)) };
+                    let yv = unsafe { _mm512_load_si512(ycols_p.add(16 * t).cast()) };
+                    let valid = _mm512_cmpge_epi32_mask(yv, _mm512_setzero_si512());
+                    for j in 0..c {
+                        let is_y = valid & _mm512_cmpeq_epi32_mask(yv, _mm512_set1_epi32(j as i32));
+                        let g =
+                            _mm512_maskz_mul_ps(valid, unsafe { _mm512_load_ps(col(o + j)) }, k);
+                        unsafe { _mm512_store_ps(col(o + j), _mm512_mask_sub_ps(g, is_y, g, sc)) };
+                    }
                 }
-                let g = transpose16(g);
-                // The group's heads are contiguous: assemble them in L1 with masked stores and
-                // copy the run out with plain stores (masked stores to memory that is not in
-                // cache were the slowest part of the call).
-                let start = grp.offsets[0];
-                let mut buf = [0.0f32; 256];
-                for (b, gb) in g.iter().enumerate().take(grp.count) {
-                    let at = grp.offsets[b] - start;
-                    assert!(at + 16 <= buf.len());
-                    // SAFETY: at + 16 <= 256.
-                    unsafe { _mm512_mask_storeu_ps(buf.as_mut_ptr().add(at), grp.masks[b], *gb) };
+            }
+            let Some(d) = d else { return };
+            for cb in 0..wb {
+                let c0 = cb * 16;
+                let k = (w - c0).min(16);
+                let mut v = [_mm512_setzero_ps(); 16];
+                for (j, vj) in v.iter_mut().enumerate() {
+                    // SAFETY: c0 + j < wb * 16.
+                    *vj = unsafe { _mm512_load_ps(col(c0 + j)) };
                 }
-                let end =
-                    grp.offsets[grp.count - 1] + grp.masks[grp.count - 1].count_ones() as usize;
-                dr[start..end].copy_from_slice(&buf[..end - start]);
+                let g = transpose16(v);
+                for (r, gr) in g.iter().enumerate().take(nr) {
+                    let out = &mut d[r * w + c0..r * w + c0 + k];
+                    // SAFETY: out holds k values (a full vector when k = 16).
+                    unsafe {
+                        if k == 16 {
+                            _mm512_storeu_ps(out.as_mut_ptr(), *gr);
+                        } else {
+                            _mm512_mask_storeu_ps(out.as_mut_ptr(), first(k), *gr);
+                        }
+                    }
+                }
             }
         }
     }
@@ -1277,45 +1597,48 @@ mod avx512 {
     /// 16 x 16 transpose: lane j of result i is lane i of input j.
     #[inline]
     #[target_feature(enable = "avx512f")]
+    // Each step reads other entries of the previous array than the one it writes.
+    #[allow(clippy::needless_range_loop)]
     pub(super) fn transpose16(r: [__m512; 16]) -> [__m512; 16] {
+        // Plain loops over arrays built in place (array::from_fn went through a memcpy of the
+        // 1 KiB arrays in the tile kernel).
         // Per 128-bit lane L: t[2i] = rows 2i, 2i+1 interleaved at columns 4L, 4L+1, and
         // t[2i+1] at columns 4L+2, 4L+3.
-        let t: [__m512; 16] = std::array::from_fn(|k| {
+        let mut t = [_mm512_setzero_ps(); 16];
+        for k in 0..16 {
             let (a, b) = (r[k & !1], r[k | 1]);
-            if k % 2 == 0 {
+            t[k] = if k % 2 == 0 {
                 _mm512_unpacklo_ps(a, b)
             } else {
                 _mm512_unpackhi_ps(a, b)
-            }
-        });
+            };
+        }
         // u[4g + c], lane L: column 4L + c of rows 4g..4g + 4.
-        let u: [__m512; 16] = std::array::from_fn(|k| {
+        let mut u = [_mm512_setzero_ps(); 16];
+        for k in 0..16 {
             let (g, c) = (k / 4, k % 4);
             let a = _mm512_castps_pd(t[4 * g + c / 2]);
             let b = _mm512_castps_pd(t[4 * g + 2 + c / 2]);
-            _mm512_castpd_ps(if c % 2 == 0 {
+            u[k] = _mm512_castpd_ps(if c % 2 == 0 {
                 _mm512_unpacklo_pd(a, b)
             } else {
                 _mm512_unpackhi_pd(a, b)
-            })
-        });
+            });
+        }
         // p[c] / q[c]: even / odd 128-bit lanes of u[c], u[4 + c]; pp / qq the same for
         // u[8 + c], u[12 + c].
-        let p: [__m512; 4] = std::array::from_fn(|c| _mm512_shuffle_f32x4::<0x88>(u[c], u[4 + c]));
-        let q: [__m512; 4] = std::array::from_fn(|c| _mm512_shuffle_f32x4::<0xdd>(u[c], u[4 + c]));
-        let pp: [__m512; 4] =
-            std::array::from_fn(|c| _mm512_shuffle_f32x4::<0x88>(u[8 + c], u[12 + c]));
-        let qq: [__m512; 4] =
-            std::array::from_fn(|c| _mm512_shuffle_f32x4::<0xdd>(u[8 + c], u[12 + c]));
-        std::array::from_fn(|j| {
-            let c = j % 4;
-            match j / 4 {
-                0 => _mm512_shuffle_f32x4::<0x88>(p[c], pp[c]),
-                1 => _mm512_shuffle_f32x4::<0x88>(q[c], qq[c]),
-                2 => _mm512_shuffle_f32x4::<0xdd>(p[c], pp[c]),
-                _ => _mm512_shuffle_f32x4::<0xdd>(q[c], qq[c]),
-            }
-        })
+        let mut out = [_mm512_setzero_ps(); 16];
+        for c in 0..4 {
+            let p = _mm512_shuffle_f32x4::<0x88>(u[c], u[4 + c]);
+            let q = _mm512_shuffle_f32x4::<0xdd>(u[c], u[4 + c]);
+            let pp = _mm512_shuffle_f32x4::<0x88>(u[8 + c], u[12 + c]);
+            let qq = _mm512_shuffle_f32x4::<0xdd>(u[8 + c], u[12 + c]);
+            out[c] = _mm512_shuffle_f32x4::<0x88>(p, pp);
+            out[4 + c] = _mm512_shuffle_f32x4::<0x88>(q, qq);
+            out[8 + c] = _mm512_shuffle_f32x4::<0xdd>(p, pp);
+            out[12 + c] = _mm512_shuffle_f32x4::<0xdd>(q, qq);
+        }
+        out
     }
 
     /// Softmax of one head: returns (max, sum of exp(x - max)); writes
@@ -1406,6 +1729,180 @@ mod avx512 {
             unsafe { *q.add(y) -= scale };
         }
         (m, s)
+    }
+
+    /// [`super::stream_copy`] with 64-byte streaming stores.
+    ///
+    /// # Safety
+    /// AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn stream_copy(src: &[f32], dst: &mut [f32]) {
+        assert_eq!(src.len(), dst.len());
+        let n = dst.len();
+        let head = dst.as_ptr().align_offset(64).min(n);
+        let body = head + (n - head) / 16 * 16;
+        dst[..head].copy_from_slice(&src[..head]);
+        for k in (head..body).step_by(16) {
+            // SAFETY: k + 16 <= body <= n for both slices; dst + k is 64-byte aligned.
+            unsafe {
+                _mm512_stream_ps(
+                    dst.as_mut_ptr().add(k),
+                    _mm512_loadu_ps(src.as_ptr().add(k)),
+                )
+            };
+        }
+        dst[body..].copy_from_slice(&src[body..]);
+    }
+
+    /// Rows of the fused sigmoid binary cross-entropy as one flat run of elements, 16 per
+    /// vector whatever the row width (a row of 40 columns as 16 + 16 + 8 lanes left a sixth
+    /// of every vector idle): lane l of vector v is column (16 v + l) mod W, so the column a
+    /// lane stands for repeats with a period of P = lcm(W, 16) / 16 vectors, and the
+    /// per-column gradient scales and loss sums are kept per phase v mod P.
+    pub(super) struct BceFlat<'a> {
+        /// The rows' logits (rows x width, starting at a row whose phase is 0).
+        pub logits: &'a [f32],
+        /// The rows' targets.
+        pub targets: &'a [f32],
+        /// Per-element validity (nonzero = counts); None when every element counts.
+        pub valid: Option<&'a [u8]>,
+        /// Gradient scale of lane l at phase p: entry 16 p + l (P x 16, P <= 64).
+        pub phase_scale: &'a [f32],
+    }
+
+    /// Periods whose losses are summed in f32 before they are widened into the f64 phase sums
+    /// (four terms per lane: the widening was a tenth of the kernel's operations).
+    const BCE_F32_PERIODS: usize = 4;
+
+    impl BceFlat<'_> {
+        /// Adds each valid element's loss to `phase_sums[16 p + l]` (in element order, four
+        /// periods at a time summed in f32 first) and writes `scale * (sigmoid(x) - y)` (0
+        /// where invalid) into `d` if given. Returns false if a target is outside [0, 1] (or
+        /// NaN).
+        ///
+        /// # Safety
+        /// AVX-512F.
+        #[target_feature(enable = "avx512f")]
+        pub(super) unsafe fn run(&self, d: Option<&mut [f32]>, phase_sums: &mut [f64]) -> bool {
+            let len = self.logits.len();
+            let phases = self.phase_scale.len() / 16;
+            assert!(self.targets.len() == len && self.valid.is_none_or(|v| v.len() == len));
+            assert!((1..=super::BCE_MAX_PHASES).contains(&phases));
+            assert!(self.phase_scale.len() == 16 * phases && phase_sums.len() == 16 * phases);
+            assert!(d.as_deref().is_none_or(|d| d.len() == len));
+            let d = d.map(|d| d.as_mut_ptr());
+            let (zero, one) = (_mm512_setzero_ps(), splat(1.0));
+            let sign = _mm512_set1_epi32(i32::MIN);
+            let nv = len.div_ceil(16);
+            let group = BCE_F32_PERIODS * phases;
+            let mut part = [zero; super::BCE_MAX_PHASES];
+            let mut bad: __mmask16 = 0;
+            let mut v0 = 0;
+            while v0 < nv {
+                let end = (v0 + group).min(nv);
+                let mut v = v0;
+                while v < end {
+                    // Four vectors at a time, stage by stage (see exp16n); past `end` a vector
+                    // gets an empty mask and a valid address.
+                    let vs: [usize; 4] = std::array::from_fn(|u| (v + u).min(end - 1));
+                    let mk: [__mmask16; 4] = std::array::from_fn(|u| {
+                        if v + u < end {
+                            first((len - 16 * (v + u)).min(16))
+                        } else {
+                            0
+                        }
+                    });
+                    let ph: [usize; 4] = std::array::from_fn(|u| (vs[u] - v0) % phases);
+                    // SAFETY (loads, stores): lanes under mk lie inside the slices.
+                    let x: [__m512; 4] = std::array::from_fn(|u| unsafe {
+                        _mm512_maskz_loadu_ps(mk[u], self.logits.as_ptr().add(16 * vs[u]))
+                    });
+                    let y: [__m512; 4] = std::array::from_fn(|u| unsafe {
+                        _mm512_maskz_loadu_ps(mk[u], self.targets.as_ptr().add(16 * vs[u]))
+                    });
+                    let mut vk = mk;
+                    for u in 0..4 {
+                        // y in [0, 1] exactly when y - y^2 >= 0 (NaN, +-inf and -0.0 included).
+                        let t = _mm512_fnmadd_ps(y[u], y[u], y[u]);
+                        bad |= mk[u] & _mm512_cmp_ps_mask::<_CMP_NGE_UQ>(t, zero);
+                        if let Some(val) = self.valid {
+                            vk[u] &= if mk[u] == u16::MAX {
+                                // SAFETY: 16 bytes from 16 vs[u] lie inside `val`.
+                                let b =
+                                    unsafe { _mm_loadu_si128(val.as_ptr().add(16 * vs[u]).cast()) };
+                                _mm512_cmpneq_epi32_mask(
+                                    _mm512_cvtepu8_epi32(b),
+                                    _mm512_setzero_si512(),
+                                )
+                            } else {
+                                let k = mk[u].count_ones() as usize;
+                                val[16 * vs[u]..16 * vs[u] + k]
+                                    .iter()
+                                    .enumerate()
+                                    .fold(0, |acc, (l, &b)| acc | (u16::from(b != 0) << l))
+                            };
+                        }
+                    }
+                    // loss = max(x, 0) - x y + ln(1 + e^-|x|), zero where invalid.
+                    // -|x|: the sign bit set with an integer or (AVX-512F has no float or).
+                    let e: [__m512; 4] = std::array::from_fn(|u| {
+                        exp_nonpos16(_mm512_castsi512_ps(_mm512_or_si512(
+                            _mm512_castps_si512(x[u]),
+                            sign,
+                        )))
+                    });
+                    let l1p = ln1p_unit16n(e);
+                    for u in 0..4 {
+                        let base = _mm512_fnmadd_ps(x[u], y[u], _mm512_max_ps(x[u], zero));
+                        let loss = _mm512_maskz_add_ps(vk[u], base, l1p[u]);
+                        part[ph[u]] = _mm512_add_ps(part[ph[u]], loss);
+                    }
+                    if let Some(q) = d {
+                        // sigmoid(x) from e = exp(-|x|) without overflow on either side.
+                        let a = e.map(|v| _mm512_add_ps(one, v));
+                        let r0v = a.map(|v| _mm512_rcp14_ps(v));
+                        for u in 0..4 {
+                            let rc =
+                                _mm512_mul_ps(r0v[u], _mm512_fnmadd_ps(a[u], r0v[u], splat(2.0)));
+                            let neg = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x[u], zero);
+                            let sig = _mm512_mask_mul_ps(rc, neg, e[u], rc);
+                            let g = _mm512_maskz_mul_ps(
+                                vk[u],
+                                // SAFETY: phase_scale holds 16 values from 16 ph[u].
+                                unsafe {
+                                    _mm512_loadu_ps(self.phase_scale.as_ptr().add(16 * ph[u]))
+                                },
+                                _mm512_sub_ps(sig, y[u]),
+                            );
+                            if mk[u] == u16::MAX {
+                                unsafe { _mm512_storeu_ps(q.add(16 * vs[u]), g) };
+                            } else if mk[u] != 0 {
+                                unsafe { _mm512_mask_storeu_ps(q.add(16 * vs[u]), mk[u], g) };
+                            }
+                        }
+                    }
+                    v += 4;
+                }
+                // Widen the group's f32 partial sums into the f64 phase sums.
+                for (p, pp) in part.iter_mut().enumerate().take(phases) {
+                    let hi = _mm512_extracti64x4_epi64::<1>(_mm512_castps_si512(*pp));
+                    let acc = phase_sums[16 * p..16 * p + 16].as_mut_ptr();
+                    // SAFETY: 16 values from 16 p.
+                    unsafe {
+                        let lo = _mm512_cvtps_pd(_mm512_castps512_ps256(*pp));
+                        _mm512_storeu_pd(acc, _mm512_add_pd(_mm512_loadu_pd(acc), lo));
+                        let hi = _mm512_cvtps_pd(_mm256_castsi256_ps(hi));
+                        _mm512_storeu_pd(
+                            acc.add(8),
+                            _mm512_add_pd(_mm512_loadu_pd(acc.add(8)), hi),
+                        );
+                    }
+                    *pp = zero;
+                }
+                v0 = end;
+            }
+            bad == 0
+        }
     }
 
     /// Rows of the fused sigmoid binary cross-entropy (one parallel chunk).
@@ -1812,6 +2309,8 @@ mod tests {
         let mut rng = Gen(9);
         let mut layouts: Vec<Vec<usize>> = vec![vec![1; 40], vec![3, 1, 6]];
         layouts.extend((1..=40).map(|c| vec![c, 2]));
+        // Width 69: a period of 69 vectors, too long for the flat kernel (the row kernel).
+        layouts.push(vec![67, 2]);
         for sizes in &layouts {
             let layout = TaskLayout::from_sizes(sizes).unwrap();
             let (n, t, w) = (5, sizes.len(), layout.width());
@@ -1976,6 +2475,299 @@ mod tests {
         assert!(e[6].is_nan());
         assert_eq!(lanes(&ln, &[1.0; 16]), [0.0; 16]);
         assert_eq!(lanes(&ln1p, &[0.0; 16]), [0.0; 16]);
+        // exp_nonpos16 equals exp16 wherever it is used (x <= 0), and keeps its edge cases.
+        let exp_np = |v| unsafe { avx512::exp_nonpos16(v) };
+        for step in 0..2000 {
+            let xs: [f32; 16] = std::array::from_fn(|l| (step * 16 + l) as f32 * -0.0028);
+            assert_eq!(lanes(&exp_np, &xs), lanes(&exp, &xs), "{xs:?}");
+        }
+        let e = lanes(&exp_np, &edge);
+        assert_eq!(&e[..4], &[0.0, 0.0, 0.0, 1.0]);
+        assert!(e[6].is_nan() && e[8] == 1.0);
+    }
+
+    /// f64 reference of a CE call: per-task mean losses and the gradient.
+    fn ce_f64(input: &WeightedCeInput<'_>) -> (Vec<f64>, Vec<f64>) {
+        let (layout, n) = (input.layout, input.n);
+        let (t, w) = (layout.num_tasks(), layout.width());
+        let valid = |i: usize, k: usize| {
+            input.targets[i * t + k] != input.ignore_index
+                && input.mask.is_none_or(|m| m[i * t + k] != 0)
+        };
+        let counts: Vec<usize> = (0..t)
+            .map(|k| (0..n).filter(|&i| valid(i, k)).count())
+            .collect();
+        let (mut loss, mut grad) = (vec![0.0f64; t], vec![0.0f64; n * w]);
+        for i in 0..n {
+            for k in (0..t).filter(|&k| valid(i, k)) {
+                let r = layout.range(k);
+                let xs: Vec<f64> = input.logits[i * w..][r.clone()]
+                    .iter()
+                    .map(|&v| v as f64)
+                    .collect();
+                let m = xs.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let s: f64 = xs.iter().map(|v| (v - m).exp()).sum();
+                let y = input.targets[i * t + k] as usize;
+                loss[k] += (m + s.ln() - xs[y]) / counts[k] as f64;
+                let scale = input.weights[k] as f64 / counts[k] as f64;
+                for (j, col) in r.enumerate() {
+                    let onehot = if j == y { 1.0 } else { 0.0 };
+                    grad[i * w + col] = scale * ((xs[j] - m).exp() / s - onehot);
+                }
+            }
+        }
+        (loss, grad)
+    }
+
+    /// f64 reference of a BCE call: per-task mean losses and the gradient.
+    fn bce_f64(input: &WeightedBceInput<'_>) -> (Vec<f64>, Vec<f64>) {
+        let (layout, n) = (input.layout, input.n);
+        let (t, w) = (layout.num_tasks(), layout.width());
+        let valid = |i: usize, k: usize| input.mask.is_none_or(|m| m[i * t + k] != 0);
+        let (mut loss, mut grad) = (vec![0.0f64; t], vec![0.0f64; n * w]);
+        for k in 0..t {
+            let rows: Vec<usize> = (0..n).filter(|&i| valid(i, k)).collect();
+            let denom = (rows.len() * layout.range(k).len()) as f64;
+            for &i in &rows {
+                for col in layout.range(k) {
+                    let x = input.logits[i * w + col] as f64;
+                    let y = input.targets[i * w + col] as f64;
+                    loss[k] += (x.max(0.0) - x * y + (-x.abs()).exp().ln_1p()) / denom;
+                    grad[i * w + col] =
+                        input.weights[k] as f64 / denom * (1.0 / (1.0 + (-x).exp()) - y);
+                }
+            }
+        }
+        (loss, grad)
+    }
+
+    /// Asserts losses and gradient within the tolerances of the row-kernel tests.
+    fn assert_near(
+        what: &str,
+        out: &WeightedLossOutput,
+        grad: &[f32],
+        want: &(Vec<f64>, Vec<f64>),
+    ) {
+        for (k, (&got, &w)) in out.task_loss.iter().zip(&want.0).enumerate() {
+            let got = got as f64;
+            assert!(
+                (got - w).abs() <= 1e-6 + 1e-5 * w.abs(),
+                "{what} task {k}: {got} want {w}"
+            );
+        }
+        for (j, (&g, &w)) in grad.iter().zip(&want.1).enumerate() {
+            let g = g as f64;
+            assert!(
+                (g - w).abs() <= 1e-6 + 1e-5 * w.abs(),
+                "{what} grad[{j}] = {g}, want {w}"
+            );
+        }
+    }
+
+    /// A CE problem with extreme logits, ignore labels and a mask with task 3 never valid.
+    fn ce_problem(
+        rng: &mut Gen,
+        n: usize,
+        sizes: &[usize],
+    ) -> (TaskLayout, Vec<f32>, Vec<i64>, Vec<u8>, Vec<f32>) {
+        let layout = TaskLayout::from_sizes(sizes).unwrap();
+        let (t, w) = (sizes.len(), layout.width());
+        let x = (0..n * w).map(|_| rng.logit()).collect();
+        let ys = (0..n * t)
+            .map(|k| {
+                if rng.below(8) == 0 {
+                    -100
+                } else {
+                    rng.below(sizes[k % t]) as i64
+                }
+            })
+            .collect();
+        let mask = (0..n * t)
+            .map(|k| u8::from(k % t != 3 && rng.below(5) != 0))
+            .collect();
+        let weights = (0..t).map(|k| 0.25 + k as f32 * 0.5).collect();
+        (layout, x, ys, mask, weights)
+    }
+
+    /// A BCE problem with extreme logits, soft and hard targets, and a mask.
+    fn bce_problem(
+        rng: &mut Gen,
+        n: usize,
+        sizes: &[usize],
+    ) -> (TaskLayout, Vec<f32>, Vec<f32>, Vec<u8>, Vec<f32>) {
+        let layout = TaskLayout::from_sizes(sizes).unwrap();
+        let (t, w) = (sizes.len(), layout.width());
+        let x = (0..n * w).map(|_| rng.logit()).collect();
+        let ys = (0..n * w)
+            .map(|_| match rng.below(3) {
+                0 => 0.0,
+                1 => 1.0,
+                _ => rng.unit() as f32,
+            })
+            .collect();
+        let mask = (0..n * t)
+            .map(|k| u8::from(k % t != 0 && rng.below(4) != 0))
+            .collect();
+        let weights = (0..t).map(|k| 0.5 + k as f32 * 0.1).collect();
+        (layout, x, ys, mask, weights)
+    }
+
+    /// Streaming and plain stores give bit-identical losses and gradients on every AVX-512
+    /// kernel (small-head tile, row kernel with a large head, flat and row BCE), into an output
+    /// that is not 64-byte aligned (partial lines at both ends of every staged block) and
+    /// poisoned (every element must be written).
+    #[test]
+    fn streaming_and_plain_stores_give_identical_results() {
+        if !has_avx512() {
+            eprintln!("skipped: the CPU lacks AVX-512F");
+            return;
+        }
+        let mut rng = Gen(21);
+        let out_of = |buf: &mut Vec<f32>, len: usize| -> std::ops::Range<usize> {
+            // An odd float offset from the allocation's start: never 64-byte aligned.
+            *buf = vec![f32::NAN; len + 1];
+            1..len + 1
+        };
+        for (n, sizes) in [
+            (300, vec![10; 40]),
+            (37, vec![3, 20, 1000]),
+            (45, vec![7, 16, 1]),
+        ] {
+            let (layout, x, ys, mask, weights) = ce_problem(&mut rng, n, &sizes);
+            let input = WeightedCeInput {
+                layout: &layout,
+                n,
+                logits: &x,
+                targets: &ys,
+                mask: Some(&mask),
+                weights: &weights,
+                ignore_index: -100,
+            };
+            let mut outs = Vec::new();
+            for store in [Store::Plain, Store::Stream] {
+                let mut buf = Vec::new();
+                let r = out_of(&mut buf, n * layout.width());
+                let out = weighted_ce_with(&input, Some(&mut buf[r.clone()]), true, store).unwrap();
+                assert_near(
+                    &format!("ce {sizes:?} {store:?}"),
+                    &out,
+                    &buf[r.clone()],
+                    &ce_f64(&input),
+                );
+                outs.push((out, buf[r].iter().map(|v| v.to_bits()).collect::<Vec<_>>()));
+            }
+            assert!(
+                outs[0] == outs[1],
+                "ce {sizes:?}: streaming changed the results"
+            );
+        }
+        for (n, sizes) in [(500, vec![1; 40]), (33, vec![67, 2]), (70, vec![3, 1, 6])] {
+            let (layout, x, ys, mask, weights) = bce_problem(&mut rng, n, &sizes);
+            let input = WeightedBceInput {
+                layout: &layout,
+                n,
+                logits: &x,
+                targets: &ys,
+                mask: Some(&mask),
+                weights: &weights,
+            };
+            let mut outs = Vec::new();
+            for store in [Store::Plain, Store::Stream] {
+                let mut buf = Vec::new();
+                let r = out_of(&mut buf, n * layout.width());
+                let out =
+                    weighted_bce_with(&input, Some(&mut buf[r.clone()]), true, store).unwrap();
+                assert_near(
+                    &format!("bce {sizes:?} {store:?}"),
+                    &out,
+                    &buf[r.clone()],
+                    &bce_f64(&input),
+                );
+                outs.push((out, buf[r].iter().map(|v| v.to_bits()).collect::<Vec<_>>()));
+            }
+            assert!(
+                outs[0] == outs[1],
+                "bce {sizes:?}: streaming changed the results"
+            );
+        }
+    }
+
+    /// Gradients from [`STREAM_MIN_BYTES`] on are streamed by default (checked here), and
+    /// still match the f64 reference and the plain-store results exactly.
+    #[test]
+    fn large_gradients_stream_and_match_f64() {
+        if !has_avx512() {
+            eprintln!("skipped: the CPU lacks AVX-512F");
+            return;
+        }
+        let mut rng = Gen(33);
+        let n = STREAM_MIN_BYTES / (4 * 400) + 3;
+        assert!(streams(Store::Auto, true, n * 400) && !streams(Store::Auto, true, 1000));
+        let (layout, x, ys, mask, weights) = ce_problem(&mut rng, n, &[10; 40]);
+        let input = WeightedCeInput {
+            layout: &layout,
+            n,
+            logits: &x,
+            targets: &ys,
+            mask: Some(&mask),
+            weights: &weights,
+            ignore_index: -100,
+        };
+        let mut grad = vec![f32::NAN; n * 400];
+        let out = weighted_ce_loss(&input, Some(&mut grad)).unwrap();
+        assert_near("ce auto", &out, &grad, &ce_f64(&input));
+        let mut plain = vec![f32::NAN; n * 400];
+        assert_eq!(
+            out,
+            weighted_ce_with(&input, Some(&mut plain), true, Store::Plain).unwrap()
+        );
+        assert!(
+            grad.iter()
+                .zip(&plain)
+                .all(|(a, b)| a.to_bits() == b.to_bits())
+        );
+        let n = STREAM_MIN_BYTES / (4 * 40) + 5;
+        let (layout, x, ys, mask, weights) = bce_problem(&mut rng, n, &[1; 40]);
+        let input = WeightedBceInput {
+            layout: &layout,
+            n,
+            logits: &x,
+            targets: &ys,
+            mask: Some(&mask),
+            weights: &weights,
+        };
+        let mut grad = vec![f32::NAN; n * 40];
+        let out = weighted_bce_loss(&input, Some(&mut grad)).unwrap();
+        assert_near("bce auto", &out, &grad, &bce_f64(&input));
+        let mut plain = vec![f32::NAN; n * 40];
+        assert_eq!(
+            out,
+            weighted_bce_with(&input, Some(&mut plain), true, Store::Plain).unwrap()
+        );
+        assert!(
+            grad.iter()
+                .zip(&plain)
+                .all(|(a, b)| a.to_bits() == b.to_bits())
+        );
+    }
+
+    /// Blocks and tasks depend on the width only, tile whole 16-row groups, and cover the rows.
+    #[test]
+    fn block_plan_is_a_function_of_the_width() {
+        for width in [1, 7, 16, 40, 400, 511, 512, 513, 1000, 9000, 100_000] {
+            let (block, task) = block_plan(width);
+            assert!(
+                block >= 1 && task >= block && task % block == 0,
+                "width {width}"
+            );
+            assert!(
+                block < 16 || block % 16 == 0,
+                "width {width}: block {block}"
+            );
+            assert!(block == 1 || block * width <= BLOCK_FLOATS, "width {width}");
+        }
+        assert_eq!(block_plan(400).0, 16);
+        assert_eq!(block_plan(40).0, 192);
     }
 
     /// The 16 x 16 transpose used by the small-head CE kernel.
