@@ -82,6 +82,13 @@ fn batch_norm_train_matches_cpu_for_every_epilogue() {
             t[0].batch_norm(&t[1], &t[2], BatchNormMode::TrainNoRunning, 1e-3)
         });
     }
+    // More than 8192 values per channel: the statistics are summed over several blocks.
+    let shape = [3, 2, 3001];
+    let ins = bn_inputs(&mut rng, &shape);
+    same_on_gpu(&g, "bn_train split add_relu", &ins, &mut rng, |t| {
+        let mode = BatchNormMode::TrainNoRunning;
+        t[0].batch_norm_with(&t[1], &t[2], mode, 1e-5, BnEpilogue::AddRelu(&t[3]))
+    });
 }
 
 #[test]
