@@ -245,8 +245,21 @@ impl ParamStore {
         Ok(())
     }
 
-    /// Overwrites the values of `name` (same element count).
+    /// Overwrites the values of `name` (same element count), on whichever device they live.
     pub fn set_values(&mut self, name: &str, values: &[f32]) -> Result<()> {
+        let i = self.position(name)?;
+        if self.entries[i].tensor.cuda().is_some() {
+            let c = self.entries[i].tensor.cuda_mut()?;
+            if c.buf.len() != values.len() {
+                return Err(AutogradError::Param(format!(
+                    "`{name}` has {} elements, {} given",
+                    c.buf.len(),
+                    values.len()
+                )));
+            }
+            c.gpu.write(values, &mut c.buf)?;
+            return Ok(());
+        }
         let dst = self.values_mut(name)?;
         if dst.len() != values.len() {
             return Err(AutogradError::Param(format!(

@@ -112,8 +112,8 @@ impl Tensor {
         }
     }
 
-    /// These values on the device (and handle) of `like`.
-    pub(crate) fn to_device_like(&self, like: &Tensor) -> Result<Tensor> {
+    /// These values on the device (and handle) of `like` (shared if already there).
+    pub fn to_device_like(&self, like: &Tensor) -> Result<Tensor> {
         match like.cuda() {
             Some(c) => self.to_gpu(&c.gpu),
             None => self.to_cpu(),
@@ -148,7 +148,7 @@ impl Tensor {
     }
 
     /// The device values, when the tensor lives on a GPU (or the emulator).
-    pub(crate) fn cuda(&self) -> Option<&CudaStorage> {
+    pub fn cuda(&self) -> Option<&CudaStorage> {
         match &*self.storage {
             Storage::Cuda(c) => Some(c),
             Storage::Cpu(_) => None,

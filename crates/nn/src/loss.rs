@@ -46,7 +46,9 @@ pub fn head_loss(head: &HeadSpec, output: &Tensor, target: &Target) -> Result<Te
             Ok(logits.cross_entropy(t, IGNORE_INDEX)?)
         }
         (HeadSpec::Dense { .. }, Target::DenseValues(t)) => {
-            let target = Tensor::new(t.clone(), output.shape()).map_err(|_| bad())?;
+            let target = Tensor::new(t.clone(), output.shape())
+                .map_err(|_| bad())?
+                .to_device_like(output)?;
             let d = output.sub(&target)?;
             Ok(d.mul(&d)?.mean()?)
         }

@@ -10,7 +10,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 use std::path::Path;
 
-use scalarize_autograd::{Gradients, ParamStore, Tensor};
+use std::sync::Arc;
+
+use scalarize_autograd::{Device, Gradients, ParamStore, Tensor};
+use scalarize_kernels::cuda::Gpu;
 
 use crate::checkpoint::{LoadedCheckpoint, load_checkpoint, read_checkpoint_meta, save_checkpoint};
 use crate::error::{NnError, Result};
@@ -321,6 +324,9 @@ impl Model {
         lr: f32,
         max_grad_norm: Option<f32>,
     ) -> Result<f32> {
+        if matches!(self.device(), Device::Cuda(_)) {
+            return self.step_device(opt, grads, lr, max_grad_norm);
+        }
         let mut present: Vec<(String, Vec<f32>)> = self
             .store
             .trainable()
@@ -358,10 +364,91 @@ impl Model {
             ));
         }
         for p in &self.layout.params {
-            self.store
-                .set_values(&p.name, other.store.values(&p.name)?)?;
+            let v = other.store.get(&p.name)?.to_host()?;
+            self.store.set_values(&p.name, &v)?;
         }
         Ok(())
+    }
+
+    /// The device holding the parameters.
+    pub fn device(&self) -> Device {
+        self.store.device()
+    }
+
+    /// Moves parameters and BN statistics to `device` (`Device::Cuda(i)`: GPU i, or the CPU
+    /// emulator with `SCALARIZE_CUDA_EMULATOR=1`).
+    pub fn to_device(&mut self, device: Device) -> Result<()> {
+        Ok(self.store.to_device(device)?)
+    }
+
+    /// Moves parameters and BN statistics to the device of `gpu` (that handle and stream).
+    pub fn to_gpu(&mut self, gpu: &Arc<Gpu>) -> Result<()> {
+        Ok(self.store.to_gpu(gpu)?)
+    }
+
+    /// [`Model::step`] for a model on a GPU: device gradients, device norm, device updates.
+    fn step_device(
+        &mut self,
+        opt: &mut Optimizer,
+        grads: &Gradients,
+        lr: f32,
+        max_grad_norm: Option<f32>,
+    ) -> Result<f32> {
+        let mut present: Vec<(String, Tensor)> = self
+            .store
+            .trainable()
+            .filter_map(|e| {
+                grads
+                    .get(e.tensor())
+                    .map(|g| (e.name().to_string(), g.clone()))
+            })
+            .collect();
+        // Σ‖g‖² in f64 with the Gram kernel (T = 1), one read of each gradient.
+        let mut sq = 0.0f64;
+        for (name, g) in &present {
+            let c = g.cuda().ok_or_else(|| {
+                NnError::invalid(
+                    "optimizer step",
+                    format!("gradient of `{name}` is on {}", g.device()),
+                )
+            })?;
+            let n = c.buf.len();
+            sq += scalarize_kernels::cuda::grad_gram(&c.gpu, &c.buf, 1, n, &[n])?.total[0];
+        }
+        let norm = sq.sqrt();
+        if let Some(m) = max_grad_norm {
+            if !(m > 0.0 && m.is_finite()) {
+                return Err(NnError::invalid(
+                    "clip_grad_norm",
+                    format!("max_norm must be a positive number, got {m}"),
+                ));
+            }
+            if !norm.is_finite() {
+                return Err(NnError::invalid(
+                    "clip_grad_norm",
+                    format!("the total gradient norm is {norm} (non-finite gradients)"),
+                ));
+            }
+            // The host rule (clip.rs): scale by max_norm / (norm + 1e-6) when below 1.
+            let coef = (m as f64 / (norm + 1e-6)).min(1.0) as f32;
+            if coef < 1.0 {
+                for (_, g) in &mut present {
+                    *g = g.scale(coef)?;
+                }
+            }
+        }
+        for (name, g) in &present {
+            let kind = self.kind_of(name).unwrap_or(ParamKind::Weight);
+            let Some(c) = g.cuda() else {
+                return Err(NnError::invalid(
+                    "optimizer step",
+                    format!("gradient of `{name}` left the device"),
+                ));
+            };
+            let value = self.store.cuda_mut(name)?;
+            opt.update_device(name, kind, value, &c.buf, lr)?;
+        }
+        Ok(norm as f32)
     }
 
     /// Saves parameters, BN statistics, optimizer state and `step` atomically.
@@ -372,12 +459,27 @@ impl Model {
         step: u64,
         extra: &BTreeMap<String, String>,
     ) -> Result<()> {
-        let values = self
-            .layout
-            .params
-            .iter()
-            .map(|p| self.store.values(&p.name))
-            .collect::<std::result::Result<Vec<_>, _>>()?;
+        // Device values are read back; the checkpoint is written from host copies.
+        let owned: Vec<Vec<f32>> = match self.device() {
+            Device::Cpu => Vec::new(),
+            Device::Cuda(_) => self
+                .layout
+                .params
+                .iter()
+                .map(|p| self.store.get(&p.name).and_then(|t| t.to_host()))
+                .collect::<std::result::Result<_, _>>()?,
+        };
+        let values: Vec<&[f32]> = if owned.is_empty() {
+            self.layout
+                .params
+                .iter()
+                .map(|p| self.store.values(&p.name))
+                .collect::<std::result::Result<Vec<_>, _>>()?
+        } else {
+            owned.iter().map(Vec::as_slice).collect()
+        };
+        let host_opt = opt.cloned();
+        let opt = host_opt.as_ref();
         save_checkpoint(
             path,
             &self.spec.to_string(),

@@ -3,6 +3,7 @@
 
 mod adamw;
 mod clip;
+mod device;
 mod schedule;
 mod sgd;
 
@@ -36,13 +37,56 @@ pub const EXP_AVG_PREFIX: &str = "optim.exp_avg.";
 /// Second-moment prefix.
 pub const EXP_AVG_SQ_PREFIX: &str = "optim.exp_avg_sq.";
 
-/// An optimizer with its per-parameter state.
-#[derive(Clone, Debug, PartialEq)]
+/// An optimizer with its per-parameter state (in host memory, or on the device for the
+/// parameters [`Optimizer::update_device`] has updated since the last [`Optimizer::to_host`]).
 pub struct Optimizer {
     config: OptimizerConfig,
     no_decay_norm_bias: bool,
     momentum: BTreeMap<String, Vec<f32>>,
     adamw: BTreeMap<String, AdamWState>,
+    device: device::DeviceState,
+}
+
+impl std::fmt::Debug for Optimizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Optimizer")
+            .field("config", &self.config)
+            .field("no_decay_norm_bias", &self.no_decay_norm_bias)
+            .field("host_momentum", &self.momentum.len())
+            .field("host_adamw", &self.adamw.len())
+            .field("device_momentum", &self.device.momentum.len())
+            .field("device_adamw", &self.device.adamw.len())
+            .finish()
+    }
+}
+
+/// A clone holds the state in host memory (device state is read back first); it panics only
+/// if that read fails (a lost device), like [`scalarize_autograd::Tensor::to_vec`].
+impl Clone for Optimizer {
+    fn clone(&self) -> Self {
+        let mut o = Optimizer {
+            config: self.config,
+            no_decay_norm_bias: self.no_decay_norm_bias,
+            momentum: self.momentum.clone(),
+            adamw: self.adamw.clone(),
+            device: device::DeviceState::default(),
+        };
+        if let Err(e) = self.device_state_into(&mut o.momentum, &mut o.adamw) {
+            panic!("reading optimizer state back from the device failed: {e}");
+        }
+        o
+    }
+}
+
+/// Equal configuration and equal state, wherever it is held.
+impl PartialEq for Optimizer {
+    fn eq(&self, other: &Self) -> bool {
+        let (a, b) = (self.clone(), other.clone());
+        a.config == b.config
+            && a.no_decay_norm_bias == b.no_decay_norm_bias
+            && a.momentum == b.momentum
+            && a.adamw == b.adamw
+    }
 }
 
 impl Optimizer {
@@ -58,7 +102,129 @@ impl Optimizer {
             no_decay_norm_bias,
             momentum: BTreeMap::new(),
             adamw: BTreeMap::new(),
+            device: device::DeviceState::default(),
         })
+    }
+
+    /// Adds the device state to host maps (device values win: they are newer).
+    fn device_state_into(
+        &self,
+        momentum: &mut BTreeMap<String, Vec<f32>>,
+        adamw: &mut BTreeMap<String, AdamWState>,
+    ) -> Result<()> {
+        let Some(gpu) = &self.device.gpu else {
+            return Ok(());
+        };
+        let read = |b: &scalarize_kernels::cuda::GpuBuffer<f32>| {
+            gpu.download(b)
+                .map_err(|e| NnError::invalid("optimizer state", e.to_string()))
+        };
+        for (n, b) in &self.device.momentum {
+            momentum.insert(n.clone(), read(b)?);
+        }
+        for (n, s) in &self.device.adamw {
+            let st = AdamWState {
+                step: s.step,
+                exp_avg: read(&s.exp_avg)?,
+                exp_avg_sq: read(&s.exp_avg_sq)?,
+            };
+            adamw.insert(n.clone(), st);
+        }
+        Ok(())
+    }
+
+    /// Moves all device-held state back to host memory (before a checkpoint; the next device
+    /// update moves it back).
+    pub fn to_host(&mut self) -> Result<()> {
+        let (mut m, mut a) = (
+            std::mem::take(&mut self.momentum),
+            std::mem::take(&mut self.adamw),
+        );
+        let r = self.device_state_into(&mut m, &mut a);
+        self.momentum = m;
+        self.adamw = a;
+        r?;
+        self.device = device::DeviceState::default();
+        Ok(())
+    }
+
+    /// Updates one parameter held in device memory with its device gradient (same rule as
+    /// [`Optimizer::update`]); the state of this parameter moves to the device.
+    pub fn update_device(
+        &mut self,
+        name: &str,
+        kind: ParamKind,
+        value: &mut scalarize_autograd::CudaStorage,
+        grad: &scalarize_kernels::cuda::GpuBuffer<f32>,
+        lr: f32,
+    ) -> Result<()> {
+        if value.buf.len() != grad.len() {
+            return Err(NnError::invalid(
+                format!("optimizer update of `{name}`"),
+                format!(
+                    "parameter has {} elements but its gradient {}",
+                    value.buf.len(),
+                    grad.len()
+                ),
+            ));
+        }
+        if !kind.trainable() {
+            return Err(NnError::invalid(
+                format!("optimizer update of `{name}`"),
+                "this is a buffer (BN running statistic), not a trainable parameter",
+            ));
+        }
+        if let Some(g) = &self.device.gpu
+            && !std::sync::Arc::ptr_eq(g, &value.gpu)
+            && !self.device.is_empty()
+        {
+            return Err(NnError::invalid(
+                format!("optimizer update of `{name}`"),
+                "the optimizer's device state belongs to another device handle; call to_host first",
+            ));
+        }
+        let decay = self.decays(kind);
+        let gpu = value.gpu.clone();
+        let named =
+            |e: NnError| NnError::invalid(format!("optimizer update of `{name}`"), e.to_string());
+        match self.config {
+            OptimizerConfig::Sgd(c) => {
+                let host = self.momentum.remove(name);
+                if let Some(b) = &host
+                    && b.len() != value.buf.len()
+                {
+                    return Err(state_len_err(name, b.len(), value.buf.len()));
+                }
+                let hp = scalarize_kernels::cuda::optim::SgdHyper {
+                    lr,
+                    momentum: c.momentum,
+                    dampening: c.dampening,
+                    nesterov: c.nesterov,
+                    weight_decay: c.weight_decay,
+                };
+                self.device
+                    .sgd(&gpu, name, hp, decay, host, &mut value.buf, grad)
+                    .map_err(named)
+            }
+            OptimizerConfig::AdamW(c) => {
+                let host = self.adamw.remove(name);
+                if let Some(h) = &host
+                    && h.exp_avg.len() != value.buf.len()
+                {
+                    return Err(state_len_err(name, h.exp_avg.len(), value.buf.len()));
+                }
+                let hp = scalarize_kernels::cuda::optim::AdamWHyper {
+                    lr,
+                    beta1: c.beta1,
+                    beta2: c.beta2,
+                    eps: c.eps,
+                    weight_decay: c.weight_decay,
+                };
+                self.device
+                    .adamw(&gpu, name, hp, decay, host, &mut value.buf, grad)
+                    .map_err(named)
+            }
+        }
     }
 
     /// The configuration.
