@@ -44,6 +44,9 @@ pub struct CommonArgs {
     /// Override data.root.
     #[arg(long)]
     pub data: Option<PathBuf>,
+    /// Override train.device: `cpu`, `cuda` or `cuda:N`.
+    #[arg(long)]
+    pub device: Option<String>,
 }
 
 /// `scalarize train`.
@@ -109,6 +112,9 @@ pub fn resolve_config(a: &CommonArgs) -> Result<Config> {
     }
     if let Some(v) = &a.data {
         c.data.root = v.clone();
+    }
+    if let Some(v) = &a.device {
+        c.train.device = v.clone();
     }
     c.validate().context("after command-line overrides")?;
     Ok(c)

@@ -116,6 +116,8 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Compute threads (0: all cores).
     pub threads: usize,
+    /// Where the model trains: `cpu`, `cuda` (device 0) or `cuda:N`.
+    pub device: String,
     /// Evaluate every this many epochs (the last epoch is always evaluated).
     pub eval_every: u64,
     /// Log a training line every this many steps.
@@ -236,6 +238,7 @@ impl Default for TrainConfig {
             clip_grad_norm: 0.0,
             seed: 0,
             threads: 0,
+            device: "cpu".to_string(),
             eval_every: 1,
             log_every: 20,
             weights: Vec::new(),
@@ -342,6 +345,7 @@ impl Config {
 
     /// Checks every value; errors name the key (`train.lr`) and what was expected.
     pub fn validate(&self) -> Result<()> {
+        parse_device(&self.train.device).context("train.device")?;
         let d = &self.data;
         if !DATASETS.contains(&d.dataset.as_str()) {
             bail!(
@@ -542,5 +546,18 @@ mod tests {
             let back = Config::from_toml(&c.to_toml(), "roundtrip").unwrap();
             assert_eq!(back, c, "{name}");
         }
+    }
+}
+
+/// Parses `train.device`: `cpu`, `cuda` (device 0) or `cuda:N`.
+pub fn parse_device(s: &str) -> Result<scalarize_autograd::Device> {
+    use scalarize_autograd::Device;
+    match s {
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => Ok(Device::Cuda(0)),
+        _ => match s.strip_prefix("cuda:").map(str::parse::<usize>) {
+            Some(Ok(i)) => Ok(Device::Cuda(i)),
+            _ => bail!("`{s}` is not a device: expected `cpu`, `cuda` or `cuda:N`"),
+        },
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow, bail};
-use scalarize_autograd::{Backward, Gradients, Tensor, no_grad};
+use scalarize_autograd::{Backward, Device, Gradients, Tensor, no_grad};
 use scalarize_data::{Batch, DomainSampler, Loader, LoaderConfig, Source, TaskBatch};
 use scalarize_mto::{AggregateInput, Aggregator, ConflictRecord, Requirement, TaskGradients};
 use scalarize_nn::layout::InitOptions;
@@ -66,6 +66,8 @@ pub struct Trainer {
     config: Config,
     model: Model,
     opt: Optimizer,
+    /// Where the model and every batch live (`train.device`).
+    device: Device,
     schedule: Schedule,
     loader: Loader,
     val: Vec<Loader>,
@@ -114,6 +116,11 @@ impl Trainer {
             tc.seed,
         )
         .context("model")?;
+        let device = crate::config::parse_device(&tc.device).context("train.device")?;
+        let mut model = model;
+        model
+            .to_device(device)
+            .with_context(|| format!("moving the model to {device} (train.device)"))?;
         let opt_config = match tc.optimizer.as_str() {
             "sgd" => OptimizerConfig::Sgd(SgdConfig {
                 momentum: tc.momentum,
@@ -189,6 +196,7 @@ impl Trainer {
         };
         let segments = backbone_segments(&model);
         let mut trainer = Trainer {
+            device,
             name: name.to_string(),
             problem,
             config: config.clone(),
@@ -428,10 +436,10 @@ impl Trainer {
                 for (k, l) in losses.iter().enumerate() {
                     match l {
                         Some(l) => {
-                            let one = Tensor::scalar(1.0);
+                            let one = Tensor::scalar(1.0).to_device_like(l)?;
                             let grads = Backward::new().root(l, &one).stop_at(&pooled).run()?;
                             if let Some(gr) = grads.get(&pooled) {
-                                g[k * r..(k + 1) * r].copy_from_slice(gr.as_slice()?);
+                                g[k * r..(k + 1) * r].copy_from_slice(&gr.to_host()?);
                             }
                             head_grads.push(self.head_flat(&grads));
                         }
@@ -448,7 +456,7 @@ impl Trainer {
                 let direction = agg
                     .direction
                     .ok_or_else(|| anyhow!("method returned no direction"))?;
-                let cot = Tensor::new(direction, pooled.shape())?;
+                let cot = Tensor::new(direction, pooled.shape())?.to_device_like(&pooled)?;
                 let grads = Backward::new().root(&pooled, &cot).run()?;
                 let mut flat = self.model.flat_grads(&grads);
                 let b = self.segments.backbone;
@@ -596,7 +604,8 @@ impl Trainer {
             }
             v
         };
-        Ok((Tensor::new(images, &[b, c, h, w])?, order, counts))
+        let images = Tensor::new(images, &[b, c, h, w])?.to_device(self.device)?;
+        Ok((images, order, counts))
     }
 
     fn routing(&self, counts: &[usize]) -> Routing {
@@ -657,7 +666,8 @@ impl Trainer {
             for batch in loader.epoch(0) {
                 let batch = batch?;
                 let [b, c, h, w] = batch.shape;
-                let images = Tensor::new(batch.images.clone(), &[b, c, h, w])?;
+                let images =
+                    Tensor::new(batch.images.clone(), &[b, c, h, w])?.to_device(self.device)?;
                 let features: Features = self.model.forward_features(&images)?;
                 let order: Vec<usize> = (0..b).collect();
                 // An evaluation batch holds one source: one head pass serves its objectives.
@@ -1001,7 +1011,9 @@ fn labelled_rows(obj: &Objective, batch: &Batch) -> Vec<bool> {
 /// (correct, counted) for accuracy-type metrics; (sum of squared errors, elements) over the
 /// `labelled` rows for regression.
 fn metric_counts(out: &Tensor, target: &Target, labelled: &[bool]) -> Result<(f64, f64)> {
-    let v = out.as_slice()?;
+    // Device outputs are read back once per batch.
+    let host = out.to_host()?;
+    let v = &host[..];
     Ok(match target {
         Target::Classes(t) => {
             let c = out.shape()[1];

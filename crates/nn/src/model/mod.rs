@@ -303,6 +303,19 @@ impl Model {
             .map(|e| e.name().to_string())
             .collect();
         let mut offset = 0;
+        if matches!(self.device(), Device::Cuda(_)) {
+            // The combined direction comes from the host (the MTO methods' T x T algebra):
+            // each tensor's slice is uploaded and applied by the device optimizer.
+            for name in names {
+                let kind = self.kind_of(&name).unwrap_or(ParamKind::Weight);
+                let value = self.store.cuda_mut(&name)?;
+                let len = value.buf.len();
+                let g = value.gpu.upload(&flat[offset..offset + len])?;
+                opt.update_device(&name, kind, value, &g, lr)?;
+                offset += len;
+            }
+            return Ok(());
+        }
         for name in names {
             let kind = self.kind_of(&name).unwrap_or(ParamKind::Weight);
             let value = self.store.values_mut(&name)?;
