@@ -24,15 +24,20 @@ def main():
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: PyTorch's default)")
     ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--tf32", action="store_true", help="allow TF32 matrix products (GPU)")
     args = ap.parse_args()
     if args.threads > 0:
         torch.set_num_threads(args.threads)
+    torch.backends.cuda.matmul.allow_tf32 = args.tf32
+    torch.backends.cudnn.allow_tf32 = args.tf32
     torch.manual_seed(0)
-    m = st.build(args.model, "10,10")
+    dev = torch.device(args.device)
+    m = st.build(args.model, "10,10").to(dev)
     m.train()
     r = st.parse_model(args.model)["resolution"]
-    x = torch.rand(args.batch, 3, r, r) * 2 - 1
-    labels = [torch.randint(0, 10, (args.batch,)) for _ in range(2)]
+    x = (torch.rand(args.batch, 3, r, r) * 2 - 1).to(dev)
+    labels = [torch.randint(0, 10, (args.batch,)).to(dev) for _ in range(2)]
     opt = torch.optim.SGD(m.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
 
     def step():
@@ -47,14 +52,15 @@ def main():
         step()
     t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(args.steps):
-        loss = step()
+        loss = step()  # .item() synchronises a GPU step
     secs = time.perf_counter() - t0
     cpu = time.process_time() - c0
     ips = args.steps * args.batch / secs
     print(
         f"pytorch    {args.model:<22} {ips:8.1f} images/s  ({secs * 1e3 / args.steps:.1f} ms/step, "
         f"cpu {cpu * 1e3 / args.steps:.1f} ms/step, "
-        f"final loss {loss:.3f}, torch {torch.__version__}, {torch.get_num_threads()} threads)"
+        f"final loss {loss:.3f}, torch {torch.__version__}, {args.device}, "
+        f"{torch.get_num_threads()} threads)"
     )
 
 

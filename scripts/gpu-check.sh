@@ -14,12 +14,36 @@ cd "$(dirname "$0")/.."
 # Test targets that need CUDA, as "package:test-target".
 CUDA_TESTS=(
     "scalarize-kernels:nvrtc_compile"
+    "scalarize-kernels:cuda_emulator"
+    "scalarize-kernels:cuda_activation"
+    "scalarize-kernels:cuda_attention"
+    "scalarize-kernels:cuda_batch_norm"
+    "scalarize-kernels:cuda_combine"
+    "scalarize-kernels:cuda_concat"
+    "scalarize-kernels:cuda_conv"
+    "scalarize-kernels:cuda_cross_entropy"
+    "scalarize-kernels:cuda_elementwise"
+    "scalarize-kernels:cuda_gemm"
     "scalarize-kernels:cuda_kernels"
+    "scalarize-kernels:cuda_layer_norm"
+    "scalarize-kernels:cuda_optim"
+    "scalarize-kernels:cuda_permute"
+    "scalarize-kernels:cuda_pool"
+    "scalarize-kernels:cuda_reduce"
+    "scalarize-kernels:cuda_softmax"
+    "scalarize-kernels:cuda_upsample"
+    "scalarize-autograd:cuda_ops"
+    "scalarize-autograd:cuda_ops_attn"
+    "scalarize-autograd:cuda_ops_conv"
+    "scalarize-autograd:cuda_ops_norm"
+    "scalarize-autograd:cuda_ops_shape"
+    "scalarize-nn:cuda_model"
 )
 # Criterion benchmarks (root package) with a GPU group.
 GPU_BENCHES=(
     weighted_loss
     grad_gram
+    train_step_gpu
 )
 
 OUT="${SCALARIZE_GPU_CHECK_OUT:-target/gpu-check}"
@@ -87,6 +111,8 @@ step() {
 step nvidia-smi nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
 step build cargo build --workspace --release --locked --all-targets
 step devices cargo run --release --locked -- devices
+# The root package's end-to-end run of `scalarize train --device cuda` (CPU vs device losses).
+step "test-train-device" cargo test --release --locked --test train training_on_a_cuda_device_follows_the_cpu -- --nocapture
 for entry in "${CUDA_TESTS[@]}"; do
     pkg="${entry%%:*}"
     target="${entry#*:}"

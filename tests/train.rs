@@ -463,13 +463,14 @@ fn ctrl_c_saves_and_the_same_command_resumes_to_the_same_result() {
     );
 }
 
-/// `scalarize` with the CUDA emulator standing in for a GPU.
+/// `scalarize` with the CUDA emulator standing in for a GPU, except where the GPU check
+/// (SCALARIZE_REQUIRE_GPU=1) wants the real device.
 fn scalarize_emulated(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_scalarize"))
-        .args(args)
-        .env("SCALARIZE_CUDA_EMULATOR", "1")
-        .output()
-        .unwrap()
+    let mut c = Command::new(env!("CARGO_BIN_EXE_scalarize"));
+    if !std::env::var("SCALARIZE_REQUIRE_GPU").is_ok_and(|v| v == "1") {
+        c.env("SCALARIZE_CUDA_EMULATOR", "1");
+    }
+    c.args(args).output().unwrap()
 }
 
 /// Mean training loss of each `train` record of a run, in order.

@@ -507,9 +507,36 @@ fn merge(base: &mut toml::Table, over: toml::Table) {
     }
 }
 
+/// Parses `train.device`: `cpu`, `cuda` (device 0) or `cuda:N`.
+pub fn parse_device(s: &str) -> Result<scalarize_autograd::Device> {
+    use scalarize_autograd::Device;
+    match s {
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => Ok(Device::Cuda(0)),
+        _ => match s.strip_prefix("cuda:").map(str::parse::<usize>) {
+            Some(Ok(i)) => Ok(Device::Cuda(i)),
+            _ => bail!("`{s}` is not a device: expected `cpu`, `cuda` or `cuda:N`"),
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn devices_parse_and_bad_ones_are_named() {
+        use scalarize_autograd::Device;
+        assert_eq!(parse_device("cpu").unwrap(), Device::Cpu);
+        assert_eq!(parse_device("cuda").unwrap(), Device::Cuda(0));
+        assert_eq!(parse_device("cuda:3").unwrap(), Device::Cuda(3));
+        for bad in ["gpu", "cuda:", "cuda:x", "CUDA"] {
+            let e = parse_device(bad).unwrap_err().to_string();
+            assert!(e.contains(bad) && e.contains("cuda:N"), "{e}");
+        }
+        let e = Config::from_toml("[train]\ndevice = \"tpu\"\n", "t.toml").unwrap_err();
+        assert!(format!("{e:#}").contains("train.device"), "{e:#}");
+    }
 
     #[test]
     fn unknown_key_is_named() {
@@ -546,18 +573,5 @@ mod tests {
             let back = Config::from_toml(&c.to_toml(), "roundtrip").unwrap();
             assert_eq!(back, c, "{name}");
         }
-    }
-}
-
-/// Parses `train.device`: `cpu`, `cuda` (device 0) or `cuda:N`.
-pub fn parse_device(s: &str) -> Result<scalarize_autograd::Device> {
-    use scalarize_autograd::Device;
-    match s {
-        "cpu" => Ok(Device::Cpu),
-        "cuda" => Ok(Device::Cuda(0)),
-        _ => match s.strip_prefix("cuda:").map(str::parse::<usize>) {
-            Some(Ok(i)) => Ok(Device::Cuda(i)),
-            _ => bail!("`{s}` is not a device: expected `cpu`, `cuda` or `cuda:N`"),
-        },
     }
 }

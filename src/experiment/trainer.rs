@@ -66,8 +66,9 @@ pub struct Trainer {
     config: Config,
     model: Model,
     opt: Optimizer,
-    /// Where the model and every batch live (`train.device`).
-    device: Device,
+    /// This trainer's own stream on the device of `train.device` (None on the CPU): PBT
+    /// members on one GPU queue their work on different streams and overlap.
+    gpu: Option<Arc<scalarize_kernels::cuda::Gpu>>,
     schedule: Schedule,
     loader: Loader,
     val: Vec<Loader>,
@@ -117,10 +118,20 @@ impl Trainer {
         )
         .context("model")?;
         let device = crate::config::parse_device(&tc.device).context("train.device")?;
+        let gpu = match device {
+            Device::Cpu => None,
+            Device::Cuda(i) => Some(
+                scalarize_autograd::cuda_device(i)
+                    .and_then(|g| Ok(g.new_stream()?))
+                    .with_context(|| format!("opening {device} (train.device)"))?,
+            ),
+        };
         let mut model = model;
-        model
-            .to_device(device)
-            .with_context(|| format!("moving the model to {device} (train.device)"))?;
+        if let Some(g) = &gpu {
+            model
+                .to_gpu(g)
+                .with_context(|| format!("moving the model to {device} (train.device)"))?;
+        }
         let opt_config = match tc.optimizer.as_str() {
             "sgd" => OptimizerConfig::Sgd(SgdConfig {
                 momentum: tc.momentum,
@@ -196,7 +207,7 @@ impl Trainer {
         };
         let segments = backbone_segments(&model);
         let mut trainer = Trainer {
-            device,
+            gpu,
             name: name.to_string(),
             problem,
             config: config.clone(),
@@ -504,6 +515,14 @@ impl Trainer {
         Ok(())
     }
 
+    /// A batch tensor moved to this trainer's device stream (unchanged on the CPU).
+    fn on_device(&self, t: Tensor) -> Result<Tensor> {
+        Ok(match &self.gpu {
+            Some(g) => t.to_gpu(g)?,
+            None => t,
+        })
+    }
+
     fn head_len(&self) -> usize {
         self.model.store().num_trainable_elements() - self.segments.backbone
     }
@@ -604,7 +623,7 @@ impl Trainer {
             }
             v
         };
-        let images = Tensor::new(images, &[b, c, h, w])?.to_device(self.device)?;
+        let images = self.on_device(Tensor::new(images, &[b, c, h, w])?)?;
         Ok((images, order, counts))
     }
 
@@ -666,8 +685,7 @@ impl Trainer {
             for batch in loader.epoch(0) {
                 let batch = batch?;
                 let [b, c, h, w] = batch.shape;
-                let images =
-                    Tensor::new(batch.images.clone(), &[b, c, h, w])?.to_device(self.device)?;
+                let images = self.on_device(Tensor::new(batch.images.clone(), &[b, c, h, w])?)?;
                 let features: Features = self.model.forward_features(&images)?;
                 let order: Vec<usize> = (0..b).collect();
                 // An evaluation batch holds one source: one head pass serves its objectives.

@@ -10,6 +10,15 @@ use crate::error::{KernelError, Result};
 /// Op name in errors.
 const OP: &str = "cuda::gemm";
 
+/// Floating-point operations (2·m·n·k per product) of every product issued by this process.
+static FLOPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Floating-point operations issued by [`gemm`] so far in this process (for "fraction of
+/// the device's matrix-product throughput" figures: read it before and after a step).
+pub fn gemm_flops() -> u64 {
+    FLOPS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Shape of a (strided, batched) row-major product `C[b] = alpha·op(A[b])·op(B[b]) + beta·C[b]`
 /// with `op(A)` m x k, `op(B)` k x n, `C` m x n, matrix `b` of each operand starting
 /// `b·stride` elements after its offset (stride 0 shares one matrix across the batch).
@@ -138,6 +147,8 @@ pub fn gemm(
     c: (&mut GpuBuffer<f32>, usize),
 ) -> Result<()> {
     g.validate((a.0.len(), a.1), (b.0.len(), b.1), (c.0.len(), c.1))?;
+    let flops = 2 * (g.m * g.n * g.k * g.batch) as u64;
+    FLOPS.fetch_add(flops, std::sync::atomic::Ordering::Relaxed);
     let (a_ptr, b_ptr) = (a.0.arg_at(a.1).raw_ptr(), b.0.arg_at(b.1).raw_ptr());
     if let Some(blas) = gpu.blas() {
         let c_ptr = c.0.arg_mut_at(c.1).raw_ptr();

@@ -217,6 +217,25 @@ impl Gpu {
         }))
     }
 
+    /// Lets cuBLAS use TF32 tensor cores for f32 products (PyTorch's
+    /// `allow_tf32 = True`): about 10 mantissa bits per product, much faster. Off by default,
+    /// so products match the CPU to f32 rounding. No effect on the emulator.
+    pub fn set_tf32(&self, on: bool) -> Result<()> {
+        use cudarc::cublas::sys;
+        let Some(c) = self.cuda() else {
+            return Ok(());
+        };
+        let mode = if on {
+            sys::cublasMath_t::CUBLAS_TF32_TENSOR_OP_MATH
+        } else {
+            sys::cublasMath_t::CUBLAS_DEFAULT_MATH
+        };
+        // SAFETY: the handle is live for as long as `self`.
+        unsafe { sys::cublasSetMathMode(*c.blas.handle(), mode) }
+            .result()
+            .map_err(|e| KernelError::new("cublasSetMathMode", format!("{e:?}")))
+    }
+
     /// True when kernels run on the CPU emulator.
     pub fn is_emulated(&self) -> bool {
         matches!(self.backend, Backend::Emu(_))

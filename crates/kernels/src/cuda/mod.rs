@@ -34,7 +34,7 @@ pub mod weighted_loss;
 pub use buffer::{Arg, DeviceElem, GpuBuffer};
 pub use cudarc::driver::LaunchConfig;
 pub use device::{CudaDeviceInfo, devices};
-pub use gemm::{Gemm, gemm};
+pub use gemm::{Gemm, gemm, gemm_flops};
 pub use gpu::{Gpu, MemoryStats};
 pub use grad_gram::{grad_gram, grad_gram_device};
 pub use libs::{CudaUnavailable, LibraryStatus, library_status};
