@@ -140,15 +140,24 @@ const BLOCK_FLOATS: usize = 8192;
 /// Target floats per parallel task (several blocks: a rayon task costs about a microsecond).
 const TASK_FLOATS: usize = 32_768;
 
-/// Gradient size from which d(logits) is written with streaming (non-temporal) stores: an
-/// output this large leaves the cache before its reader gets to it anyway, and streaming saves
-/// the read-for-ownership of every written line (a third of the call's memory traffic).
+/// Gradient size from which d(logits) would be written with streaming (non-temporal) stores
+/// if [`STREAM_BY_DEFAULT`]: an output this large leaves the cache before its reader gets to
+/// it anyway, and streaming saves the read-for-ownership of every written line.
 const STREAM_MIN_BYTES: usize = 8 << 20;
+
+/// Whether large gradients are streamed by default. Off: measured on the 2-core AVX-512 VM
+/// (interleaved runs, full-size benchmark shapes), streaming each block's staged gradient
+/// made C = 1000 about 1.5x slower and 40 attributes BCE about 1.25x slower, and 40 heads x 10
+/// no faster: the stores leave in bursts (one block at a time) that the core cannot overlap
+/// with its arithmetic, while plain stores drain through the caches in the background. The
+/// path stays, tested, for machines where memory rather than arithmetic is the limit.
+const STREAM_BY_DEFAULT: bool = false;
 
 /// How d(logits) reaches memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Store {
-    /// Streaming from [`STREAM_MIN_BYTES`] on where the AVX-512 kernels run, plain below.
+    /// Streaming from [`STREAM_MIN_BYTES`] on if [`STREAM_BY_DEFAULT`] and the AVX-512
+    /// kernels run, plain otherwise.
     Auto,
     /// Plain stores.
     // Plain and Stream are chosen by the tests only (which compare the two).
@@ -198,7 +207,7 @@ fn weighted_ce_impl(
 fn streams(store: Store, vector: bool, grad_floats: usize) -> bool {
     vector
         && match store {
-            Store::Auto => grad_floats * 4 >= STREAM_MIN_BYTES,
+            Store::Auto => STREAM_BY_DEFAULT && grad_floats * 4 >= STREAM_MIN_BYTES,
             Store::Plain => false,
             Store::Stream => true,
         }
@@ -504,18 +513,10 @@ fn ce_counts(op: &'static str, input: &WeightedCeInput<'_>) -> Result<Vec<usize>
         .map(|c| {
             let rows = c * COUNT_ROWS..((c + 1) * COUNT_ROWS).min(n);
             let ys = &input.targets[rows.start * t_count..rows.end * t_count];
-            let mut counts = vec![0usize; t_count];
-            let mut bad = false;
-            for (r, yr) in ys.chunks_exact(t_count).enumerate() {
-                let i = rows.start + r;
-                let mr = input.mask.map(|m| &m[i * t_count..(i + 1) * t_count]);
-                for t in 0..t_count {
-                    let y = yr[t];
-                    let ok = y != input.ignore_index && mr.is_none_or(|m| m[t] != 0);
-                    counts[t] += usize::from(ok);
-                    bad |= ok & (y as u64 >= sizes[t]);
-                }
-            }
+            let ms = input
+                .mask
+                .map(|m| &m[rows.start * t_count..rows.end * t_count]);
+            let (counts, bad) = count_valid(ys, ms, &sizes, input.ignore_index);
             if !bad {
                 return Ok(counts);
             }
@@ -545,6 +546,39 @@ fn ce_counts(op: &'static str, input: &WeightedCeInput<'_>) -> Result<Vec<usize>
         }
     }
     Ok(counts)
+}
+
+/// Valid entries per task of rows of CE targets (and mask), and whether a valid target lies
+/// outside its head.
+fn count_valid(ys: &[i64], mask: Option<&[u8]>, sizes: &[u64], ignore: i64) -> (Vec<usize>, bool) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx512() {
+        // SAFETY: the CPU supports AVX-512F (checked just above).
+        return unsafe { avx512::count_valid(ys, mask, sizes, ignore) };
+    }
+    count_valid_scalar(ys, mask, sizes, ignore)
+}
+
+/// The portable body of [`count_valid`].
+fn count_valid_scalar(
+    ys: &[i64],
+    mask: Option<&[u8]>,
+    sizes: &[u64],
+    ignore: i64,
+) -> (Vec<usize>, bool) {
+    let t_count = sizes.len();
+    let mut counts = vec![0usize; t_count];
+    let mut bad = false;
+    for (r, yr) in ys.chunks_exact(t_count).enumerate() {
+        let mr = mask.map(|m| &m[r * t_count..(r + 1) * t_count]);
+        for t in 0..t_count {
+            let y = yr[t];
+            let ok = y != ignore && mr.is_none_or(|m| m[t] != 0);
+            counts[t] += usize::from(ok);
+            bad |= ok & (y as u64 >= sizes[t]);
+        }
+    }
+    (counts, bad)
 }
 
 /// Samples per task with a nonzero mask entry (all n without a mask).
@@ -1120,6 +1154,21 @@ mod avx512 {
         std::array::from_fn(|i| _mm512_mul_ps(_mm512_add_ps(u[i], u[i]), p[i]))
     }
 
+    /// ln(1 + e) for e in [0, 1], 16 lanes: the series of [`super::ln1p_unit`] with
+    /// u = e / (2 + e) from a division (the BCE kernel's divider is otherwise idle; rcp14 and a
+    /// Newton step cost three operations more).
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn ln1p_unit16_div(e: __m512) -> __m512 {
+        let u = _mm512_div_ps(e, _mm512_add_ps(splat(2.0), e));
+        let u2 = _mm512_mul_ps(u, u);
+        let mut p = splat(1.0 / 13.0);
+        for c in [1.0 / 11.0, 1.0 / 9.0, 1.0 / 7.0, 1.0 / 5.0, 1.0 / 3.0, 1.0] {
+            p = _mm512_fmadd_ps(p, u2, splat(c));
+        }
+        _mm512_mul_ps(_mm512_add_ps(u, u), p)
+    }
+
     /// Mask of the first k lanes (k <= 16).
     #[inline(always)]
     fn first(k: usize) -> __mmask16 {
@@ -1344,6 +1393,29 @@ mod avx512 {
             assert!(d.as_deref().is_none_or(|d| d.len() == x.len()));
             assert!(sums.len() == t_count && self.scales.len() == t_count);
             let need = w.div_ceil(16) * 16 + 6 * t_count.div_ceil(16) * 16;
+            // Heads all of one size get a build of the block with that size fixed: the class
+            // loops unroll and the per-class constants are hoisted.
+            let c0 = self.offsets[1];
+            let uniform = (0..t_count).all(|t| self.offsets[t + 1] - self.offsets[t] == c0);
+            #[allow(clippy::type_complexity)]
+            let block: unsafe fn(
+                &Self,
+                &[f32],
+                &[i64],
+                Option<&[u8]>,
+                Option<&mut [f32]>,
+                &mut [f64],
+                &mut [Lanes],
+            ) = match (uniform, c0) {
+                (true, 2) => Self::block::<2>,
+                (true, 3) => Self::block::<3>,
+                (true, 4) => Self::block::<4>,
+                (true, 5) => Self::block::<5>,
+                (true, 8) => Self::block::<8>,
+                (true, 10) => Self::block::<10>,
+                (true, 16) => Self::block::<16>,
+                _ => Self::block::<0>,
+            };
             TILE.with_borrow_mut(|tile| {
                 if tile.len() < need {
                     tile.resize(need, Lanes([0.0; 16]));
@@ -1352,9 +1424,10 @@ mod avx512 {
                     let r1 = (r0 + 16).min(rows);
                     let dr = d.as_deref_mut().map(|d| &mut d[r0 * w..r1 * w]);
                     // SAFETY: AVX-512F is enabled; the slices are whole rows (asserted above)
-                    // and the tile holds `need` vectors.
+                    // and the tile holds `need` vectors; C is 0 or the size of every head.
                     unsafe {
-                        self.block(
+                        block(
+                            self,
                             &x[r0 * w..r1 * w],
                             &targets[r0 * t_count..r1 * t_count],
                             mask.map(|m| &m[r0 * t_count..r1 * t_count]),
@@ -1367,15 +1440,28 @@ mod avx512 {
             });
         }
 
+        /// Offset and size of head t: from the layout, or t C and C when every head has C
+        /// classes (so the compiler sees the loop lengths).
+        #[inline(always)]
+        fn head<const C: usize>(&self, t: usize) -> (usize, usize) {
+            if C > 0 {
+                (t * C, C)
+            } else {
+                (self.offsets[t], self.offsets[t + 1] - self.offsets[t])
+            }
+        }
+
         // The head loops index the offsets, the scales, the sums and the tile by task.
         #[allow(clippy::needless_range_loop)]
         /// Up to 16 rows (see [`SmallTile::run`]); `tile` holds at least
         /// `ceil16(W) + 6 ceil16(T)` vectors.
         ///
+        /// `C` > 0: every head has C classes (loops of compile-time length); 0: any sizes.
+        ///
         /// # Safety
-        /// As for `run`, with at most 16 rows.
+        /// As for `run`, with at most 16 rows; C is 0 or the size of every head.
         #[target_feature(enable = "avx512f")]
-        unsafe fn block(
+        unsafe fn block<const C: usize>(
             &self,
             x: &[f32],
             targets: &[i64],
@@ -1480,7 +1566,7 @@ mod avx512 {
             let y_lines = (targets.len() * 8).div_ceil(64);
             let per_head = (x_lines + y_lines).div_ceil(t_count);
             for t in 0..t_count {
-                let (o, c) = (self.offsets[t], self.offsets[t + 1] - self.offsets[t]);
+                let (o, c) = self.head::<C>(t);
                 assert!(o + c <= wb * 16);
                 // SAFETY: columns o..o + c < wb * 16; the head vectors lie inside the tile.
                 let mut m = unsafe { _mm512_load_ps(col(o)) };
@@ -1504,7 +1590,7 @@ mod avx512 {
                 }
             }
             for t in 0..t_count {
-                let (o, c) = (self.offsets[t], self.offsets[t + 1] - self.offsets[t]);
+                let (o, c) = self.head::<C>(t);
                 // SAFETY (tile loads and stores below): as in the loop above.
                 let m = unsafe { _mm512_load_ps(head_p(0, t)) };
                 let yv = unsafe { _mm512_load_si512(ycols_p.add(16 * t).cast()) };
@@ -1555,7 +1641,7 @@ mod avx512 {
             }
             if grad {
                 for t in 0..t_count {
-                    let (o, c) = (self.offsets[t], self.offsets[t + 1] - self.offsets[t]);
+                    let (o, c) = self.head::<C>(t);
                     let sc = splat(self.scales[t]);
                     // SAFETY: as above.
                     let k = unsafe { _mm512_load_ps(head_p(3, t)) };
@@ -1731,6 +1817,72 @@ mod avx512 {
         (m, s)
     }
 
+    /// [`super::count_valid`], eight tasks per vector (the scalar loop was a tenth of a
+    /// small-head CE call).
+    ///
+    /// # Safety
+    /// AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn count_valid(
+        ys: &[i64],
+        mask: Option<&[u8]>,
+        sizes: &[u64],
+        ignore: i64,
+    ) -> (Vec<usize>, bool) {
+        let t_count = sizes.len();
+        assert!(ys.len().is_multiple_of(t_count) && mask.is_none_or(|m| m.len() == ys.len()));
+        let blocks = t_count.div_ceil(8);
+        let mut cnt = vec![_mm512_setzero_si512(); blocks];
+        let size_v: Vec<__m512i> = (0..blocks)
+            .map(|b| {
+                let k = (t_count - 8 * b).min(8);
+                // SAFETY: the mask covers sizes 8 b..8 b + k.
+                unsafe {
+                    _mm512_maskz_loadu_epi64(first(k) as __mmask8, sizes.as_ptr().add(8 * b).cast())
+                }
+            })
+            .collect();
+        let (ign, one) = (_mm512_set1_epi64(ignore), _mm512_set1_epi64(1));
+        let mut bad: __mmask8 = 0;
+        for r in 0..ys.len() / t_count {
+            for b in 0..blocks {
+                let at = r * t_count + 8 * b;
+                let k = (t_count - 8 * b).min(8);
+                let m8 = first(k) as __mmask8;
+                // SAFETY: the mask covers targets at..at + k of row r.
+                let y = unsafe { _mm512_maskz_loadu_epi64(m8, ys.as_ptr().add(at).cast()) };
+                let mut ok = m8 & _mm512_cmpneq_epi64_mask(y, ign);
+                if let Some(m) = mask {
+                    let mb = &m[at..at + k];
+                    ok &= if k == 8 {
+                        let v = u64::from_le_bytes(mb.try_into().expect("8 bytes"));
+                        _mm512_cmpneq_epi64_mask(
+                            _mm512_cvtepu8_epi64(_mm_cvtsi64_si128(v as i64)),
+                            _mm512_setzero_si512(),
+                        )
+                    } else {
+                        mb.iter()
+                            .enumerate()
+                            .fold(0, |acc, (l, &v)| acc | (u8::from(v != 0) << l))
+                    };
+                }
+                cnt[b] = _mm512_mask_add_epi64(cnt[b], ok, cnt[b], one);
+                // Unsigned: a negative target is out of range too.
+                bad |= ok & _mm512_cmpge_epu64_mask(y, size_v[b]);
+            }
+        }
+        let mut counts = vec![0usize; t_count];
+        for (b, c) in cnt.iter().enumerate() {
+            let mut lanes = [0u64; 8];
+            // SAFETY: 8 lanes into an 8-element array.
+            unsafe { _mm512_storeu_si512(lanes.as_mut_ptr().cast(), *c) };
+            for (l, &v) in lanes.iter().enumerate().take((t_count - 8 * b).min(8)) {
+                counts[8 * b + l] = v as usize;
+            }
+        }
+        (counts, bad != 0)
+    }
+
     /// [`super::stream_copy`] with 64-byte streaming stores.
     ///
     /// # Safety
@@ -1851,7 +2003,7 @@ mod avx512 {
                             sign,
                         )))
                     });
-                    let l1p = ln1p_unit16n(e);
+                    let l1p = e.map(|v| ln1p_unit16_div(v));
                     for u in 0..4 {
                         let base = _mm512_fnmadd_ps(x[u], y[u], _mm512_max_ps(x[u], zero));
                         let loss = _mm512_maskz_add_ps(vk[u], base, l1p[u]);
@@ -1859,11 +2011,11 @@ mod avx512 {
                     }
                     if let Some(q) = d {
                         // sigmoid(x) from e = exp(-|x|) without overflow on either side.
-                        let a = e.map(|v| _mm512_add_ps(one, v));
-                        let r0v = a.map(|v| _mm512_rcp14_ps(v));
+                        // A division (a separate unit, otherwise idle here) rather than
+                        // rcp14 and a Newton step: two operations fewer per vector.
+                        let rcv = e.map(|v| _mm512_div_ps(one, _mm512_add_ps(one, v)));
                         for u in 0..4 {
-                            let rc =
-                                _mm512_mul_ps(r0v[u], _mm512_fnmadd_ps(a[u], r0v[u], splat(2.0)));
+                            let rc = rcv[u];
                             let neg = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x[u], zero);
                             let sig = _mm512_mask_mul_ps(rc, neg, e[u], rc);
                             let g = _mm512_maskz_mul_ps(
@@ -2224,6 +2376,9 @@ mod tests {
             layouts.push(vec![c, (c * 7) % 17 + 1, 16, 17, 1]);
             layouts.push((0..c % 23 + 1).map(|k| (c + 3 * k) % 16 + 1).collect());
         }
+        // Heads all of one size: the small-head kernel's fixed-size builds (and 7, which has
+        // none).
+        layouts.extend([2, 3, 4, 5, 7, 8, 10, 16].map(|c| vec![c; 18]));
         for sizes in &layouts {
             let c = sizes[0];
             let layout = TaskLayout::from_sizes(sizes).unwrap();
@@ -2429,6 +2584,7 @@ mod tests {
         let exp = |v| unsafe { avx512::exp16(v) };
         let ln = |v| unsafe { avx512::ln16(v) };
         let ln1p = |v| unsafe { avx512::ln1p_unit16n([v])[0] };
+        let ln1p_div = |v| unsafe { avx512::ln1p_unit16_div(v) };
         let (mut worst_exp, mut worst_ln, mut worst_ln1p) = (0.0f64, 0.0f64, 0.0f64);
         for step in 0..2000 {
             let xs: [f32; 16] = std::array::from_fn(|l| -87.0 + (step * 16 + l) as f32 * 0.0054);
@@ -2443,6 +2599,10 @@ mod tests {
             }
             let es: [f32; 16] = std::array::from_fn(|l| (step * 16 + l) as f32 / 32000.0);
             for (e, l) in es.iter().zip(lanes(&ln1p, &es)) {
+                let want = (*e as f64).ln_1p();
+                worst_ln1p = worst_ln1p.max((l as f64 - want).abs() / want.max(1e-30));
+            }
+            for (e, l) in es.iter().zip(lanes(&ln1p_div, &es)) {
                 let want = (*e as f64).ln_1p();
                 worst_ln1p = worst_ln1p.max((l as f64 - want).abs() / want.max(1e-30));
             }
@@ -2692,17 +2852,20 @@ mod tests {
         }
     }
 
-    /// Gradients from [`STREAM_MIN_BYTES`] on are streamed by default (checked here), and
-    /// still match the f64 reference and the plain-store results exactly.
+    /// Streamed gradients at a size where the default would stream them (if
+    /// [`STREAM_BY_DEFAULT`]): they match the f64 reference, and the default call's results
+    /// exactly.
     #[test]
-    fn large_gradients_stream_and_match_f64() {
+    fn large_streamed_gradients_match_f64_and_the_default() {
         if !has_avx512() {
             eprintln!("skipped: the CPU lacks AVX-512F");
             return;
         }
         let mut rng = Gen(33);
         let n = STREAM_MIN_BYTES / (4 * 400) + 3;
-        assert!(streams(Store::Auto, true, n * 400) && !streams(Store::Auto, true, 1000));
+        assert_eq!(streams(Store::Auto, true, n * 400), STREAM_BY_DEFAULT);
+        assert!(!streams(Store::Auto, true, 1000) && streams(Store::Stream, true, 1000));
+        let bits = |g: &[f32]| g.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
         let (layout, x, ys, mask, weights) = ce_problem(&mut rng, n, &[10; 40]);
         let input = WeightedCeInput {
             layout: &layout,
@@ -2714,18 +2877,11 @@ mod tests {
             ignore_index: -100,
         };
         let mut grad = vec![f32::NAN; n * 400];
-        let out = weighted_ce_loss(&input, Some(&mut grad)).unwrap();
-        assert_near("ce auto", &out, &grad, &ce_f64(&input));
-        let mut plain = vec![f32::NAN; n * 400];
-        assert_eq!(
-            out,
-            weighted_ce_with(&input, Some(&mut plain), true, Store::Plain).unwrap()
-        );
-        assert!(
-            grad.iter()
-                .zip(&plain)
-                .all(|(a, b)| a.to_bits() == b.to_bits())
-        );
+        let out = weighted_ce_with(&input, Some(&mut grad), true, Store::Stream).unwrap();
+        assert_near("ce streamed", &out, &grad, &ce_f64(&input));
+        let mut default = vec![f32::NAN; n * 400];
+        assert_eq!(out, weighted_ce_loss(&input, Some(&mut default)).unwrap());
+        assert!(bits(&grad) == bits(&default));
         let n = STREAM_MIN_BYTES / (4 * 40) + 5;
         let (layout, x, ys, mask, weights) = bce_problem(&mut rng, n, &[1; 40]);
         let input = WeightedBceInput {
@@ -2737,18 +2893,48 @@ mod tests {
             weights: &weights,
         };
         let mut grad = vec![f32::NAN; n * 40];
-        let out = weighted_bce_loss(&input, Some(&mut grad)).unwrap();
-        assert_near("bce auto", &out, &grad, &bce_f64(&input));
-        let mut plain = vec![f32::NAN; n * 40];
-        assert_eq!(
-            out,
-            weighted_bce_with(&input, Some(&mut plain), true, Store::Plain).unwrap()
-        );
-        assert!(
-            grad.iter()
-                .zip(&plain)
-                .all(|(a, b)| a.to_bits() == b.to_bits())
-        );
+        let out = weighted_bce_with(&input, Some(&mut grad), true, Store::Stream).unwrap();
+        assert_near("bce streamed", &out, &grad, &bce_f64(&input));
+        let mut default = vec![f32::NAN; n * 40];
+        assert_eq!(out, weighted_bce_loss(&input, Some(&mut default)).unwrap());
+        assert!(bits(&grad) == bits(&default));
+    }
+
+    /// The vector counting pass agrees with the scalar one: counts, and the out-of-range flag
+    /// (negative or too large, only where the entry is valid), for 1..=19 tasks (partial
+    /// 8-task vectors), with and without a mask.
+    #[test]
+    fn vector_counts_match_scalar() {
+        if !has_avx512() {
+            eprintln!("skipped: the CPU lacks AVX-512F");
+            return;
+        }
+        let mut rng = Gen(8);
+        for t in 1..=19usize {
+            let sizes: Vec<u64> = (0..t).map(|k| (k % 5 + 1) as u64).collect();
+            for bad_at in [None, Some(3 * t + t / 2)] {
+                let rows = 9;
+                let mut ys: Vec<i64> = (0..rows * t)
+                    .map(|k| match rng.below(6) {
+                        0 => -100,
+                        _ => rng.below(sizes[k % t] as usize) as i64,
+                    })
+                    .collect();
+                let mask: Vec<u8> = (0..rows * t).map(|_| u8::from(rng.below(3) != 0)).collect();
+                if let Some(k) = bad_at {
+                    ys[k] = if t % 2 == 0 { -7 } else { sizes[k % t] as i64 };
+                }
+                for m in [None, Some(&mask[..])] {
+                    // SAFETY: AVX-512F checked above.
+                    let got = unsafe { avx512::count_valid(&ys, m, &sizes, -100) };
+                    let want = count_valid_scalar(&ys, m, &sizes, -100);
+                    assert_eq!(got, want, "t {t} bad {bad_at:?} mask {}", m.is_some());
+                    if m.is_none() {
+                        assert_eq!(got.1, bad_at.is_some(), "t {t}");
+                    }
+                }
+            }
+        }
     }
 
     /// Blocks and tasks depend on the width only, tile whole 16-row groups, and cover the rows.
