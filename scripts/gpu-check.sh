@@ -38,6 +38,7 @@ CUDA_TESTS=(
     "scalarize-autograd:cuda_ops_norm"
     "scalarize-autograd:cuda_ops_shape"
     "scalarize-nn:cuda_model"
+    "scalarize-nn:cuda_memory"
 )
 # Criterion benchmarks (root package) with a GPU group.
 GPU_BENCHES=(
