@@ -1953,6 +1953,8 @@ mod avx512 {
             while v0 < nv {
                 let end = (v0 + group).min(nv);
                 let mut v = v0;
+                // Phase of vector v (v0 is a whole number of periods).
+                let mut p = 0;
                 while v < end {
                     // Four vectors at a time, stage by stage (see exp16n); past `end` a vector
                     // gets an empty mask and a valid address.
@@ -1964,7 +1966,15 @@ mod avx512 {
                             0
                         }
                     });
-                    let ph: [usize; 4] = std::array::from_fn(|u| (vs[u] - v0) % phases);
+                    // Phases counted along (a % per vector was an integer division each).
+                    let mut ph = [0usize; 4];
+                    for slot in ph.iter_mut() {
+                        *slot = p;
+                        p += 1;
+                        if p == phases {
+                            p = 0;
+                        }
+                    }
                     // SAFETY (loads, stores): lanes under mk lie inside the slices.
                     let x: [__m512; 4] = std::array::from_fn(|u| unsafe {
                         _mm512_maskz_loadu_ps(mk[u], self.logits.as_ptr().add(16 * vs[u]))
