@@ -5,9 +5,12 @@
 //! SCALARIZE_BENCH_MODELS (comma-separated specs), RAYON_NUM_THREADS (threads, also passed to
 //! PyTorch), SCALARIZE_BENCH_NO_TORCH=1 to skip the PyTorch side.
 
-use std::process::Command;
 use std::time::Instant;
 
+#[path = "common/train.rs"]
+mod common;
+
+use common::{noise, torch_images_per_sec};
 use scalarize_autograd::Tensor;
 use scalarize_nn::layout::InitOptions;
 use scalarize_nn::loss::{Target, head_loss, weighted_sum};
@@ -16,19 +19,6 @@ use scalarize_nn::{Model, Routing};
 
 const BATCH: usize = 64;
 const DEFAULT_MODELS: &str = "resnet26:w0.25,vit-ti:p4:d6";
-
-/// Deterministic pseudo-random numbers (xorshift), enough for benchmark inputs.
-fn noise(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-        })
-        .collect()
-}
 
 /// Wall time of the three phases of a step, accumulated over the timed steps.
 #[derive(Default)]
@@ -129,35 +119,14 @@ fn bench_ours(spec: &str, steps: usize) -> f64 {
 }
 
 fn bench_torch(spec: &str, steps: usize, threads: usize) -> Option<f64> {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/train_step_torch.py");
-    let out = Command::new(std::env::var("PYTHON").unwrap_or_else(|_| "python3".into()))
-        .args([
-            script,
-            "--model",
-            spec,
-            "--steps",
-            &steps.to_string(),
-            "--threads",
-            &threads.to_string(),
-        ])
-        .output()
-        .ok()?;
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    if !out.status.success() {
-        println!(
-            "pytorch    {spec:<22} skipped: {}",
-            String::from_utf8_lossy(&out.stderr)
-                .lines()
-                .last()
-                .unwrap_or("failed")
-        );
-        return None;
-    }
-    print!("{text}");
-    text.split_whitespace()
-        .zip(text.split_whitespace().skip(1))
-        .find(|(_, unit)| *unit == "images/s")
-        .and_then(|(v, _)| v.parse().ok())
+    let args = [
+        "--steps",
+        &steps.to_string(),
+        "--threads",
+        &threads.to_string(),
+    ]
+    .map(String::from);
+    torch_images_per_sec(spec, &args)
 }
 
 fn main() {

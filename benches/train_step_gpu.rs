@@ -15,10 +15,13 @@
 //! SCALARIZE_BENCH_SUMMARY (JSON lines for the gpu-check table).
 
 use std::io::Write;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Instant;
 
+#[path = "common/train.rs"]
+mod common;
+
+use common::{noise, torch_images_per_sec};
 use scalarize_autograd::Tensor;
 use scalarize_kernels::cuda::{Gemm, Gpu, gemm, gemm_flops};
 use scalarize_nn::layout::InitOptions;
@@ -31,19 +34,6 @@ fn env_usize(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// Deterministic pseudo-random numbers in [-1, 1) (xorshift).
-fn noise(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-        })
-        .collect()
 }
 
 /// A model on `gpu` with its optimizer, a fixed batch and labels.
@@ -147,32 +137,21 @@ fn peak_gemm_tflops(gpu: &Gpu) -> f64 {
     2.0 * (n as f64).powi(3) * reps as f64 / t0.elapsed().as_secs_f64() / 1e12
 }
 
-fn torch_images_per_sec(spec: &str, steps: usize, batch: usize) -> Option<f64> {
+fn torch_on_gpu(spec: &str, steps: usize, batch: usize) -> Option<f64> {
     if std::env::var("SCALARIZE_BENCH_NO_TORCH").is_ok() {
         return None;
     }
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/train_step_torch.py");
-    let out = Command::new(std::env::var("PYTHON").unwrap_or_else(|_| "python3".into()))
-        .args([script, "--model", spec, "--device", "cuda", "--tf32"])
-        .args(["--steps", &steps.to_string(), "--batch", &batch.to_string()])
-        .output()
-        .ok()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() {
-        println!(
-            "pytorch    {spec:<22} skipped: {}",
-            String::from_utf8_lossy(&out.stderr)
-                .lines()
-                .last()
-                .unwrap_or("failed")
-        );
-        return None;
-    }
-    print!("{text}");
-    text.split_whitespace()
-        .zip(text.split_whitespace().skip(1))
-        .find(|(_, unit)| *unit == "images/s")
-        .and_then(|(v, _)| v.parse().ok())
+    let args = [
+        "--device",
+        "cuda",
+        "--tf32",
+        "--steps",
+        &steps.to_string(),
+        "--batch",
+        &batch.to_string(),
+    ]
+    .map(String::from);
+    torch_images_per_sec(spec, &args)
 }
 
 fn summary(line: String) {
@@ -236,7 +215,7 @@ fn main() {
             flops / secs / 1e12,
             frac * 100.0
         );
-        if let Some(theirs) = torch_images_per_sec(spec, steps, batch) {
+        if let Some(theirs) = torch_on_gpu(spec, steps, batch) {
             println!(
                 "ratio      {spec:<22} {:.2}x PyTorch eager (target >= 1x)",
                 ips / theirs

@@ -63,6 +63,51 @@ fn binary_on_gpu(
     ))
 }
 
+/// `x` plus a broadcast `bias` on the device (`add`), recorded with dx = dy and
+/// dbias = `grad`(dy).
+fn bias_on_gpu(
+    op: &'static str,
+    x: &Tensor,
+    bias: &Tensor,
+    g: Arc<Gpu>,
+    add: impl Fn(
+        &Gpu,
+        &GpuBuffer<f32>,
+        &GpuBuffer<f32>,
+        &mut GpuBuffer<f32>,
+    ) -> scalarize_kernels::Result<()>,
+    grad: impl Fn(&Gpu, &GpuBuffer<f32>, &mut GpuBuffer<f32>) -> scalarize_kernels::Result<()>
+    + Send
+    + Sync
+    + 'static,
+) -> Result<Tensor> {
+    let mut y = g.alloc::<f32>(x.numel())?;
+    add(&g, gpu::buf(x)?, gpu::buf(bias)?, &mut y)?;
+    let bias_len = bias.numel();
+    Ok(attach_any(
+        op,
+        gpu::tensor(&g, y, x.shape().to_vec()),
+        &[x, bias],
+        Box::new(move |dy, needs| {
+            let dy = gpu::cotangent(op, dy)?;
+            let (g, d) = (&dy.gpu, &dy.buf);
+            let dx = if needs[0] {
+                Some(gpu::grad(g, gpu::copy(g, d)?))
+            } else {
+                None
+            };
+            let db = if needs[1] {
+                let mut db = g.alloc::<f32>(bias_len)?;
+                grad(g, d, &mut db)?;
+                Some(gpu::grad(g, db))
+            } else {
+                None
+            };
+            Ok(vec![dx, db])
+        }),
+    ))
+}
+
 impl Tensor {
     /// `self + other` (same shapes).
     pub fn add(&self, other: &Tensor) -> Result<Tensor> {
@@ -194,37 +239,14 @@ impl Tensor {
         let dim = bias.numel();
         let rows = self.numel() / dim;
         if let Some(g) = gpu::gpu_of("add_bias", &[self, bias])? {
-            let mut y = g.alloc::<f32>(self.numel())?;
-            cuda::elementwise::add_bias_rows(
-                &g,
-                rows,
-                dim,
-                gpu::buf(self)?,
-                gpu::buf(bias)?,
-                &mut y,
-            )?;
-            return Ok(attach_any(
+            return bias_on_gpu(
                 "add_bias",
-                gpu::tensor(&g, y, self.shape().to_vec()),
-                &[self, bias],
-                Box::new(move |dy, needs| {
-                    let dy = gpu::cotangent("add_bias", dy)?;
-                    let (g, d) = (&dy.gpu, &dy.buf);
-                    let dx = if needs[0] {
-                        Some(gpu::grad(g, gpu::copy(g, d)?))
-                    } else {
-                        None
-                    };
-                    let db = if needs[1] {
-                        let mut db = g.alloc::<f32>(dim)?;
-                        cuda::elementwise::bias_grad_rows(g, rows, dim, d, &mut db)?;
-                        Some(gpu::grad(g, db))
-                    } else {
-                        None
-                    };
-                    Ok(vec![dx, db])
-                }),
-            ));
+                self,
+                bias,
+                g,
+                move |g, x, b, y| cuda::elementwise::add_bias_rows(g, rows, dim, x, b, y),
+                move |g, dy, db| cuda::elementwise::bias_grad_rows(g, rows, dim, dy, db),
+            );
         }
         let mut y = output(self.numel());
         cpu::add_bias_rows(rows, dim, self.values()?, bias.values()?, &mut y)?;
@@ -262,38 +284,14 @@ impl Tensor {
         let (n, c) = (self.shape()[0], self.shape()[1]);
         let hw = self.numel() / (n * c);
         if let Some(g) = gpu::gpu_of("add_channel_bias", &[self, bias])? {
-            let mut y = g.alloc::<f32>(self.numel())?;
-            cuda::elementwise::add_bias_channels(
-                &g,
-                n,
-                c,
-                hw,
-                gpu::buf(self)?,
-                gpu::buf(bias)?,
-                &mut y,
-            )?;
-            return Ok(attach_any(
+            return bias_on_gpu(
                 "add_channel_bias",
-                gpu::tensor(&g, y, self.shape().to_vec()),
-                &[self, bias],
-                Box::new(move |dy, needs| {
-                    let dy = gpu::cotangent("add_channel_bias", dy)?;
-                    let (g, d) = (&dy.gpu, &dy.buf);
-                    let dx = if needs[0] {
-                        Some(gpu::grad(g, gpu::copy(g, d)?))
-                    } else {
-                        None
-                    };
-                    let db = if needs[1] {
-                        let mut db = g.alloc::<f32>(c)?;
-                        cuda::elementwise::bias_grad_channels(g, n, c, hw, d, &mut db)?;
-                        Some(gpu::grad(g, db))
-                    } else {
-                        None
-                    };
-                    Ok(vec![dx, db])
-                }),
-            ));
+                self,
+                bias,
+                g,
+                move |g, x, b, y| cuda::elementwise::add_bias_channels(g, n, c, hw, x, b, y),
+                move |g, dy, db| cuda::elementwise::bias_grad_channels(g, n, c, hw, dy, db),
+            );
         }
         let mut y = output(self.numel());
         cpu::add_bias_channels(n, c, hw, self.values()?, bias.values()?, &mut y)?;
