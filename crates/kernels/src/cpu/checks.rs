@@ -27,6 +27,22 @@ pub(crate) fn numel(op: &'static str, dims: &[(&str, usize)]) -> Result<usize> {
     Ok(total)
 }
 
+/// [`numel`] for device kernels, which index with i64: a count past `i64::MAX` is refused too.
+pub(crate) fn numel_i64(op: &'static str, dims: &[(&str, usize)]) -> Result<usize> {
+    let total = numel(op, dims)?;
+    if i64::try_from(total).is_err() {
+        return Err(KernelError::new(
+            op,
+            format!("shape {} has too many elements", show(dims)),
+        ));
+    }
+    Ok(total)
+}
+
+/// How an op counts a shape's elements: [`numel`] on the CPU, [`numel_i64`] on the device;
+/// the checks shared by an op and its CUDA twin take it so that each side keeps its limit.
+pub(crate) type Numel = fn(&'static str, &[(&str, usize)]) -> Result<usize>;
+
 /// Checks that buffer `name` has `expected` elements; `shape` describes the expected shape.
 pub(crate) fn buf(
     op: &'static str,

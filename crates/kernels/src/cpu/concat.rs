@@ -1,10 +1,18 @@
 //! Concatenation along one axis and its inverse, split. Part i is viewed as [outer, inner_i];
 //! the result is [outer, Σ inner_i].
 
-use super::checks::{buf, numel};
+use super::checks::{Numel, buf, numel};
 use crate::error::{KernelError, Result};
 
-fn check_parts(op: &'static str, outer: usize, lens: &[usize], inners: &[usize]) -> Result<usize> {
+/// Checks the parts (lengths `lens`) against their inner sizes, counting with `count` (shared
+/// with the CUDA twin); returns the total width Σ inner_i.
+pub(crate) fn check_parts(
+    op: &'static str,
+    count: Numel,
+    outer: usize,
+    lens: &[usize],
+    inners: &[usize],
+) -> Result<usize> {
     if lens.len() != inners.len() {
         return Err(KernelError::new(
             op,
@@ -16,7 +24,7 @@ fn check_parts(op: &'static str, outer: usize, lens: &[usize], inners: &[usize])
     }
     let mut width = 0usize;
     for (i, (&len, &inner)) in lens.iter().zip(inners).enumerate() {
-        let expected = numel(op, &[("outer", outer), ("inner", inner)])?;
+        let expected = count(op, &[("outer", outer), ("inner", inner)])?;
         buf(
             op,
             &format!("parts[{i}]"),
@@ -33,7 +41,7 @@ fn check_parts(op: &'static str, outer: usize, lens: &[usize], inners: &[usize])
 pub fn concat(outer: usize, parts: &[&[f32]], inners: &[usize], y: &mut [f32]) -> Result<()> {
     const OP: &str = "concat";
     let lens: Vec<usize> = parts.iter().map(|p| p.len()).collect();
-    let width = check_parts(OP, outer, &lens, inners)?;
+    let width = check_parts(OP, numel, outer, &lens, inners)?;
     buf(
         OP,
         "y",
@@ -55,7 +63,7 @@ pub fn concat(outer: usize, parts: &[&[f32]], inners: &[usize], y: &mut [f32]) -
 pub fn split(outer: usize, x: &[f32], inners: &[usize], parts: &mut [&mut [f32]]) -> Result<()> {
     const OP: &str = "split";
     let lens: Vec<usize> = parts.iter().map(|p| p.len()).collect();
-    let width = check_parts(OP, outer, &lens, inners)?;
+    let width = check_parts(OP, numel, outer, &lens, inners)?;
     buf(
         OP,
         "x",

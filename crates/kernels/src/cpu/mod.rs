@@ -11,7 +11,7 @@ pub mod activation;
 pub mod alloc;
 pub mod attention;
 pub mod batch_norm;
-mod checks;
+pub(crate) mod checks;
 pub mod concat;
 pub mod conv;
 pub mod cross_entropy;

@@ -1,6 +1,6 @@
 //! Axis permutation (rank ≤ 6) and 2-D transpose, as ViT attention needs them.
 
-use super::checks::{PAR_MIN, buf, numel};
+use super::checks::{Numel, PAR_MIN, buf, numel};
 use crate::error::{KernelError, Result};
 use rayon::prelude::*;
 
@@ -11,32 +11,7 @@ pub const MAX_RANK: usize = 6;
 pub fn permute(x: &[f32], shape: &[usize], perm: &[usize], y: &mut [f32]) -> Result<()> {
     const OP: &str = "permute";
     let rank = shape.len();
-    if rank == 0 || rank > MAX_RANK {
-        return Err(KernelError::new(
-            OP,
-            format!("rank {rank} of shape {shape:?} is not in 1..={MAX_RANK}"),
-        ));
-    }
-    let mut seen = [false; MAX_RANK];
-    let valid = perm.len() == rank
-        && perm.iter().all(|&p| {
-            let fresh = p < rank && !seen[p];
-            if fresh {
-                seen[p] = true;
-            }
-            fresh
-        });
-    if !valid {
-        return Err(KernelError::new(
-            OP,
-            format!("perm {perm:?} is not a permutation of the {rank} axes of shape {shape:?}"),
-        ));
-    }
-    let named: Vec<(&str, usize)> = shape.iter().map(|&d| ("axis", d)).collect();
-    let total = numel(OP, &named)?;
-    buf(OP, "x", x.len(), total, format_args!("{shape:?}"))?;
-    let out_shape: Vec<usize> = perm.iter().map(|&p| shape[p]).collect();
-    buf(OP, "y", y.len(), total, format_args!("{out_shape:?}"))?;
+    let (total, out_shape) = check_permute(OP, numel, shape, perm, x.len(), y.len())?;
     // Row-major strides of x, listed in output-axis order.
     let mut in_strides = [0usize; MAX_RANK];
     let mut st = 1;
@@ -82,24 +57,78 @@ pub fn inverse_perm(perm: &[usize]) -> Vec<usize> {
     inv
 }
 
-/// y [cols, rows] = transpose of x [rows, cols], in cache-sized tiles.
-pub fn transpose2d(rows: usize, cols: usize, x: &[f32], y: &mut [f32]) -> Result<()> {
-    const OP: &str = "transpose2d";
-    let total = numel(OP, &[("rows", rows), ("cols", cols)])?;
+/// Checks `perm` against `shape` and buffers x and y of its size, counting with `count` (shared
+/// with the CUDA twin); returns the element count and the output shape.
+pub(crate) fn check_permute(
+    op: &'static str,
+    count: Numel,
+    shape: &[usize],
+    perm: &[usize],
+    x_len: usize,
+    y_len: usize,
+) -> Result<(usize, Vec<usize>)> {
+    let rank = shape.len();
+    if rank == 0 || rank > MAX_RANK {
+        return Err(KernelError::new(
+            op,
+            format!("rank {rank} of shape {shape:?} is not in 1..={MAX_RANK}"),
+        ));
+    }
+    let mut seen = [false; MAX_RANK];
+    let valid = perm.len() == rank
+        && perm.iter().all(|&p| {
+            let fresh = p < rank && !seen[p];
+            if fresh {
+                seen[p] = true;
+            }
+            fresh
+        });
+    if !valid {
+        return Err(KernelError::new(
+            op,
+            format!("perm {perm:?} is not a permutation of the {rank} axes of shape {shape:?}"),
+        ));
+    }
+    let named: Vec<(&str, usize)> = shape.iter().map(|&d| ("axis", d)).collect();
+    let total = count(op, &named)?;
+    buf(op, "x", x_len, total, format_args!("{shape:?}"))?;
+    let out_shape: Vec<usize> = perm.iter().map(|&p| shape[p]).collect();
+    buf(op, "y", y_len, total, format_args!("{out_shape:?}"))?;
+    Ok((total, out_shape))
+}
+
+/// Checks buffers x [rows, cols] and y [cols, rows], counting with `count` (shared with the
+/// CUDA twin); returns the element count.
+pub(crate) fn check_transpose2d(
+    op: &'static str,
+    count: Numel,
+    rows: usize,
+    cols: usize,
+    x_len: usize,
+    y_len: usize,
+) -> Result<usize> {
+    let total = count(op, &[("rows", rows), ("cols", cols)])?;
     buf(
-        OP,
+        op,
         "x",
-        x.len(),
+        x_len,
         total,
         format_args!("[rows={rows}, cols={cols}]"),
     )?;
     buf(
-        OP,
+        op,
         "y",
-        y.len(),
+        y_len,
         total,
         format_args!("[cols={cols}, rows={rows}]"),
     )?;
+    Ok(total)
+}
+
+/// y [cols, rows] = transpose of x [rows, cols], in cache-sized tiles.
+pub fn transpose2d(rows: usize, cols: usize, x: &[f32], y: &mut [f32]) -> Result<()> {
+    const OP: &str = "transpose2d";
+    let total = check_transpose2d(OP, numel, rows, cols, x.len(), y.len())?;
     const T: usize = 32;
     // Each task owns T rows of y (T columns of x).
     let body = |(tb, yb): (usize, &mut [f32])| {

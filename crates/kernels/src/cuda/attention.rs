@@ -14,9 +14,10 @@ use cudarc::driver::LaunchConfig;
 use super::buffer::{Arg, GpuBuffer};
 use super::gemm::{Gemm, gemm};
 use super::gpu::Gpu;
-use super::softmax::{buf, launch_backward, launch_forward, numel};
+use super::softmax::{launch_backward, launch_forward};
 use super::sources::ATTENTION;
 use crate::cpu::AttentionShape;
+use crate::cpu::checks::{buf, numel_i64 as numel};
 use crate::error::{KernelError, Result};
 
 /// Threads per block of the layout kernels.

@@ -7,31 +7,12 @@ use super::buffer::{Arg, GpuBuffer};
 use super::elementwise::{buf, i64_arg, numel, rows_cfg, threads_per_row};
 use super::gpu::Gpu;
 use super::sources::CONCAT;
+use crate::cpu;
 use crate::error::{KernelError, Result};
 
 /// Checks the parts as the CPU does; returns the total width Σ inner_i.
 fn check_parts(op: &'static str, outer: usize, lens: &[usize], inners: &[usize]) -> Result<usize> {
-    if lens.len() != inners.len() {
-        return Err(KernelError::new(
-            op,
-            format!("{} parts but {} inner sizes", lens.len(), inners.len()),
-        ));
-    }
-    if inners.is_empty() {
-        return Err(KernelError::new(op, "empty tensor: no parts given"));
-    }
-    let mut width = 0usize;
-    for (i, (&len, &inner)) in lens.iter().zip(inners).enumerate() {
-        let expected = numel(op, &[("outer", outer), ("inner", inner)])?;
-        buf(
-            op,
-            &format!("parts[{i}]"),
-            len,
-            expected,
-            format_args!("[outer={outer}, inner={inner}]"),
-        )?;
-        width += inner;
-    }
+    let width = cpu::concat::check_parts(op, numel, outer, lens, inners)?;
     // The whole result must be addressable with i64 indices too.
     numel(op, &[("outer", outer), ("width", width)])?;
     Ok(width)

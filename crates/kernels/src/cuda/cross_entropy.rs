@@ -10,8 +10,9 @@ use cudarc::driver::LaunchConfig;
 
 use super::buffer::{Arg, GpuBuffer};
 use super::gpu::Gpu;
-use super::softmax::{buf, numel, row_launch};
+use super::softmax::row_launch;
 use super::sources::CROSS_ENTROPY;
+use crate::cpu::checks::{buf, numel_i64 as numel, same_len};
 use crate::error::{KernelError, Result};
 
 /// Threads per block of the elementwise and target-check kernels.
@@ -193,28 +194,6 @@ pub fn cross_entropy_backward(
             dlogits.arg_mut(),
         ],
     )
-}
-
-/// Checks that the buffers have the same non-zero length (the CPU's `same_len` messages).
-fn same_len(op: &'static str, names: &[(&str, usize)]) -> Result<usize> {
-    let (first, n) = names[0];
-    if n == 0 {
-        return Err(KernelError::new(
-            op,
-            format!("empty tensor: `{first}` has 0 elements"),
-        ));
-    }
-    for &(name, len) in &names[1..] {
-        if len != n {
-            return Err(KernelError::new(
-                op,
-                format!(
-                    "buffer `{name}` has {len} elements, expected {n} (the length of `{first}`)"
-                ),
-            ));
-        }
-    }
-    Ok(n)
 }
 
 /// Elementwise BCE with logits: losses = max(x, 0) − x·t + log(1 + e^{−|x|}).

@@ -1,11 +1,9 @@
 //! CUDA elementwise arithmetic and bias broadcasts (kernels/elementwise.cu): the twins of
 //! [`crate::cpu::elementwise`], same names, argument order and checks, buffers on the device.
 //!
-//! Also home of the shape checks and launch shapes shared by the CUDA twins of the simple
-//! families (activation, reduce, concat, permute): the CPU's checks are private to `cpu`, and
-//! these produce the same messages so that both sides fail alike.
-
-use std::fmt;
+//! Also home of the launch shapes shared by the CUDA twins of the simple families
+//! (activation, reduce, concat, permute), and the door through which they use the CPU's shape
+//! checks, so that both sides fail alike.
 
 use cudarc::driver::LaunchConfig;
 
@@ -13,86 +11,16 @@ use super::buffer::{Arg, GpuBuffer};
 use super::gpu::Gpu;
 use super::reduce;
 use super::sources::ELEMENTWISE;
-use crate::error::{KernelError, Result};
+use crate::error::Result;
+
+// The CPU's checks (device kernels index with i64, hence `numel_i64`): same messages.
+pub(crate) use crate::cpu::checks::{buf, numel_i64 as numel, same_len};
 
 /// Threads per block of the flat and row kernels (a multiple of 32).
 pub(crate) const THREADS: u32 = 256;
 /// Most blocks of a grid-stride launch: far more than a GPU keeps resident (132 SMs x 8 blocks
 /// of 256 on an H100), and the grid-stride loops cover any size past it.
 pub(crate) const MAX_BLOCKS: usize = 8192;
-
-/// Product of `dims`, refusing a zero dimension ("empty") and overflow (as `cpu::checks`).
-pub(crate) fn numel(op: &'static str, dims: &[(&str, usize)]) -> Result<usize> {
-    let mut total: usize = 1;
-    for &(name, d) in dims {
-        if d == 0 {
-            return Err(KernelError::new(
-                op,
-                format!(
-                    "empty tensor: dimension `{name}` is 0 (shape {})",
-                    show(dims)
-                ),
-            ));
-        }
-        total = total.checked_mul(d).ok_or_else(|| {
-            KernelError::new(op, format!("shape {} has too many elements", show(dims)))
-        })?;
-    }
-    if i64::try_from(total).is_err() {
-        return Err(KernelError::new(
-            op,
-            format!("shape {} has too many elements", show(dims)),
-        ));
-    }
-    Ok(total)
-}
-
-/// Checks that buffer `name` has `expected` elements; `shape` describes the expected shape.
-pub(crate) fn buf(
-    op: &'static str,
-    name: &str,
-    got: usize,
-    expected: usize,
-    shape: fmt::Arguments<'_>,
-) -> Result<()> {
-    if got == expected {
-        Ok(())
-    } else {
-        Err(KernelError::new(
-            op,
-            format!("buffer `{name}` has {got} elements, expected {expected} (shape {shape})"),
-        ))
-    }
-}
-
-/// Checks that the buffers have the same non-zero length; returns it.
-pub(crate) fn same_len(op: &'static str, names: &[(&str, usize)]) -> Result<usize> {
-    let Some(&(first, n)) = names.first() else {
-        return Err(KernelError::new(op, "no buffers given"));
-    };
-    if n == 0 {
-        return Err(KernelError::new(
-            op,
-            format!("empty tensor: `{first}` has 0 elements"),
-        ));
-    }
-    for &(name, len) in &names[1..] {
-        if len != n {
-            return Err(KernelError::new(
-                op,
-                format!(
-                    "buffer `{name}` has {len} elements, expected {n} (the length of `{first}`)"
-                ),
-            ));
-        }
-    }
-    Ok(n)
-}
-
-fn show(dims: &[(&str, usize)]) -> String {
-    let inner: Vec<String> = dims.iter().map(|(n, d)| format!("{n}={d}")).collect();
-    format!("[{}]", inner.join(", "))
-}
 
 /// One thread per element in a grid-stride loop over `n` elements.
 pub(crate) fn flat_cfg(n: usize) -> LaunchConfig {

@@ -4,10 +4,11 @@
 use cudarc::driver::LaunchConfig;
 
 use super::buffer::{Arg, GpuBuffer};
-use super::elementwise::{MAX_BLOCKS, buf, i64_arg, numel, rows_cfg, threads_per_row};
+use super::elementwise::{MAX_BLOCKS, i64_arg, numel, rows_cfg, threads_per_row};
 use super::gpu::Gpu;
 use super::sources::PERMUTE;
-use crate::error::{KernelError, Result};
+use crate::cpu::permute::{check_permute, check_transpose2d};
+use crate::error::Result;
 
 pub use crate::cpu::permute::{MAX_RANK, inverse_perm};
 
@@ -48,33 +49,7 @@ pub fn permute(
     y: &mut GpuBuffer<f32>,
 ) -> Result<()> {
     const OP: &str = "cuda::permute";
-    let rank = shape.len();
-    if rank == 0 || rank > MAX_RANK {
-        return Err(KernelError::new(
-            OP,
-            format!("rank {rank} of shape {shape:?} is not in 1..={MAX_RANK}"),
-        ));
-    }
-    let mut seen = [false; MAX_RANK];
-    let valid = perm.len() == rank
-        && perm.iter().all(|&p| {
-            let fresh = p < rank && !seen[p];
-            if fresh {
-                seen[p] = true;
-            }
-            fresh
-        });
-    if !valid {
-        return Err(KernelError::new(
-            OP,
-            format!("perm {perm:?} is not a permutation of the {rank} axes of shape {shape:?}"),
-        ));
-    }
-    let named: Vec<(&str, usize)> = shape.iter().map(|&d| ("axis", d)).collect();
-    let total = numel(OP, &named)?;
-    buf(OP, "x", x.len(), total, format_args!("{shape:?}"))?;
-    let out_shape: Vec<usize> = perm.iter().map(|&p| shape[p]).collect();
-    buf(OP, "y", y.len(), total, format_args!("{out_shape:?}"))?;
+    let (total, _) = check_permute(OP, numel, shape, perm, x.len(), y.len())?;
 
     let axes = simplify(shape, perm);
     let r = axes.len();
@@ -179,21 +154,7 @@ pub fn transpose2d(
     y: &mut GpuBuffer<f32>,
 ) -> Result<()> {
     const OP: &str = "cuda::transpose2d";
-    let total = numel(OP, &[("rows", rows), ("cols", cols)])?;
-    buf(
-        OP,
-        "x",
-        x.len(),
-        total,
-        format_args!("[rows={rows}, cols={cols}]"),
-    )?;
-    buf(
-        OP,
-        "y",
-        y.len(),
-        total,
-        format_args!("[cols={cols}, rows={rows}]"),
-    )?;
+    let total = check_transpose2d(OP, numel, rows, cols, x.len(), y.len())?;
     if rows == 1 || cols == 1 {
         // A vector: the transpose has the same order of elements.
         return gpu.copy(x, 0, y, 0, total);

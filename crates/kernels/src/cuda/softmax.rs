@@ -2,17 +2,15 @@
 //! [`crate::cpu::softmax`], with inputs and outputs in device memory.
 //!
 //! Short rows get one warp each, long rows a whole block (see [`WARP_MAX_DIM`]); both are
-//! deterministic (fixed-order reductions, no atomics). Also holds the shape checks the
-//! softmax, cross-entropy and attention wrappers share (the CPU's are private to `cpu`).
-
-use std::fmt;
+//! deterministic (fixed-order reductions, no atomics).
 
 use cudarc::driver::LaunchConfig;
 
 use super::buffer::{Arg, GpuBuffer};
 use super::gpu::Gpu;
 use super::sources::SOFTMAX;
-use crate::error::{KernelError, Result};
+use crate::cpu::checks::{buf, numel_i64 as numel};
+use crate::error::Result;
 
 /// Rows up to this length get one warp each (at most 32 elements per lane, held in registers
 /// by the softmax kernels); longer rows a whole block, so that a 50 000-class row is not
@@ -43,52 +41,6 @@ pub(crate) fn row_launch(rows: usize, dim: usize) -> (LaunchConfig, i32) {
             shared_mem_bytes: 0,
         };
         (cfg, 1)
-    }
-}
-
-/// Product of `dims`, refusing a zero dimension and overflow (same messages as the CPU).
-pub(crate) fn numel(op: &'static str, dims: &[(&str, usize)]) -> Result<usize> {
-    let show = || {
-        let inner: Vec<String> = dims.iter().map(|(n, d)| format!("{n}={d}")).collect();
-        format!("[{}]", inner.join(", "))
-    };
-    let mut total: usize = 1;
-    for &(name, d) in dims {
-        if d == 0 {
-            return Err(KernelError::new(
-                op,
-                format!("empty tensor: dimension `{name}` is 0 (shape {})", show()),
-            ));
-        }
-        total = total.checked_mul(d).ok_or_else(|| {
-            KernelError::new(op, format!("shape {} has too many elements", show()))
-        })?;
-    }
-    // Kernels index with i64: a size past i64::MAX cannot be addressed.
-    if total > i64::MAX as usize {
-        return Err(KernelError::new(
-            op,
-            format!("shape {} has too many elements", show()),
-        ));
-    }
-    Ok(total)
-}
-
-/// Checks that buffer `name` holds `expected` elements of shape `shape` (CPU message).
-pub(crate) fn buf(
-    op: &'static str,
-    name: &str,
-    got: usize,
-    expected: usize,
-    shape: fmt::Arguments<'_>,
-) -> Result<()> {
-    if got == expected {
-        Ok(())
-    } else {
-        Err(KernelError::new(
-            op,
-            format!("buffer `{name}` has {got} elements, expected {expected} (shape {shape})"),
-        ))
     }
 }
 
