@@ -1,7 +1,7 @@
 //! Elementwise arithmetic and broadcast biases (per channel of NCHW, per column of rows).
 
 use super::accumulate;
-use super::checks::{PAR_MIN, buf, numel, same_len};
+use super::checks::{Numel, PAR_MIN, buf, numel, same_len};
 use crate::error::Result;
 use rayon::prelude::*;
 
@@ -67,6 +67,54 @@ pub fn axpy_acc(alpha: f32, x: &[f32], y: &mut [f32]) -> Result<()> {
     Ok(())
 }
 
+/// Checks the `full` buffers (name, length) of shape [n, c, hw] and the per-channel `bias`
+/// [c] (x, y, bias forward; dy, dbias backward), counting with `count` (shared with the CUDA
+/// twin); returns the element count.
+pub(crate) fn check_bias_channels(
+    op: &'static str,
+    count: Numel,
+    (n, c, hw): (usize, usize, usize),
+    full: &[(&str, usize)],
+    (bias, bias_len): (&str, usize),
+) -> Result<usize> {
+    let total = count(op, &[("n", n), ("c", c), ("hw", hw)])?;
+    for &(name, len) in full {
+        buf(
+            op,
+            name,
+            len,
+            total,
+            format_args!("[n={n}, c={c}, hw={hw}]"),
+        )?;
+    }
+    buf(op, bias, bias_len, c, format_args!("[c={c}]"))?;
+    Ok(total)
+}
+
+/// Checks the `full` buffers (name, length) of shape [rows, dim] and the per-column `bias`
+/// [dim] (x, y, bias forward; dy, dbias backward), counting with `count` (shared with the CUDA
+/// twin); returns the element count.
+pub(crate) fn check_bias_rows(
+    op: &'static str,
+    count: Numel,
+    (rows, dim): (usize, usize),
+    full: &[(&str, usize)],
+    (bias, bias_len): (&str, usize),
+) -> Result<usize> {
+    let total = count(op, &[("rows", rows), ("dim", dim)])?;
+    for &(name, len) in full {
+        buf(
+            op,
+            name,
+            len,
+            total,
+            format_args!("[rows={rows}, dim={dim}]"),
+        )?;
+    }
+    buf(op, bias, bias_len, dim, format_args!("[dim={dim}]"))?;
+    Ok(total)
+}
+
 /// y [n, c, hw] = x + bias[c] (per channel).
 pub fn add_bias_channels(
     n: usize,
@@ -77,22 +125,13 @@ pub fn add_bias_channels(
     y: &mut [f32],
 ) -> Result<()> {
     const OP: &str = "add_bias_channels";
-    let total = numel(OP, &[("n", n), ("c", c), ("hw", hw)])?;
-    buf(
+    let total = check_bias_channels(
         OP,
-        "x",
-        x.len(),
-        total,
-        format_args!("[n={n}, c={c}, hw={hw}]"),
+        numel,
+        (n, c, hw),
+        &[("x", x.len()), ("y", y.len())],
+        ("bias", bias.len()),
     )?;
-    buf(
-        OP,
-        "y",
-        y.len(),
-        total,
-        format_args!("[n={n}, c={c}, hw={hw}]"),
-    )?;
-    buf(OP, "bias", bias.len(), c, format_args!("[c={c}]"))?;
     let body = |(i, yp): (usize, &mut [f32])| {
         let b = bias[i % c];
         for (d, &v) in yp.iter_mut().zip(&x[i * hw..(i + 1) * hw]) {
@@ -116,15 +155,13 @@ pub fn bias_grad_channels(
     dbias: &mut [f32],
 ) -> Result<()> {
     const OP: &str = "bias_grad_channels";
-    let total = numel(OP, &[("n", n), ("c", c), ("hw", hw)])?;
-    buf(
+    check_bias_channels(
         OP,
-        "dy",
-        dy.len(),
-        total,
-        format_args!("[n={n}, c={c}, hw={hw}]"),
+        numel,
+        (n, c, hw),
+        &[("dy", dy.len())],
+        ("dbias", dbias.len()),
     )?;
-    buf(OP, "dbias", dbias.len(), c, format_args!("[c={c}]"))?;
     let mut acc = vec![0.0f64; c];
     for (i, p) in dy.chunks(hw).enumerate() {
         acc[i % c] += accumulate::sum(p);
@@ -145,22 +182,13 @@ pub fn add_bias_rows(
     y: &mut [f32],
 ) -> Result<()> {
     const OP: &str = "add_bias_rows";
-    let total = numel(OP, &[("rows", rows), ("dim", dim)])?;
-    buf(
+    let total = check_bias_rows(
         OP,
-        "x",
-        x.len(),
-        total,
-        format_args!("[rows={rows}, dim={dim}]"),
+        numel,
+        (rows, dim),
+        &[("x", x.len()), ("y", y.len())],
+        ("bias", bias.len()),
     )?;
-    buf(
-        OP,
-        "y",
-        y.len(),
-        total,
-        format_args!("[rows={rows}, dim={dim}]"),
-    )?;
-    buf(OP, "bias", bias.len(), dim, format_args!("[dim={dim}]"))?;
     let body = |(r, yr): (usize, &mut [f32])| {
         for ((d, &v), &b) in yr.iter_mut().zip(&x[r * dim..(r + 1) * dim]).zip(bias) {
             *d = v + b;
@@ -177,15 +205,13 @@ pub fn add_bias_rows(
 /// dbias [dim] = Σ over rows of dy [rows, dim] (overwritten).
 pub fn bias_grad_rows(rows: usize, dim: usize, dy: &[f32], dbias: &mut [f32]) -> Result<()> {
     const OP: &str = "bias_grad_rows";
-    let total = numel(OP, &[("rows", rows), ("dim", dim)])?;
-    buf(
+    check_bias_rows(
         OP,
-        "dy",
-        dy.len(),
-        total,
-        format_args!("[rows={rows}, dim={dim}]"),
+        numel,
+        (rows, dim),
+        &[("dy", dy.len())],
+        ("dbias", dbias.len()),
     )?;
-    buf(OP, "dbias", dbias.len(), dim, format_args!("[dim={dim}]"))?;
     let mut acc = vec![0.0f64; dim];
     for r in dy.chunks(dim) {
         for (a, &v) in acc.iter_mut().zip(r) {

@@ -2,7 +2,7 @@
 //! [outer, len, inner]. Accumulation is in f64.
 
 use super::accumulate as acc;
-use super::checks::{buf, numel};
+use super::checks::{Numel, buf, numel};
 use crate::error::{KernelError, Result};
 
 /// Σ x, accumulated in f64.
@@ -21,6 +21,32 @@ pub fn mean(x: &[f32]) -> Result<f32> {
     Ok((acc::sum(x) / x.len() as f64) as f32)
 }
 
+/// Checks x [outer, len, inner] and y [outer, inner], counting with `count` (shared with the
+/// CUDA twin).
+pub(crate) fn check_mid(
+    op: &'static str,
+    count: Numel,
+    (outer, len, inner): (usize, usize, usize),
+    x_len: usize,
+    y_len: usize,
+) -> Result<()> {
+    let total = count(op, &[("outer", outer), ("len", len), ("inner", inner)])?;
+    buf(
+        op,
+        "x",
+        x_len,
+        total,
+        format_args!("[outer={outer}, len={len}, inner={inner}]"),
+    )?;
+    buf(
+        op,
+        "y",
+        y_len,
+        outer * inner,
+        format_args!("[outer={outer}, inner={inner}]"),
+    )
+}
+
 fn reduce_mid(
     op: &'static str,
     outer: usize,
@@ -30,21 +56,7 @@ fn reduce_mid(
     y: &mut [f32],
     factor: f64,
 ) -> Result<()> {
-    let total = numel(op, &[("outer", outer), ("len", len), ("inner", inner)])?;
-    buf(
-        op,
-        "x",
-        x.len(),
-        total,
-        format_args!("[outer={outer}, len={len}, inner={inner}]"),
-    )?;
-    buf(
-        op,
-        "y",
-        y.len(),
-        outer * inner,
-        format_args!("[outer={outer}, inner={inner}]"),
-    )?;
+    check_mid(op, numel, (outer, len, inner), x.len(), y.len())?;
     let mut acc = vec![0.0f64; inner];
     for (o, yo) in y.chunks_mut(inner).enumerate() {
         acc.fill(0.0);

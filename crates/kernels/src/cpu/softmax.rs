@@ -1,7 +1,7 @@
 //! Softmax along the last axis of [rows, dim], forward and backward.
 
 use super::accumulate as acc;
-use super::checks::{PAR_MIN, buf, numel};
+use super::checks::{Numel, PAR_MIN, buf, numel};
 use super::weighted_loss::exp_f32;
 use crate::error::Result;
 use rayon::prelude::*;
@@ -46,24 +46,32 @@ fn row_sum(x: &[f32]) -> f32 {
     acc::sum(x) as f32
 }
 
+/// Checks buffers `bufs` (name, length) of shape [rows, dim], counting with `count` (shared
+/// with the CUDA twin); returns the element count.
+pub(crate) fn check_rows(
+    op: &'static str,
+    count: Numel,
+    rows: usize,
+    dim: usize,
+    bufs: &[(&str, usize)],
+) -> Result<usize> {
+    let total = count(op, &[("rows", rows), ("dim", dim)])?;
+    for &(name, len) in bufs {
+        buf(
+            op,
+            name,
+            len,
+            total,
+            format_args!("[rows={rows}, dim={dim}]"),
+        )?;
+    }
+    Ok(total)
+}
+
 /// y = softmax(x) per row (max-subtracted).
 pub fn softmax_forward(rows: usize, dim: usize, x: &[f32], y: &mut [f32]) -> Result<()> {
     const OP: &str = "softmax_forward";
-    let total = numel(OP, &[("rows", rows), ("dim", dim)])?;
-    buf(
-        OP,
-        "x",
-        x.len(),
-        total,
-        format_args!("[rows={rows}, dim={dim}]"),
-    )?;
-    buf(
-        OP,
-        "y",
-        y.len(),
-        total,
-        format_args!("[rows={rows}, dim={dim}]"),
-    )?;
+    check_rows(OP, numel, rows, dim, &[("x", x.len()), ("y", y.len())])?;
     per_row(y, dim, |yr, r| {
         let xr = &x[r * dim..(r + 1) * dim];
         let m = row_max(xr);
@@ -85,27 +93,12 @@ pub fn softmax_backward(
     dx: &mut [f32],
 ) -> Result<()> {
     const OP: &str = "softmax_backward";
-    let total = numel(OP, &[("rows", rows), ("dim", dim)])?;
-    buf(
+    check_rows(
         OP,
-        "y",
-        y.len(),
-        total,
-        format_args!("[rows={rows}, dim={dim}]"),
-    )?;
-    buf(
-        OP,
-        "dy",
-        dy.len(),
-        total,
-        format_args!("[rows={rows}, dim={dim}]"),
-    )?;
-    buf(
-        OP,
-        "dx",
-        dx.len(),
-        total,
-        format_args!("[rows={rows}, dim={dim}]"),
+        numel,
+        rows,
+        dim,
+        &[("y", y.len()), ("dy", dy.len()), ("dx", dx.len())],
     )?;
     per_row(dx, dim, |dr, r| {
         let yr = &y[r * dim..(r + 1) * dim];

@@ -11,6 +11,7 @@ use super::buffer::{Arg, GpuBuffer};
 use super::gpu::Gpu;
 use super::reduce;
 use super::sources::ELEMENTWISE;
+use crate::cpu::elementwise::{check_bias_channels, check_bias_rows};
 use crate::error::Result;
 
 // The CPU's checks (device kernels index with i64, hence `numel_i64`): same messages.
@@ -134,11 +135,13 @@ pub fn add_bias_channels(
     y: &mut GpuBuffer<f32>,
 ) -> Result<()> {
     const OP: &str = "cuda::add_bias_channels";
-    let total = numel(OP, &[("n", n), ("c", c), ("hw", hw)])?;
-    let shape = || format!("[n={n}, c={c}, hw={hw}]");
-    buf(OP, "x", x.len(), total, format_args!("{}", shape()))?;
-    buf(OP, "y", y.len(), total, format_args!("{}", shape()))?;
-    buf(OP, "bias", bias.len(), c, format_args!("[c={c}]"))?;
+    check_bias_channels(
+        OP,
+        numel,
+        (n, c, hw),
+        &[("x", x.len()), ("y", y.len())],
+        ("bias", bias.len()),
+    )?;
     // Rows are the n·c planes; the plane's channel picks the bias.
     gpu.launch(
         &ELEMENTWISE,
@@ -166,15 +169,13 @@ pub fn bias_grad_channels(
     dbias: &mut GpuBuffer<f32>,
 ) -> Result<()> {
     const OP: &str = "cuda::bias_grad_channels";
-    let total = numel(OP, &[("n", n), ("c", c), ("hw", hw)])?;
-    buf(
+    check_bias_channels(
         OP,
-        "dy",
-        dy.len(),
-        total,
-        format_args!("[n={n}, c={c}, hw={hw}]"),
+        numel,
+        (n, c, hw),
+        &[("dy", dy.len())],
+        ("dbias", dbias.len()),
     )?;
-    buf(OP, "dbias", dbias.len(), c, format_args!("[c={c}]"))?;
     reduce::keep_mid(gpu, n, c, hw, dy, dbias)
 }
 
@@ -189,22 +190,13 @@ pub fn add_bias_rows(
     y: &mut GpuBuffer<f32>,
 ) -> Result<()> {
     const OP: &str = "cuda::add_bias_rows";
-    let total = numel(OP, &[("rows", rows), ("dim", dim)])?;
-    buf(
+    check_bias_rows(
         OP,
-        "x",
-        x.len(),
-        total,
-        format_args!("[rows={rows}, dim={dim}]"),
+        numel,
+        (rows, dim),
+        &[("x", x.len()), ("y", y.len())],
+        ("bias", bias.len()),
     )?;
-    buf(
-        OP,
-        "y",
-        y.len(),
-        total,
-        format_args!("[rows={rows}, dim={dim}]"),
-    )?;
-    buf(OP, "bias", bias.len(), dim, format_args!("[dim={dim}]"))?;
     gpu.launch(
         &ELEMENTWISE,
         "ew_add_bias_rows",
@@ -230,14 +222,12 @@ pub fn bias_grad_rows(
     dbias: &mut GpuBuffer<f32>,
 ) -> Result<()> {
     const OP: &str = "cuda::bias_grad_rows";
-    let total = numel(OP, &[("rows", rows), ("dim", dim)])?;
-    buf(
+    check_bias_rows(
         OP,
-        "dy",
-        dy.len(),
-        total,
-        format_args!("[rows={rows}, dim={dim}]"),
+        numel,
+        (rows, dim),
+        &[("dy", dy.len())],
+        ("dbias", dbias.len()),
     )?;
-    buf(OP, "dbias", dbias.len(), dim, format_args!("[dim={dim}]"))?;
     reduce::over_mid(gpu, 1, rows, dim, dy, dbias, 1.0)
 }

@@ -5,9 +5,10 @@
 use cudarc::driver::LaunchConfig;
 
 use super::buffer::{Arg, GpuBuffer};
-use super::elementwise::{MAX_BLOCKS, THREADS, buf, flat_cfg, i64_arg, numel};
+use super::elementwise::{MAX_BLOCKS, THREADS, flat_cfg, i64_arg, numel};
 use super::gpu::Gpu;
 use super::sources::REDUCE;
+use crate::cpu::reduce::check_mid;
 use crate::error::{KernelError, Result};
 
 /// Blocks a reduction aims for (several per SM of an H100), reached by cutting the reduced
@@ -177,32 +178,6 @@ pub fn mean(gpu: &Gpu, x: &GpuBuffer<f32>) -> Result<f32> {
     Ok((total(gpu, "cuda::mean", x)? / x.len() as f64) as f32)
 }
 
-/// Checks x [outer, len, inner] and y [outer, inner] as the CPU's reduce_mid does.
-fn check_mid(
-    op: &'static str,
-    outer: usize,
-    len: usize,
-    inner: usize,
-    x: &GpuBuffer<f32>,
-    y: &GpuBuffer<f32>,
-) -> Result<()> {
-    let total = numel(op, &[("outer", outer), ("len", len), ("inner", inner)])?;
-    buf(
-        op,
-        "x",
-        x.len(),
-        total,
-        format_args!("[outer={outer}, len={len}, inner={inner}]"),
-    )?;
-    buf(
-        op,
-        "y",
-        y.len(),
-        outer * inner,
-        format_args!("[outer={outer}, inner={inner}]"),
-    )
-}
-
 /// y [outer, inner] = Σ over the middle axis of x [outer, len, inner].
 pub fn sum_axis(
     gpu: &Gpu,
@@ -212,7 +187,13 @@ pub fn sum_axis(
     x: &GpuBuffer<f32>,
     y: &mut GpuBuffer<f32>,
 ) -> Result<()> {
-    check_mid("cuda::sum_axis", outer, len, inner, x, y)?;
+    check_mid(
+        "cuda::sum_axis",
+        numel,
+        (outer, len, inner),
+        x.len(),
+        y.len(),
+    )?;
     over_mid(gpu, outer, len, inner, x, y, 1.0)
 }
 
@@ -225,7 +206,13 @@ pub fn mean_axis(
     x: &GpuBuffer<f32>,
     y: &mut GpuBuffer<f32>,
 ) -> Result<()> {
-    check_mid("cuda::mean_axis", outer, len, inner, x, y)?;
+    check_mid(
+        "cuda::mean_axis",
+        numel,
+        (outer, len, inner),
+        x.len(),
+        y.len(),
+    )?;
     // The CPU multiplies by the f64 reciprocal; so does rd_finish.
     over_mid(gpu, outer, len, inner, x, y, 1.0 / len as f64)
 }

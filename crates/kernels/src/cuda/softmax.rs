@@ -9,7 +9,8 @@ use cudarc::driver::LaunchConfig;
 use super::buffer::{Arg, GpuBuffer};
 use super::gpu::Gpu;
 use super::sources::SOFTMAX;
-use crate::cpu::checks::{buf, numel_i64 as numel};
+use crate::cpu::checks::numel_i64;
+use crate::cpu::softmax::check_rows;
 use crate::error::Result;
 
 /// Rows up to this length get one warp each (at most 32 elements per lane, held in registers
@@ -102,10 +103,7 @@ pub fn softmax_forward(
     y: &mut GpuBuffer<f32>,
 ) -> Result<()> {
     const OP: &str = "cuda::softmax_forward";
-    let total = numel(OP, &[("rows", rows), ("dim", dim)])?;
-    let shape = format_args!("[rows={rows}, dim={dim}]");
-    buf(OP, "x", x.len(), total, shape)?;
-    buf(OP, "y", y.len(), total, shape)?;
+    check_rows(OP, numel_i64, rows, dim, &[("x", x.len()), ("y", y.len())])?;
     launch_forward(gpu, rows, dim, x.arg(), y.arg_mut())
 }
 
@@ -119,10 +117,7 @@ pub fn softmax_backward(
     dx: &mut GpuBuffer<f32>,
 ) -> Result<()> {
     const OP: &str = "cuda::softmax_backward";
-    let total = numel(OP, &[("rows", rows), ("dim", dim)])?;
-    let shape = format_args!("[rows={rows}, dim={dim}]");
-    buf(OP, "y", y.len(), total, shape)?;
-    buf(OP, "dy", dy.len(), total, shape)?;
-    buf(OP, "dx", dx.len(), total, shape)?;
+    let bufs = [("y", y.len()), ("dy", dy.len()), ("dx", dx.len())];
+    check_rows(OP, numel_i64, rows, dim, &bufs)?;
     launch_backward(gpu, rows, dim, 1.0, (y.arg(), dy.arg(), dx.arg_mut()))
 }
