@@ -416,18 +416,29 @@ impl Model {
                     .map(|g| (e.name().to_string(), g.clone()))
             })
             .collect();
-        // Σ‖g‖² in f64 with the Gram kernel (T = 1), one read of each gradient.
-        let mut sq = 0.0f64;
-        for (name, g) in &present {
+        // Σ‖g‖² in f64 with the Gram kernel (T = 1), one read of each gradient; the per-tensor
+        // sums are gathered on the device and read back once (one synchronisation per step).
+        let mut slots: Option<(Arc<Gpu>, scalarize_kernels::cuda::GpuBuffer<f64>)> = None;
+        for (i, (name, g)) in present.iter().enumerate() {
             let c = g.cuda().ok_or_else(|| {
                 NnError::invalid(
                     "optimizer step",
                     format!("gradient of `{name}` is on {}", g.device()),
                 )
             })?;
+            if slots.is_none() {
+                slots = Some((c.gpu.clone(), c.gpu.alloc::<f64>(present.len())?));
+            }
+            let (_, all) = slots.as_mut().expect("set above");
             let n = c.buf.len();
-            sq += scalarize_kernels::cuda::grad_gram(&c.gpu, &c.buf, 1, n, &[n])?.total[0];
+            let mut one = c.gpu.alloc::<f64>(1)?;
+            scalarize_kernels::cuda::grad_gram_device(&c.gpu, &c.buf, 1, n, &[n], &mut one)?;
+            c.gpu.copy(&one, 0, all, i, 1)?;
         }
+        let sq: f64 = match &slots {
+            Some((g, all)) => g.download(all)?.iter().sum(),
+            None => 0.0,
+        };
         let norm = sq.sqrt();
         if let Some(m) = max_grad_norm {
             if !(m > 0.0 && m.is_finite()) {
