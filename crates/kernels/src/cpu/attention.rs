@@ -7,7 +7,7 @@
 //! the composed version (and their backward copies) disappear. Results do not depend on the
 //! thread count: every output element is written by exactly one task, in a fixed order.
 
-use super::checks::{buf, numel};
+use super::checks::{Numel, buf, numel};
 use super::softmax::row_max;
 use super::weighted_loss::exp_f32;
 use crate::error::{KernelError, Result};
@@ -47,29 +47,40 @@ impl AttentionShape {
     pub fn probs_len(&self) -> usize {
         self.n * self.heads * self.t * self.t
     }
+}
 
-    fn check(&self, op: &'static str) -> Result<()> {
-        numel(
-            op,
-            &[
-                ("n", self.n),
-                ("t", self.t),
-                ("3", 3),
-                ("heads", self.heads),
-                ("hd", self.hd),
-            ],
-        )?;
-        numel(
-            op,
-            &[
-                ("n", self.n),
-                ("heads", self.heads),
-                ("t", self.t),
-                ("t", self.t),
-            ],
-        )?;
-        Ok(())
+/// Checks the shape (no zero dimension, no overflow of the qkv or probs sizes, counting with
+/// `count`), the `packed` buffers `[n, t, 3, heads, hd]` (qkv, and dqkv backward), `probs`
+/// `[n, heads, t, t]` and the `merged` one `[n, t, d]` (out, or dout backward); shared with the
+/// CUDA twin.
+pub(crate) fn check_attention(
+    op: &'static str,
+    count: Numel,
+    s: &AttentionShape,
+    packed: &[(&str, usize)],
+    probs_len: usize,
+    (merged, merged_len): (&str, usize),
+) -> Result<()> {
+    let (n, t, heads, hd) = (s.n, s.t, s.heads, s.hd);
+    count(
+        op,
+        &[("n", n), ("t", t), ("3", 3), ("heads", heads), ("hd", hd)],
+    )?;
+    count(op, &[("n", n), ("heads", heads), ("t", t), ("t", t)])?;
+    let shape = format_args!("[n={n}, t={t}, 3, heads={heads}, hd={hd}]");
+    for &(name, len) in packed {
+        buf(op, name, len, s.qkv_len(), shape)?;
     }
+    let pshape = format_args!("[n={n}, heads={heads}, t={t}, t={t}]");
+    buf(op, "probs", probs_len, s.probs_len(), pshape)?;
+    let d = s.dim();
+    buf(
+        op,
+        merged,
+        merged_len,
+        s.out_len(),
+        format_args!("[n={n}, t={t}, d={d}]"),
+    )
 }
 
 /// A raw pointer that tasks writing disjoint elements may share.
@@ -137,19 +148,9 @@ pub fn attention_forward(
     out: &mut [f32],
 ) -> Result<()> {
     const OP: &str = "attention_forward";
-    s.check(OP)?;
+    let bufs = [("qkv", qkv.len())];
+    check_attention(OP, numel, &s, &bufs, probs.len(), ("out", out.len()))?;
     let (t, hd, d) = (s.t, s.hd, s.dim());
-    let shape = format_args!("[n={}, t={t}, 3, heads={}, hd={hd}]", s.n, s.heads);
-    buf(OP, "qkv", qkv.len(), s.qkv_len(), shape)?;
-    let pshape = format_args!("[n={}, heads={}, t={t}, t={t}]", s.n, s.heads);
-    buf(OP, "probs", probs.len(), s.probs_len(), pshape)?;
-    buf(
-        OP,
-        "out",
-        out.len(),
-        s.out_len(),
-        format_args!("[n={}, t={t}, d={d}]", s.n),
-    )?;
     let out_ptr = SharedMut(out.as_mut_ptr());
     probs
         .par_chunks_mut(t * t)
@@ -212,20 +213,9 @@ pub fn attention_backward(
     dqkv: &mut [f32],
 ) -> Result<()> {
     const OP: &str = "attention_backward";
-    s.check(OP)?;
+    let bufs = [("qkv", qkv.len()), ("dqkv", dqkv.len())];
+    check_attention(OP, numel, &s, &bufs, probs.len(), ("dout", dout.len()))?;
     let (t, hd, d) = (s.t, s.hd, s.dim());
-    let shape = format_args!("[n={}, t={t}, 3, heads={}, hd={hd}]", s.n, s.heads);
-    buf(OP, "qkv", qkv.len(), s.qkv_len(), shape)?;
-    buf(OP, "dqkv", dqkv.len(), s.qkv_len(), shape)?;
-    let pshape = format_args!("[n={}, heads={}, t={t}, t={t}]", s.n, s.heads);
-    buf(OP, "probs", probs.len(), s.probs_len(), pshape)?;
-    buf(
-        OP,
-        "dout",
-        dout.len(),
-        s.out_len(),
-        format_args!("[n={}, t={t}, d={d}]", s.n),
-    )?;
     if !scale.is_finite() {
         return Err(KernelError::new(OP, format!("scale {scale} is not finite")));
     }

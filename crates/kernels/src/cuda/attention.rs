@@ -17,32 +17,14 @@ use super::gpu::Gpu;
 use super::softmax::{launch_backward, launch_forward};
 use super::sources::ATTENTION;
 use crate::cpu::AttentionShape;
-use crate::cpu::checks::{buf, numel_i64 as numel};
+use crate::cpu::attention::check_attention;
+use crate::cpu::checks::numel_i64;
 use crate::error::{KernelError, Result};
 
 /// Threads per block of the layout kernels.
 const THREADS: u32 = 256;
 /// Grid-stride loops cover any length; more blocks than this only add scheduling cost.
 const MAX_BLOCKS: usize = 4096;
-
-/// The CPU's shape checks: no zero dimension, no overflow of the qkv or probs sizes.
-fn check_shape(s: &AttentionShape, op: &'static str) -> Result<()> {
-    numel(
-        op,
-        &[
-            ("n", s.n),
-            ("t", s.t),
-            ("3", 3),
-            ("heads", s.heads),
-            ("hd", s.hd),
-        ],
-    )?;
-    numel(
-        op,
-        &[("n", s.n), ("heads", s.heads), ("t", s.t), ("t", s.t)],
-    )?;
-    Ok(())
-}
 
 /// Moves `slots` packed slots between the token-major `[n, t, slots, heads, hd]` layout and
 /// the head-major `[slots, n, heads, t, hd]` one (`to_heads` picks the direction).
@@ -97,19 +79,9 @@ pub fn attention_forward(
     out: &mut GpuBuffer<f32>,
 ) -> Result<()> {
     const OP: &str = "cuda::attention_forward";
-    check_shape(&s, OP)?;
-    let (t, hd, d) = (s.t, s.hd, s.dim());
-    let shape = format_args!("[n={}, t={t}, 3, heads={}, hd={hd}]", s.n, s.heads);
-    buf(OP, "qkv", qkv.len(), s.qkv_len(), shape)?;
-    let pshape = format_args!("[n={}, heads={}, t={t}, t={t}]", s.n, s.heads);
-    buf(OP, "probs", probs.len(), s.probs_len(), pshape)?;
-    buf(
-        OP,
-        "out",
-        out.len(),
-        s.out_len(),
-        format_args!("[n={}, t={t}, d={d}]", s.n),
-    )?;
+    let bufs = [("qkv", qkv.len())];
+    check_attention(OP, numel_i64, &s, &bufs, probs.len(), ("out", out.len()))?;
+    let (t, hd) = (s.t, s.hd);
     let (nh, m) = (s.n * s.heads, t * hd);
     // heads = [q; k; v], each [n, heads, t, hd]: slot j starts at j·nh·m.
     let mut heads = gpu.alloc::<f32>(3 * nh * m)?;
@@ -143,23 +115,12 @@ pub fn attention_backward(
     dqkv: &mut GpuBuffer<f32>,
 ) -> Result<()> {
     const OP: &str = "cuda::attention_backward";
-    check_shape(&s, OP)?;
-    let (t, hd, d) = (s.t, s.hd, s.dim());
-    let shape = format_args!("[n={}, t={t}, 3, heads={}, hd={hd}]", s.n, s.heads);
-    buf(OP, "qkv", qkv.len(), s.qkv_len(), shape)?;
-    buf(OP, "dqkv", dqkv.len(), s.qkv_len(), shape)?;
-    let pshape = format_args!("[n={}, heads={}, t={t}, t={t}]", s.n, s.heads);
-    buf(OP, "probs", probs.len(), s.probs_len(), pshape)?;
-    buf(
-        OP,
-        "dout",
-        dout.len(),
-        s.out_len(),
-        format_args!("[n={}, t={t}, d={d}]", s.n),
-    )?;
+    let bufs = [("qkv", qkv.len()), ("dqkv", dqkv.len())];
+    check_attention(OP, numel_i64, &s, &bufs, probs.len(), ("dout", dout.len()))?;
     if !scale.is_finite() {
         return Err(KernelError::new(OP, format!("scale {scale} is not finite")));
     }
+    let (t, hd) = (s.t, s.hd);
     let (nh, m) = (s.n * s.heads, t * hd);
     let (q_at, k_at, v_at) = (0, nh * m, 2 * nh * m);
     let mut heads = gpu.alloc::<f32>(3 * nh * m)?;
