@@ -1,7 +1,7 @@
 //! Cross-entropy with logits (softmax over classes, integer targets, ignore_index) and
 //! binary cross-entropy with logits (sigmoid, float targets).
 
-use super::checks::{buf, numel, same_len};
+use super::checks::{Numel, buf, numel, same_len};
 use super::softmax::per_row;
 use crate::error::{KernelError, Result};
 
@@ -29,6 +29,35 @@ fn check_targets(
     Ok(valid)
 }
 
+/// Checks logits [rows, classes], targets [rows] and the output `(name, length, per_row)`
+/// ([rows] when `per_row`, else [rows, classes]), counting with `count` (shared with the CUDA
+/// twin).
+pub(crate) fn check_ce(
+    op: &'static str,
+    count: Numel,
+    rows: usize,
+    classes: usize,
+    logits_len: usize,
+    targets_len: usize,
+    (out_name, out_len, out_per_row): (&str, usize, bool),
+) -> Result<()> {
+    let total = count(op, &[("rows", rows), ("classes", classes)])?;
+    let shape = format_args!("[rows={rows}, classes={classes}]");
+    buf(op, "logits", logits_len, total, shape)?;
+    buf(
+        op,
+        "targets",
+        targets_len,
+        rows,
+        format_args!("[rows={rows}]"),
+    )?;
+    if out_per_row {
+        buf(op, out_name, out_len, rows, format_args!("[rows={rows}]"))
+    } else {
+        buf(op, out_name, out_len, total, shape)
+    }
+}
+
 /// Max-subtracted log-sum-exp of a row.
 fn log_sum_exp(row: &[f32]) -> f32 {
     let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
@@ -47,28 +76,8 @@ pub fn cross_entropy_forward(
     losses: &mut [f32],
 ) -> Result<usize> {
     const OP: &str = "cross_entropy_forward";
-    let total = numel(OP, &[("rows", rows), ("classes", classes)])?;
-    buf(
-        OP,
-        "logits",
-        logits.len(),
-        total,
-        format_args!("[rows={rows}, classes={classes}]"),
-    )?;
-    buf(
-        OP,
-        "targets",
-        targets.len(),
-        rows,
-        format_args!("[rows={rows}]"),
-    )?;
-    buf(
-        OP,
-        "losses",
-        losses.len(),
-        rows,
-        format_args!("[rows={rows}]"),
-    )?;
+    let out = ("losses", losses.len(), true);
+    check_ce(OP, numel, rows, classes, logits.len(), targets.len(), out)?;
     let valid = check_targets(OP, classes, targets, ignore_index)?;
     for (r, l) in losses.iter_mut().enumerate() {
         let t = targets[r];
@@ -95,28 +104,8 @@ pub fn cross_entropy_backward(
     dlogits: &mut [f32],
 ) -> Result<()> {
     const OP: &str = "cross_entropy_backward";
-    let total = numel(OP, &[("rows", rows), ("classes", classes)])?;
-    buf(
-        OP,
-        "logits",
-        logits.len(),
-        total,
-        format_args!("[rows={rows}, classes={classes}]"),
-    )?;
-    buf(
-        OP,
-        "targets",
-        targets.len(),
-        rows,
-        format_args!("[rows={rows}]"),
-    )?;
-    buf(
-        OP,
-        "dlogits",
-        dlogits.len(),
-        total,
-        format_args!("[rows={rows}, classes={classes}]"),
-    )?;
+    let out = ("dlogits", dlogits.len(), false);
+    check_ce(OP, numel, rows, classes, logits.len(), targets.len(), out)?;
     check_targets(OP, classes, targets, ignore_index)?;
     per_row(dlogits, classes, |dr, r| {
         let t = targets[r];

@@ -12,7 +12,8 @@ use super::buffer::{Arg, GpuBuffer};
 use super::gpu::Gpu;
 use super::softmax::row_launch;
 use super::sources::CROSS_ENTROPY;
-use crate::cpu::checks::{buf, numel_i64 as numel, same_len};
+use crate::cpu::checks::{numel_i64, same_len};
+use crate::cpu::cross_entropy::check_ce;
 use crate::error::{KernelError, Result};
 
 /// Threads per block of the elementwise and target-check kernels.
@@ -90,32 +91,6 @@ fn class_arg(
     }
 }
 
-/// Shape checks shared by the cross-entropy forward and backward: logits, targets, output.
-fn check_ce(
-    op: &'static str,
-    rows: usize,
-    classes: usize,
-    logits: &GpuBuffer<f32>,
-    targets: &GpuBuffer<i64>,
-    (out_name, out_len, out_expected_rows): (&str, usize, bool),
-) -> Result<()> {
-    let total = numel(op, &[("rows", rows), ("classes", classes)])?;
-    let shape = format_args!("[rows={rows}, classes={classes}]");
-    buf(op, "logits", logits.len(), total, shape)?;
-    buf(
-        op,
-        "targets",
-        targets.len(),
-        rows,
-        format_args!("[rows={rows}]"),
-    )?;
-    if out_expected_rows {
-        buf(op, out_name, out_len, rows, format_args!("[rows={rows}]"))
-    } else {
-        buf(op, out_name, out_len, total, shape)
-    }
-}
-
 /// losses[r] = −log softmax(logits[r])[targets[r]] (0 for rows whose target is
 /// `ignore_index`); returns the number of rows that were not ignored.
 pub fn cross_entropy_forward(
@@ -128,13 +103,15 @@ pub fn cross_entropy_forward(
     losses: &mut GpuBuffer<f32>,
 ) -> Result<usize> {
     const OP: &str = "cuda::cross_entropy_forward";
+    let out = ("losses", losses.len(), true);
     check_ce(
         OP,
+        numel_i64,
         rows,
         classes,
-        logits,
-        targets,
-        ("losses", losses.len(), true),
+        logits.len(),
+        targets.len(),
+        out,
     )?;
     let valid = check_targets(gpu, OP, rows, classes, targets, ignore_index)?;
     let (cfg, blk) = row_launch(rows, classes);
@@ -169,13 +146,15 @@ pub fn cross_entropy_backward(
     dlogits: &mut GpuBuffer<f32>,
 ) -> Result<()> {
     const OP: &str = "cuda::cross_entropy_backward";
+    let out = ("dlogits", dlogits.len(), false);
     check_ce(
         OP,
+        numel_i64,
         rows,
         classes,
-        logits,
-        targets,
-        ("dlogits", dlogits.len(), false),
+        logits.len(),
+        targets.len(),
+        out,
     )?;
     check_targets(gpu, OP, rows, classes, targets, ignore_index)?;
     let (cfg, blk) = row_launch(rows, classes);
