@@ -9,9 +9,8 @@
 //! contract as the CPU: `probs` `[n, heads, t, t]` is saved by the forward for the backward.
 //! Deterministic: GEMMs, fixed-order softmax reductions and pure copies, no atomics.
 
-use cudarc::driver::LaunchConfig;
-
 use super::buffer::{Arg, GpuBuffer};
+use super::elementwise::flat_cfg_max;
 use super::gemm::{Gemm, gemm};
 use super::gpu::Gpu;
 use super::softmax::{launch_backward, launch_forward};
@@ -21,8 +20,6 @@ use crate::cpu::attention::check_attention;
 use crate::cpu::checks::numel_i64;
 use crate::error::{KernelError, Result};
 
-/// Threads per block of the layout kernels.
-const THREADS: u32 = 256;
 /// Grid-stride loops cover any length; more blocks than this only add scheduling cost.
 const MAX_BLOCKS: usize = 4096;
 
@@ -37,15 +34,7 @@ fn relayout(
     dst: &mut GpuBuffer<f32>,
 ) -> Result<()> {
     let total = slots * s.out_len();
-    let cfg = LaunchConfig {
-        grid_dim: (
-            total.div_ceil(THREADS as usize).clamp(1, MAX_BLOCKS) as u32,
-            1,
-            1,
-        ),
-        block_dim: (THREADS, 1, 1),
-        shared_mem_bytes: 0,
-    };
+    let cfg = flat_cfg_max(total, MAX_BLOCKS);
     let kernel = if to_heads {
         "attn_to_heads"
     } else {

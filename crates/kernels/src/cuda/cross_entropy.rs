@@ -6,9 +6,8 @@
 //! synchronisation), so that bad targets are refused before any output is written, as on the
 //! CPU; the forward needs that read-back anyway for the count of valid rows it returns.
 
-use cudarc::driver::LaunchConfig;
-
 use super::buffer::{Arg, GpuBuffer};
+use super::elementwise::flat_cfg_max;
 use super::gpu::Gpu;
 use super::softmax::row_launch;
 use super::sources::CROSS_ENTROPY;
@@ -16,23 +15,8 @@ use crate::cpu::checks::{numel_i64, same_len};
 use crate::cpu::cross_entropy::check_ce;
 use crate::error::{KernelError, Result};
 
-/// Threads per block of the elementwise and target-check kernels.
-const THREADS: u32 = 256;
 /// Grid-stride loops cover any length; more blocks than this only add scheduling cost.
 const MAX_BLOCKS: usize = 4096;
-
-/// Grid-stride launch over `n` elements.
-fn elems(n: usize) -> LaunchConfig {
-    LaunchConfig {
-        grid_dim: (
-            n.div_ceil(THREADS as usize).clamp(1, MAX_BLOCKS) as u32,
-            1,
-            1,
-        ),
-        block_dim: (THREADS, 1, 1),
-        shared_mem_bytes: 0,
-    }
-}
 
 /// Checks the targets on the device: the number of rows that are not `ignore_index`, or the
 /// CPU's error for the first row whose target is outside `[0, classes)`.
@@ -49,7 +33,7 @@ fn check_targets(
     gpu.launch(
         &CROSS_ENTROPY,
         "ce_check",
-        elems(rows),
+        flat_cfg_max(rows, MAX_BLOCKS),
         &[
             targets.arg(),
             Arg::i64(rows as i64),
@@ -193,7 +177,7 @@ pub fn bce_with_logits_forward(
     gpu.launch(
         &CROSS_ENTROPY,
         "bce_forward",
-        elems(n),
+        flat_cfg_max(n, MAX_BLOCKS),
         &[x.arg(), targets.arg(), losses.arg_mut(), Arg::i64(n as i64)],
     )
 }
@@ -213,7 +197,7 @@ pub fn bce_with_logits_backward(
     gpu.launch(
         &CROSS_ENTROPY,
         "bce_backward",
-        elems(n),
+        flat_cfg_max(n, MAX_BLOCKS),
         &[
             x.arg(),
             targets.arg(),

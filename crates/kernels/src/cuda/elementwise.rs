@@ -23,14 +23,25 @@ pub(crate) const THREADS: u32 = 256;
 /// of 256 on an H100), and the grid-stride loops cover any size past it.
 pub(crate) const MAX_BLOCKS: usize = 8192;
 
-/// One thread per element in a grid-stride loop over `n` elements.
-pub(crate) fn flat_cfg(n: usize) -> LaunchConfig {
-    let blocks = n.div_ceil(THREADS as usize).clamp(1, MAX_BLOCKS);
+/// `blocks` blocks of `block` threads, at least one and at most `max_blocks` (the kernels'
+/// grid-stride loops cover the rest): the one place the CUDA twins build a 1-D grid.
+pub(crate) fn grid_cfg(blocks: usize, max_blocks: usize, block: (u32, u32, u32)) -> LaunchConfig {
     LaunchConfig {
-        grid_dim: (blocks as u32, 1, 1),
-        block_dim: (THREADS, 1, 1),
+        grid_dim: (blocks.clamp(1, max_blocks) as u32, 1, 1),
+        block_dim: block,
         shared_mem_bytes: 0,
     }
+}
+
+/// One thread per element in a grid-stride loop over `n` elements, at most `max_blocks`
+/// blocks of [`THREADS`].
+pub(crate) fn flat_cfg_max(n: usize, max_blocks: usize) -> LaunchConfig {
+    grid_cfg(n.div_ceil(THREADS as usize), max_blocks, (THREADS, 1, 1))
+}
+
+/// One thread per element in a grid-stride loop over `n` elements.
+pub(crate) fn flat_cfg(n: usize) -> LaunchConfig {
+    flat_cfg_max(n, MAX_BLOCKS)
 }
 
 /// Threads per row of a row kernel: the smallest power of two covering `len`, at most a block.
@@ -41,12 +52,7 @@ pub(crate) fn threads_per_row(len: usize) -> u32 {
 /// `rows` rows of `len` elements, one group of `threads_per_row(len)` threads per row.
 pub(crate) fn rows_cfg(rows: usize, len: usize) -> LaunchConfig {
     let per_block = (THREADS / threads_per_row(len)) as usize;
-    let blocks = rows.div_ceil(per_block).clamp(1, MAX_BLOCKS);
-    LaunchConfig {
-        grid_dim: (blocks as u32, 1, 1),
-        block_dim: (THREADS, 1, 1),
-        shared_mem_bytes: 0,
-    }
+    grid_cfg(rows.div_ceil(per_block), MAX_BLOCKS, (THREADS, 1, 1))
 }
 
 /// A size as a kernel `i64` (sizes were checked to fit by `numel` / `same_len` callers).

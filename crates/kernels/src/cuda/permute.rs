@@ -1,10 +1,8 @@
 //! CUDA axis permutation (rank ≤ 6) and 2-D transpose (kernels/permute.cu): the twins of
 //! [`crate::cpu::permute`]. `inverse_perm` is host index math, shared with the CPU.
 
-use cudarc::driver::LaunchConfig;
-
 use super::buffer::{Arg, GpuBuffer};
-use super::elementwise::{MAX_BLOCKS, i64_arg, numel, rows_cfg, threads_per_row};
+use super::elementwise::{MAX_BLOCKS, grid_cfg, i64_arg, numel, rows_cfg, threads_per_row};
 use super::gpu::Gpu;
 use super::sources::PERMUTE;
 use crate::cpu::permute::{check_permute, check_transpose2d};
@@ -125,11 +123,7 @@ fn tiled(
     slots: [[Arg<'static>; BATCH_SLOTS]; 3],
 ) -> Result<()> {
     let tiles = a.0.div_ceil(32) * b.0.div_ceil(32) * nbatch;
-    let cfg = LaunchConfig {
-        grid_dim: (tiles.clamp(1, MAX_BLOCKS) as u32, 1, 1),
-        block_dim: (32, 8, 1),
-        shared_mem_bytes: 0,
-    };
+    let cfg = grid_cfg(tiles, MAX_BLOCKS, (32, 8, 1));
     let mut args = vec![
         x.arg(),
         y.arg_mut(),

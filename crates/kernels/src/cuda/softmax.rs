@@ -7,6 +7,7 @@
 use cudarc::driver::LaunchConfig;
 
 use super::buffer::{Arg, GpuBuffer};
+use super::elementwise::grid_cfg;
 use super::gpu::Gpu;
 use super::sources::SOFTMAX;
 use crate::cpu::checks::numel_i64;
@@ -26,22 +27,12 @@ const MAX_BLOCKS: usize = 1 << 16;
 pub(crate) fn row_launch(rows: usize, dim: usize) -> (LaunchConfig, i32) {
     if dim <= WARP_MAX_DIM {
         let per = (WARP_BLOCK / 32) as usize;
-        let blocks = rows.div_ceil(per).clamp(1, MAX_BLOCKS) as u32;
-        let cfg = LaunchConfig {
-            grid_dim: (blocks, 1, 1),
-            block_dim: (WARP_BLOCK, 1, 1),
-            shared_mem_bytes: 0,
-        };
+        let cfg = grid_cfg(rows.div_ceil(per), MAX_BLOCKS, (WARP_BLOCK, 1, 1));
         (cfg, 0)
     } else {
         // 256 threads keep at least 4 elements per thread; 1024 for very long rows.
         let threads = if dim <= 16 * 1024 { 256 } else { 1024 };
-        let cfg = LaunchConfig {
-            grid_dim: (rows.clamp(1, MAX_BLOCKS) as u32, 1, 1),
-            block_dim: (threads, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        (cfg, 1)
+        (grid_cfg(rows, MAX_BLOCKS, (threads, 1, 1)), 1)
     }
 }
 
