@@ -2,18 +2,14 @@
 //! outputs poisoned with NaN before each run. Without a GPU the kernels run on the CUDA
 //! emulator.
 
-use std::sync::Arc;
+mod common;
+
+use common::{bits, gpu_or_skip, poisoned, same_error};
 
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
-use scalarize_kernels::KernelError;
 use scalarize_kernels::cpu;
 use scalarize_kernels::cuda::activation as act;
-use scalarize_kernels::cuda::{Gpu, GpuBuffer};
-
-fn gpu_or_skip(test: &str) -> Option<Arc<Gpu>> {
-    Gpu::for_tests(test)
-}
 
 /// Values in [-8, 8) with a few edge cases mixed in at the front.
 fn inputs(rng: &mut StdRng, n: usize, specials: &[f32]) -> Vec<f32> {
@@ -23,20 +19,6 @@ fn inputs(rng: &mut StdRng, n: usize, specials: &[f32]) -> Vec<f32> {
             None => rng.random_range(-8.0f32..8.0),
         })
         .collect()
-}
-
-/// A device buffer of `n` NaNs: a kernel that skips an element leaves it NaN.
-fn poisoned(gpu: &Gpu, n: usize) -> GpuBuffer<f32> {
-    gpu.upload(&vec![f32::NAN; n]).unwrap()
-}
-
-fn bits(v: &[f32]) -> Vec<u32> {
-    v.iter().map(|x| x.to_bits()).collect()
-}
-
-fn same_error(cuda: KernelError, cpu: KernelError) {
-    assert_eq!(cuda.op, format!("cuda::{}", cpu.op));
-    assert_eq!(cuda.msg, cpu.msg);
 }
 
 /// Lengths with tails around the 256-thread blocks.

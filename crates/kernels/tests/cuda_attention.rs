@@ -1,23 +1,19 @@
 //! CUDA fused attention core (forward and backward) against its CPU twin on fresh random
 //! inputs, outputs poisoned with NaN before each run; runs on the CUDA emulator without a GPU.
 
+mod common;
+
+use common::{bits, poisoned};
+
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use scalarize_kernels::cpu::{self, AttentionShape};
+use scalarize_kernels::cuda::Gpu;
 use scalarize_kernels::cuda::attention::{attention_backward, attention_forward};
 use scalarize_kernels::cuda::softmax::WARP_MAX_DIM;
-use scalarize_kernels::cuda::{Gpu, GpuBuffer};
 
 fn shape(n: usize, t: usize, heads: usize, hd: usize) -> AttentionShape {
     AttentionShape { n, t, heads, hd }
-}
-
-fn nan_buf(gpu: &Gpu, n: usize) -> GpuBuffer<f32> {
-    gpu.upload(&vec![f32::NAN; n]).unwrap()
-}
-
-fn bits(v: &[f32]) -> Vec<u32> {
-    v.iter().map(|x| x.to_bits()).collect()
 }
 
 /// Largest |v|, at least `floor`.
@@ -53,8 +49,8 @@ fn check_case(gpu: &Gpu, rng: &mut StdRng, s: AttentionShape, scale: f32) {
     cpu::attention_backward(s, scale, &qkv, &want_p, &dout, &mut want_d).unwrap();
 
     let (dq, dgo) = (gpu.upload(&qkv).unwrap(), gpu.upload(&dout).unwrap());
-    let mut p = nan_buf(gpu, s.probs_len());
-    let mut o = nan_buf(gpu, s.out_len());
+    let mut p = poisoned(gpu, s.probs_len());
+    let mut o = poisoned(gpu, s.out_len());
     attention_forward(gpu, s, scale, &dq, &mut p, &mut o).unwrap();
     let (got_p, got_o) = (gpu.download(&p).unwrap(), gpu.download(&o).unwrap());
     // Besides the usual 1e-5 relative: the logits scale·q·k are float dot products
@@ -80,7 +76,7 @@ fn check_case(gpu: &Gpu, rng: &mut StdRng, s: AttentionShape, scale: f32) {
     );
 
     // The backward from the device's own probs, as a training step would run it.
-    let mut dqkv = nan_buf(gpu, s.qkv_len());
+    let mut dqkv = poisoned(gpu, s.qkv_len());
     attention_backward(gpu, s, scale, &dq, &p, &dgo, &mut dqkv).unwrap();
     let got_d = gpu.download(&dqkv).unwrap();
     // dS = scale·P(dP − Σ P dP) cancels and dq, dk, dv sum t such terms: errors are
@@ -94,12 +90,12 @@ fn check_case(gpu: &Gpu, rng: &mut StdRng, s: AttentionShape, scale: f32) {
     );
 
     // Reproducible bit for bit.
-    let mut p2 = nan_buf(gpu, s.probs_len());
-    let mut o2 = nan_buf(gpu, s.out_len());
+    let mut p2 = poisoned(gpu, s.probs_len());
+    let mut o2 = poisoned(gpu, s.out_len());
     attention_forward(gpu, s, scale, &dq, &mut p2, &mut o2).unwrap();
     assert_eq!(bits(&gpu.download(&p2).unwrap()), bits(&got_p), "{what}");
     assert_eq!(bits(&gpu.download(&o2).unwrap()), bits(&got_o), "{what}");
-    let mut d2 = nan_buf(gpu, s.qkv_len());
+    let mut d2 = poisoned(gpu, s.qkv_len());
     attention_backward(gpu, s, scale, &dq, &p2, &dgo, &mut d2).unwrap();
     assert_eq!(bits(&gpu.download(&d2).unwrap()), bits(&got_d), "{what}");
 }
@@ -146,9 +142,9 @@ fn attention_rejects_bad_shapes() {
     let s = shape(1, 2, 1, 2);
     let qkv = gpu.upload(&vec![0.5f32; s.qkv_len()]).unwrap();
     let short = gpu.upload(&[0.0f32; 3]).unwrap();
-    let mut p = nan_buf(&gpu, s.probs_len());
-    let mut o = nan_buf(&gpu, s.out_len());
-    let mut d = nan_buf(&gpu, s.qkv_len());
+    let mut p = poisoned(&gpu, s.probs_len());
+    let mut o = poisoned(&gpu, s.out_len());
+    let mut d = poisoned(&gpu, s.qkv_len());
     let err = |r: Result<(), scalarize_kernels::KernelError>| r.unwrap_err().to_string();
 
     let e = err(attention_forward(&gpu, s, 1.0, &short, &mut p, &mut o));
@@ -156,10 +152,10 @@ fn attention_rejects_bad_shapes() {
         e.contains("buffer `qkv` has 3 elements, expected 12"),
         "{e}"
     );
-    let mut p3 = nan_buf(&gpu, 3);
+    let mut p3 = poisoned(&gpu, 3);
     let e = err(attention_forward(&gpu, s, 1.0, &qkv, &mut p3, &mut o));
     assert!(e.contains("buffer `probs` has 3"), "{e}");
-    let mut o3 = nan_buf(&gpu, 3);
+    let mut o3 = poisoned(&gpu, 3);
     let e = err(attention_forward(&gpu, s, 1.0, &qkv, &mut p, &mut o3));
     assert!(e.contains("buffer `out` has 3"), "{e}");
     let e = err(attention_forward(
@@ -176,7 +172,7 @@ fn attention_rejects_bad_shapes() {
     assert!(e.contains("buffer `dout` has 3"), "{e}");
     let e = err(attention_backward(&gpu, s, 1.0, &qkv, &short, &o, &mut d));
     assert!(e.contains("buffer `probs` has 3"), "{e}");
-    let mut d3 = nan_buf(&gpu, 3);
+    let mut d3 = poisoned(&gpu, 3);
     let e = err(attention_backward(&gpu, s, 1.0, &qkv, &p, &o, &mut d3));
     assert!(e.contains("buffer `dqkv` has 3"), "{e}");
     let e = err(attention_backward(&gpu, s, f32::NAN, &qkv, &p, &o, &mut d));

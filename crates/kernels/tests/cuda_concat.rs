@@ -2,35 +2,15 @@
 //! NaN before each run. Both are copies, so the results must match bit for bit. Without a GPU
 //! the kernels run on the CUDA emulator.
 
-use std::sync::Arc;
+mod common;
 
+use common::{bits, gpu_or_skip, poisoned, random, same_error};
+
+use rand::SeedableRng;
 use rand::rngs::StdRng;
-use rand::{RngExt, SeedableRng};
-use scalarize_kernels::KernelError;
 use scalarize_kernels::cpu;
+use scalarize_kernels::cuda::GpuBuffer;
 use scalarize_kernels::cuda::concat as cc;
-use scalarize_kernels::cuda::{Gpu, GpuBuffer};
-
-fn gpu_or_skip(test: &str) -> Option<Arc<Gpu>> {
-    Gpu::for_tests(test)
-}
-
-fn random(rng: &mut StdRng, n: usize) -> Vec<f32> {
-    (0..n).map(|_| rng.random_range(-3.0f32..3.0)).collect()
-}
-
-fn poisoned(gpu: &Gpu, n: usize) -> GpuBuffer<f32> {
-    gpu.upload(&vec![f32::NAN; n]).unwrap()
-}
-
-fn bits(v: &[f32]) -> Vec<u32> {
-    v.iter().map(|x| x.to_bits()).collect()
-}
-
-fn same_error(cuda: KernelError, cpu: KernelError) {
-    assert_eq!(cuda.op, format!("cuda::{}", cpu.op));
-    assert_eq!(cuda.msg, cpu.msg);
-}
 
 /// (outer, inner sizes): one row (plain copies), one part (contiguous), narrow and wide parts,
 /// rows longer than a block.

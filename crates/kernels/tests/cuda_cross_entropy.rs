@@ -2,15 +2,19 @@
 //! fresh random inputs (extreme logits, ignored rows), outputs poisoned with NaN before each
 //! run; runs on the CUDA emulator without a GPU.
 
+mod common;
+
+use common::{bits, poisoned};
+
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use scalarize_kernels::cpu;
+use scalarize_kernels::cuda::Gpu;
 use scalarize_kernels::cuda::cross_entropy::{
     bce_with_logits_backward, bce_with_logits_forward, cross_entropy_backward,
     cross_entropy_forward,
 };
 use scalarize_kernels::cuda::softmax::WARP_MAX_DIM;
-use scalarize_kernels::cuda::{Gpu, GpuBuffer};
 
 const IGNORE: i64 = -100;
 
@@ -28,14 +32,6 @@ fn logits(rng: &mut StdRng, n: usize, extreme: bool) -> Vec<f32> {
             }
         })
         .collect()
-}
-
-fn nan_buf(gpu: &Gpu, n: usize) -> GpuBuffer<f32> {
-    gpu.upload(&vec![f32::NAN; n]).unwrap()
-}
-
-fn bits(v: &[f32]) -> Vec<u32> {
-    v.iter().map(|x| x.to_bits()).collect()
 }
 
 /// |got − want| ≤ 1e-5·|want| + abs[i]: the GPU sums the exponentials in a tree, the CPU in
@@ -79,7 +75,7 @@ fn cross_entropy_matches_cpu() {
             cpu::cross_entropy_backward(rows, classes, &x, &t, IGNORE, scale, &mut want_d).unwrap();
 
             let (dx, dt) = (gpu.upload(&x).unwrap(), gpu.upload(&t).unwrap());
-            let mut l = nan_buf(&gpu, rows);
+            let mut l = poisoned(&gpu, rows);
             let valid =
                 cross_entropy_forward(&gpu, rows, classes, &dx, &dt, IGNORE, &mut l).unwrap();
             assert_eq!(valid, want_valid, "{what}: valid rows");
@@ -102,7 +98,7 @@ fn cross_entropy_matches_cpu() {
                 }
             }
 
-            let mut d = nan_buf(&gpu, n);
+            let mut d = poisoned(&gpu, n);
             cross_entropy_backward(&gpu, rows, classes, &dx, &dt, IGNORE, scale, &mut d).unwrap();
             let got_d = gpu.download(&d).unwrap();
             close(
@@ -119,10 +115,10 @@ fn cross_entropy_matches_cpu() {
             }
 
             // Reproducible bit for bit.
-            let mut l2 = nan_buf(&gpu, rows);
+            let mut l2 = poisoned(&gpu, rows);
             cross_entropy_forward(&gpu, rows, classes, &dx, &dt, IGNORE, &mut l2).unwrap();
             assert_eq!(bits(&gpu.download(&l2).unwrap()), bits(&got_l), "{what}");
-            let mut d2 = nan_buf(&gpu, n);
+            let mut d2 = poisoned(&gpu, n);
             cross_entropy_backward(&gpu, rows, classes, &dx, &dt, IGNORE, scale, &mut d2).unwrap();
             assert_eq!(bits(&gpu.download(&d2).unwrap()), bits(&got_d), "{what}");
         }
@@ -135,8 +131,8 @@ fn cross_entropy_rejects_bad_targets_and_shapes() {
         return;
     };
     let x = gpu.upload(&[0.5f32, -1.0, 2.0, 0.0, 1.0, 3.0]).unwrap();
-    let mut l = nan_buf(&gpu, 2);
-    let mut d = nan_buf(&gpu, 6);
+    let mut l = poisoned(&gpu, 2);
+    let mut d = poisoned(&gpu, 6);
     // Out of range (3 of 3 classes) and negative non-ignore targets; the first bad row is named.
     for (targets, msg) in [
         ([0i64, 3], "target 3 of row 1 is outside [0, 3)"),
@@ -195,7 +191,7 @@ fn bce_with_logits_matches_cpu() {
         cpu::bce_with_logits_backward(&x, &t, scale, &mut want_d).unwrap();
 
         let (dx, dt) = (gpu.upload(&x).unwrap(), gpu.upload(&t).unwrap());
-        let mut l = nan_buf(&gpu, n);
+        let mut l = poisoned(&gpu, n);
         bce_with_logits_forward(&gpu, &dx, &dt, &mut l).unwrap();
         let got_l = gpu.download(&l).unwrap();
         // max(x, 0) − x·t may be fused into one FMA on a GPU: an ulp of x·t apart.
@@ -205,7 +201,7 @@ fn bce_with_logits_matches_cpu() {
             |i| 1e-6 * (1.0 + x[i].abs()),
             &format!("bce forward n={n}"),
         );
-        let mut d = nan_buf(&gpu, n);
+        let mut d = poisoned(&gpu, n);
         bce_with_logits_backward(&gpu, &dx, &dt, scale, &mut d).unwrap();
         let got_d = gpu.download(&d).unwrap();
         close(
@@ -215,10 +211,10 @@ fn bce_with_logits_matches_cpu() {
             &format!("bce backward n={n}"),
         );
 
-        let mut l2 = nan_buf(&gpu, n);
+        let mut l2 = poisoned(&gpu, n);
         bce_with_logits_forward(&gpu, &dx, &dt, &mut l2).unwrap();
         assert_eq!(bits(&gpu.download(&l2).unwrap()), bits(&got_l), "n={n}");
-        let mut d2 = nan_buf(&gpu, n);
+        let mut d2 = poisoned(&gpu, n);
         bce_with_logits_backward(&gpu, &dx, &dt, scale, &mut d2).unwrap();
         assert_eq!(bits(&gpu.download(&d2).unwrap()), bits(&got_d), "n={n}");
     }
@@ -232,14 +228,14 @@ fn bce_with_logits_rejects_bad_lengths() {
     let x = gpu.upload(&[0.5f32, -1.0, 2.0]).unwrap();
     let t2 = gpu.upload(&[1.0f32, 0.0]).unwrap();
     let t3 = gpu.upload(&[1.0f32, 0.0, 0.5]).unwrap();
-    let mut out = nan_buf(&gpu, 3);
+    let mut out = poisoned(&gpu, 3);
     let e = bce_with_logits_forward(&gpu, &x, &t2, &mut out).unwrap_err();
     assert!(
         e.to_string()
             .contains("buffer `targets` has 2 elements, expected 3 (the length of `x`)"),
         "{e}"
     );
-    let mut out2 = nan_buf(&gpu, 2);
+    let mut out2 = poisoned(&gpu, 2);
     let e = bce_with_logits_backward(&gpu, &x, &t3, 1.0, &mut out2).unwrap_err();
     assert!(e.to_string().contains("buffer `dx` has 2"), "{e}");
     // Empty inputs are refused (where the device can hold an empty buffer at all).

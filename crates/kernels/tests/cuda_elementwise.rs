@@ -2,37 +2,15 @@
 //! inputs, outputs poisoned with NaN before each run. Without a GPU the kernels run on the CUDA
 //! emulator.
 
-use std::sync::Arc;
+mod common;
+
+use common::{bits, gpu_or_skip, poisoned, random, same_error};
 
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
-use scalarize_kernels::KernelError;
 use scalarize_kernels::cpu;
 use scalarize_kernels::cuda::elementwise as ew;
 use scalarize_kernels::cuda::{self, Gpu, GpuBuffer};
-
-fn gpu_or_skip(test: &str) -> Option<Arc<Gpu>> {
-    Gpu::for_tests(test)
-}
-
-fn random(rng: &mut StdRng, n: usize) -> Vec<f32> {
-    (0..n).map(|_| rng.random_range(-3.0f32..3.0)).collect()
-}
-
-/// A device buffer of `n` NaNs: a kernel that skips an element leaves it NaN.
-fn poisoned(gpu: &Gpu, n: usize) -> GpuBuffer<f32> {
-    gpu.upload(&vec![f32::NAN; n]).unwrap()
-}
-
-fn bits(v: &[f32]) -> Vec<u32> {
-    v.iter().map(|x| x.to_bits()).collect()
-}
-
-/// The CUDA op refuses what the CPU op refuses, with the same message.
-fn same_error(cuda: KernelError, cpu: KernelError) {
-    assert_eq!(cuda.op, format!("cuda::{}", cpu.op));
-    assert_eq!(cuda.msg, cpu.msg);
-}
 
 /// Lengths with tails around the 256-thread blocks.
 const LENS: &[usize] = &[1, 7, 255, 257, 1000, 4099];

@@ -2,35 +2,15 @@
 //! poisoned with NaN before each run. Both are copies, so the results must match bit for bit.
 //! Without a GPU the kernels run on the CUDA emulator.
 
-use std::sync::Arc;
+mod common;
+
+use common::{bits, gpu_or_skip, poisoned, random, same_error};
 
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
-use scalarize_kernels::KernelError;
 use scalarize_kernels::cpu;
+use scalarize_kernels::cuda::Gpu;
 use scalarize_kernels::cuda::permute as pm;
-use scalarize_kernels::cuda::{Gpu, GpuBuffer};
-
-fn gpu_or_skip(test: &str) -> Option<Arc<Gpu>> {
-    Gpu::for_tests(test)
-}
-
-fn random(rng: &mut StdRng, n: usize) -> Vec<f32> {
-    (0..n).map(|_| rng.random_range(-3.0f32..3.0)).collect()
-}
-
-fn poisoned(gpu: &Gpu, n: usize) -> GpuBuffer<f32> {
-    gpu.upload(&vec![f32::NAN; n]).unwrap()
-}
-
-fn bits(v: &[f32]) -> Vec<u32> {
-    v.iter().map(|x| x.to_bits()).collect()
-}
-
-fn same_error(cuda: KernelError, cpu: KernelError) {
-    assert_eq!(cuda.op, format!("cuda::{}", cpu.op));
-    assert_eq!(cuda.msg, cpu.msg);
-}
 
 /// Runs cuda and cpu permute on a fresh x and compares bit for bit.
 fn check_permute(gpu: &Gpu, rng: &mut StdRng, shape: &[usize], perm: &[usize]) {

@@ -2,18 +2,15 @@
 //! NaN before each run, two runs compared bit for bit. Without a GPU the kernels run on the
 //! CUDA emulator.
 
-use std::sync::Arc;
+mod common;
+
+use common::{bits, gpu_or_skip, poisoned, same_error};
 
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
-use scalarize_kernels::KernelError;
 use scalarize_kernels::cpu;
 use scalarize_kernels::cuda::reduce as rd;
 use scalarize_kernels::cuda::{Gpu, GpuBuffer};
-
-fn gpu_or_skip(test: &str) -> Option<Arc<Gpu>> {
-    Gpu::for_tests(test)
-}
 
 /// Values in [-3, 3) shifted by `offset` (an offset makes the sums large next to their
 /// cancellation-free parts).
@@ -21,19 +18,6 @@ fn random(rng: &mut StdRng, n: usize, offset: f32) -> Vec<f32> {
     (0..n)
         .map(|_| offset + rng.random_range(-3.0f32..3.0))
         .collect()
-}
-
-fn poisoned(gpu: &Gpu, n: usize) -> GpuBuffer<f32> {
-    gpu.upload(&vec![f32::NAN; n]).unwrap()
-}
-
-fn bits(v: &[f32]) -> Vec<u32> {
-    v.iter().map(|x| x.to_bits()).collect()
-}
-
-fn same_error(cuda: KernelError, cpu: KernelError) {
-    assert_eq!(cuda.op, format!("cuda::{}", cpu.op));
-    assert_eq!(cuda.msg, cpu.msg);
 }
 
 /// Both sides sum in f64, so they differ by at most one f32 rounding of the result (1.2e-7

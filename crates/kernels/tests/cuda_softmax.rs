@@ -1,11 +1,15 @@
 //! CUDA softmax (forward and backward) against its CPU twin on fresh random inputs, outputs
 //! poisoned with NaN before each run; runs on the CUDA emulator without a GPU.
 
+mod common;
+
+use common::poisoned;
+
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use scalarize_kernels::cpu;
+use scalarize_kernels::cuda::Gpu;
 use scalarize_kernels::cuda::softmax::{WARP_MAX_DIM, softmax_backward, softmax_forward};
-use scalarize_kernels::cuda::{Gpu, GpuBuffer};
 
 /// (rows, dim): odd lengths exercise the lane tails; 1 is a degenerate row; 2049 > WARP_MAX_DIM
 /// takes the block-per-row path.
@@ -29,10 +33,6 @@ fn random(rng: &mut StdRng, n: usize, extreme: bool) -> Vec<f32> {
             }
         })
         .collect()
-}
-
-fn nan_buf(gpu: &Gpu, n: usize) -> GpuBuffer<f32> {
-    gpu.upload(&vec![f32::NAN; n]).unwrap()
 }
 
 /// |got − want| ≤ 1e-5·|want| + 1e-7·row_scale: the CPU sums in f64 (the GPU in f32 trees)
@@ -69,7 +69,7 @@ fn softmax_matches_cpu() {
             cpu::softmax_backward(rows, dim, &want_y, &dy, &mut want_dx).unwrap();
 
             let (dx_, ddy) = (gpu.upload(&x).unwrap(), gpu.upload(&dy).unwrap());
-            let mut y = nan_buf(&gpu, n);
+            let mut y = poisoned(&gpu, n);
             softmax_forward(&gpu, rows, dim, &dx_, &mut y).unwrap();
             let got_y = gpu.download(&y).unwrap();
             close(
@@ -87,7 +87,7 @@ fn softmax_matches_cpu() {
 
             // The backward from the CPU's y, so that only the backward is compared.
             let dyv = gpu.upload(&want_y).unwrap();
-            let mut dx = nan_buf(&gpu, n);
+            let mut dx = poisoned(&gpu, n);
             softmax_backward(&gpu, rows, dim, &dyv, &ddy, &mut dx).unwrap();
             let got_dx = gpu.download(&dx).unwrap();
             // dx = y (dy − dot): the subtraction cancels, so errors scale with max |y|·(|dy| + |dot|).
@@ -103,9 +103,9 @@ fn softmax_matches_cpu() {
             close(&got_dx, &want_dx, dim, &scale, &format!("backward {what}"));
 
             // Reproducible bit for bit.
-            let mut y2 = nan_buf(&gpu, n);
+            let mut y2 = poisoned(&gpu, n);
             softmax_forward(&gpu, rows, dim, &dx_, &mut y2).unwrap();
-            let mut dx2 = nan_buf(&gpu, n);
+            let mut dx2 = poisoned(&gpu, n);
             softmax_backward(&gpu, rows, dim, &dyv, &ddy, &mut dx2).unwrap();
             let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect::<Vec<_>>();
             assert_eq!(
@@ -128,7 +128,7 @@ fn softmax_rejects_bad_shapes() {
         return;
     };
     let x = gpu.upload(&[0.5f32; 6]).unwrap();
-    let mut y = nan_buf(&gpu, 6);
+    let mut y = poisoned(&gpu, 6);
     let e = softmax_forward(&gpu, 2, 4, &x, &mut y).unwrap_err();
     assert!(
         e.to_string()
@@ -137,7 +137,7 @@ fn softmax_rejects_bad_shapes() {
     );
     let e = softmax_forward(&gpu, 0, 6, &x, &mut y).unwrap_err();
     assert!(e.to_string().contains("dimension `rows` is 0"), "{e}");
-    let mut y5 = nan_buf(&gpu, 5);
+    let mut y5 = poisoned(&gpu, 5);
     let e = softmax_forward(&gpu, 2, 3, &x, &mut y5).unwrap_err();
     assert!(e.to_string().contains("buffer `y` has 5"), "{e}");
     let e = softmax_backward(&gpu, 3, 2, &x, &y5, &mut y).unwrap_err();
