@@ -61,6 +61,22 @@ pub(crate) fn buf(
     }
 }
 
+/// Counts `dims` with `count`, then checks that each of `bufs` (name, length) holds that many
+/// elements (the shape shown as `[name=d, ...]`); returns the count.
+pub(crate) fn shaped(
+    op: &'static str,
+    count: Numel,
+    dims: &[(&str, usize)],
+    bufs: &[(&str, usize)],
+) -> Result<usize> {
+    let total = count(op, dims)?;
+    let shape = show(dims);
+    for &(name, len) in bufs {
+        buf(op, name, len, total, format_args!("{shape}"))?;
+    }
+    Ok(total)
+}
+
 /// Checks that two buffers have the same non-zero length.
 pub(crate) fn same_len(op: &'static str, names: &[(&str, usize)]) -> Result<usize> {
     let Some(&(first, n)) = names.first() else {

@@ -1,7 +1,7 @@
 //! Elementwise arithmetic and broadcast biases (per channel of NCHW, per column of rows).
 
 use super::accumulate;
-use super::checks::{Numel, PAR_MIN, buf, numel, same_len};
+use super::checks::{Numel, PAR_MIN, buf, numel, same_len, shaped};
 use crate::error::Result;
 use rayon::prelude::*;
 
@@ -77,16 +77,7 @@ pub(crate) fn check_bias_channels(
     full: &[(&str, usize)],
     (bias, bias_len): (&str, usize),
 ) -> Result<usize> {
-    let total = count(op, &[("n", n), ("c", c), ("hw", hw)])?;
-    for &(name, len) in full {
-        buf(
-            op,
-            name,
-            len,
-            total,
-            format_args!("[n={n}, c={c}, hw={hw}]"),
-        )?;
-    }
+    let total = shaped(op, count, &[("n", n), ("c", c), ("hw", hw)], full)?;
     buf(op, bias, bias_len, c, format_args!("[c={c}]"))?;
     Ok(total)
 }
@@ -101,16 +92,7 @@ pub(crate) fn check_bias_rows(
     full: &[(&str, usize)],
     (bias, bias_len): (&str, usize),
 ) -> Result<usize> {
-    let total = count(op, &[("rows", rows), ("dim", dim)])?;
-    for &(name, len) in full {
-        buf(
-            op,
-            name,
-            len,
-            total,
-            format_args!("[rows={rows}, dim={dim}]"),
-        )?;
-    }
+    let total = shaped(op, count, &[("rows", rows), ("dim", dim)], full)?;
     buf(op, bias, bias_len, dim, format_args!("[dim={dim}]"))?;
     Ok(total)
 }

@@ -1,7 +1,7 @@
 //! Softmax along the last axis of [rows, dim], forward and backward.
 
 use super::accumulate as acc;
-use super::checks::{Numel, PAR_MIN, buf, numel};
+use super::checks::{Numel, PAR_MIN, numel, shaped};
 use super::weighted_loss::exp_f32;
 use crate::error::Result;
 use rayon::prelude::*;
@@ -55,17 +55,7 @@ pub(crate) fn check_rows(
     dim: usize,
     bufs: &[(&str, usize)],
 ) -> Result<usize> {
-    let total = count(op, &[("rows", rows), ("dim", dim)])?;
-    for &(name, len) in bufs {
-        buf(
-            op,
-            name,
-            len,
-            total,
-            format_args!("[rows={rows}, dim={dim}]"),
-        )?;
-    }
-    Ok(total)
+    shaped(op, count, &[("rows", rows), ("dim", dim)], bufs)
 }
 
 /// y = softmax(x) per row (max-subtracted).

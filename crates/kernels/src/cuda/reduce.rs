@@ -178,6 +178,20 @@ pub fn mean(gpu: &Gpu, x: &GpuBuffer<f32>) -> Result<f32> {
     Ok((total(gpu, "cuda::mean", x)? / x.len() as f64) as f32)
 }
 
+/// Checks x [outer, len, inner] and y [outer, inner] as the CPU does, then y = factor·Σ over
+/// the middle axis.
+fn reduce_mid(
+    gpu: &Gpu,
+    op: &'static str,
+    (outer, len, inner): (usize, usize, usize),
+    x: &GpuBuffer<f32>,
+    y: &mut GpuBuffer<f32>,
+    factor: f64,
+) -> Result<()> {
+    check_mid(op, numel, (outer, len, inner), x.len(), y.len())?;
+    over_mid(gpu, outer, len, inner, x, y, factor)
+}
+
 /// y [outer, inner] = Σ over the middle axis of x [outer, len, inner].
 pub fn sum_axis(
     gpu: &Gpu,
@@ -187,14 +201,7 @@ pub fn sum_axis(
     x: &GpuBuffer<f32>,
     y: &mut GpuBuffer<f32>,
 ) -> Result<()> {
-    check_mid(
-        "cuda::sum_axis",
-        numel,
-        (outer, len, inner),
-        x.len(),
-        y.len(),
-    )?;
-    over_mid(gpu, outer, len, inner, x, y, 1.0)
+    reduce_mid(gpu, "cuda::sum_axis", (outer, len, inner), x, y, 1.0)
 }
 
 /// y [outer, inner] = mean over the middle axis of x [outer, len, inner].
@@ -206,13 +213,7 @@ pub fn mean_axis(
     x: &GpuBuffer<f32>,
     y: &mut GpuBuffer<f32>,
 ) -> Result<()> {
-    check_mid(
-        "cuda::mean_axis",
-        numel,
-        (outer, len, inner),
-        x.len(),
-        y.len(),
-    )?;
-    // The CPU multiplies by the f64 reciprocal; so does rd_finish.
-    over_mid(gpu, outer, len, inner, x, y, 1.0 / len as f64)
+    // The CPU multiplies by the f64 reciprocal; so does rd_finish (len = 0 is refused first).
+    let factor = 1.0 / len as f64;
+    reduce_mid(gpu, "cuda::mean_axis", (outer, len, inner), x, y, factor)
 }
