@@ -6,7 +6,16 @@ use super::checks::{PAR_MIN, buf, numel};
 use crate::error::{KernelError, Result};
 use rayon::prelude::*;
 
-fn check_x(op: &'static str, name: &str, len: usize, n: usize, c: usize, hw: usize) -> Result<()> {
+/// Checks that buffer `name` holds n·c·hw values (shared with the CUDA twin, which passes its
+/// own op names).
+pub(crate) fn check_x(
+    op: &'static str,
+    name: &str,
+    len: usize,
+    n: usize,
+    c: usize,
+    hw: usize,
+) -> Result<()> {
     buf(
         op,
         name,
@@ -16,8 +25,36 @@ fn check_x(op: &'static str, name: &str, len: usize, n: usize, c: usize, hw: usi
     )
 }
 
-fn check_c(op: &'static str, name: &str, len: usize, c: usize) -> Result<()> {
+/// Checks that per-channel buffer `name` holds c values.
+pub(crate) fn check_c(op: &'static str, name: &str, len: usize, c: usize) -> Result<()> {
     buf(op, name, len, c, format_args!("[c={c}]"))
+}
+
+/// Checks, in order, that each `xs` buffer (name, length) holds n·c·hw values and each `cs`
+/// buffer c values: the buffer checks of every entry point, CPU and CUDA alike.
+pub(crate) fn check_bufs(
+    op: &'static str,
+    (n, c, hw): (usize, usize, usize),
+    xs: &[(&str, usize)],
+    cs: &[(&str, usize)],
+) -> Result<()> {
+    for &(name, len) in xs {
+        check_x(op, name, len, n, c, hw)?;
+    }
+    for &(name, len) in cs {
+        check_c(op, name, len, c)?;
+    }
+    Ok(())
+}
+
+/// The buffer checks of `batch_norm_update_running` (CPU and CUDA): the lengths of save_mean,
+/// save_invstd, running_mean and running_var, in that order.
+pub(crate) fn check_running(op: &'static str, c: usize, lens: [usize; 4]) -> Result<()> {
+    let names = ["save_mean", "save_invstd", "running_mean", "running_var"];
+    for (name, len) in names.into_iter().zip(lens) {
+        check_c(op, name, len, c)?;
+    }
+    Ok(())
 }
 
 /// The n planes of channel `ch` of a buffer [n, c, hw], in image order.
@@ -283,12 +320,17 @@ fn forward_train(
     save_invstd: &mut [f32],
 ) -> Result<()> {
     numel(op, &[("n", n), ("c", c), ("hw", hw)])?;
-    check_x(op, "x", x.len(), n, c, hw)?;
-    check_x(op, "y", y.len(), n, c, hw)?;
-    check_c(op, "gamma", gamma.len(), c)?;
-    check_c(op, "beta", beta.len(), c)?;
-    check_c(op, "save_mean", save_mean.len(), c)?;
-    check_c(op, "save_invstd", save_invstd.len(), c)?;
+    check_bufs(
+        op,
+        (n, c, hw),
+        &[("x", x.len()), ("y", y.len())],
+        &[
+            ("gamma", gamma.len()),
+            ("beta", beta.len()),
+            ("save_mean", save_mean.len()),
+            ("save_invstd", save_invstd.len()),
+        ],
+    )?;
     let wide = super::has_avx512();
     let job = FwdGroup {
         x,
@@ -416,10 +458,16 @@ pub fn batch_norm_update_running(
             format!("expected more than 1 value per channel (count = n·hw = {count})"),
         ));
     }
-    check_c(OP, "save_mean", save_mean.len(), c)?;
-    check_c(OP, "save_invstd", save_invstd.len(), c)?;
-    check_c(OP, "running_mean", running_mean.len(), c)?;
-    check_c(OP, "running_var", running_var.len(), c)?;
+    check_running(
+        OP,
+        c,
+        [
+            save_mean.len(),
+            save_invstd.len(),
+            running_mean.len(),
+            running_var.len(),
+        ],
+    )?;
     let unbias = count as f64 / (count - 1) as f64;
     let mo = momentum as f64;
     for ch in 0..c {
@@ -485,12 +533,17 @@ fn forward_eval(
     y: &mut [f32],
 ) -> Result<()> {
     numel(op, &[("n", n), ("c", c), ("hw", hw)])?;
-    check_x(op, "x", x.len(), n, c, hw)?;
-    check_x(op, "y", y.len(), n, c, hw)?;
-    check_c(op, "gamma", gamma.len(), c)?;
-    check_c(op, "beta", beta.len(), c)?;
-    check_c(op, "running_mean", running_mean.len(), c)?;
-    check_c(op, "running_var", running_var.len(), c)?;
+    check_bufs(
+        op,
+        (n, c, hw),
+        &[("x", x.len()), ("y", y.len())],
+        &[
+            ("gamma", gamma.len()),
+            ("beta", beta.len()),
+            ("running_mean", running_mean.len()),
+            ("running_var", running_var.len()),
+        ],
+    )?;
     if let Some(ch) = running_var
         .iter()
         .position(|&v| (v + eps).is_nan() || v + eps <= 0.0)
@@ -744,14 +797,18 @@ fn backward(
     dbeta: &mut [f32],
 ) -> Result<()> {
     numel(op, &[("n", n), ("c", c), ("hw", hw)])?;
-    check_x(op, "x", x.len(), n, c, hw)?;
-    check_x(op, "dy", dy.len(), n, c, hw)?;
-    check_x(op, "dx", dx.len(), n, c, hw)?;
-    check_c(op, "gamma", gamma.len(), c)?;
-    check_c(op, "save_mean", save_mean.len(), c)?;
-    check_c(op, "save_invstd", save_invstd.len(), c)?;
-    check_c(op, "dgamma", dgamma.len(), c)?;
-    check_c(op, "dbeta", dbeta.len(), c)?;
+    check_bufs(
+        op,
+        (n, c, hw),
+        &[("x", x.len()), ("dy", dy.len()), ("dx", dx.len())],
+        &[
+            ("gamma", gamma.len()),
+            ("save_mean", save_mean.len()),
+            ("save_invstd", save_invstd.len()),
+            ("dgamma", dgamma.len()),
+            ("dbeta", dbeta.len()),
+        ],
+    )?;
     let y = match gate {
         Gate::Output(y) => {
             check_x(op, "y", y.len(), n, c, hw)?;

@@ -13,6 +13,7 @@ use cudarc::driver::LaunchConfig;
 use super::buffer::{Arg, GpuBuffer};
 use super::gpu::Gpu;
 use super::sources::BATCH_NORM;
+use crate::cpu::batch_norm as cpu;
 use crate::error::{KernelError, Result};
 
 /// Threads per block of every kernel of the family.
@@ -65,28 +66,17 @@ fn check_shape(op: &'static str, n: usize, c: usize, hw: usize) -> Result<Shape>
 
 /// Checks that buffer `name` holds n·c·hw values.
 fn check_x(op: &'static str, name: &str, len: usize, s: Shape) -> Result<()> {
-    let want = s.n * s.c * s.hw;
-    if len == want {
-        return Ok(());
-    }
-    Err(KernelError::new(
-        op,
-        format!(
-            "buffer `{name}` has {len} elements, expected {want} (shape [n={}, c={}, hw={}])",
-            s.n, s.c, s.hw
-        ),
-    ))
+    cpu::check_x(op, name, len, s.n, s.c, s.hw)
 }
 
-/// Checks that per-channel buffer `name` holds c values.
-fn check_c(op: &'static str, name: &str, len: usize, c: usize) -> Result<()> {
-    if len == c {
-        return Ok(());
-    }
-    Err(KernelError::new(
-        op,
-        format!("buffer `{name}` has {len} elements, expected {c} (shape [c={c}])"),
-    ))
+/// The CPU's buffer checks ([`cpu::check_bufs`]) for the validated shape.
+fn check_bufs(
+    op: &'static str,
+    s: Shape,
+    xs: &[(&str, usize)],
+    cs: &[(&str, usize)],
+) -> Result<()> {
+    cpu::check_bufs(op, (s.n, s.c, s.hw), xs, cs)
 }
 
 /// How the statistics kernels split each channel's n·hw values over blocks: ranges of
@@ -281,12 +271,17 @@ fn forward_train(
     save_invstd: &mut GpuBuffer<f32>,
 ) -> Result<()> {
     let c = s.c;
-    check_x(op, "x", x.len(), s)?;
-    check_x(op, "y", y.len(), s)?;
-    check_c(op, "gamma", gamma.len(), c)?;
-    check_c(op, "beta", beta.len(), c)?;
-    check_c(op, "save_mean", save_mean.len(), c)?;
-    check_c(op, "save_invstd", save_invstd.len(), c)?;
+    check_bufs(
+        op,
+        s,
+        &[("x", x.len()), ("y", y.len())],
+        &[
+            ("gamma", gamma.len()),
+            ("beta", beta.len()),
+            ("save_mean", save_mean.len()),
+            ("save_invstd", save_invstd.len()),
+        ],
+    )?;
     let sp = splits(s.n, s.hw);
     // Both are fully written before they are read: every (split, channel) partial by its
     // block, every coefficient by its channel's thread.
@@ -380,10 +375,16 @@ pub fn batch_norm_update_running(
             format!("expected more than 1 value per channel (count = n·hw = {count})"),
         ));
     }
-    check_c(OP, "save_mean", save_mean.len(), c)?;
-    check_c(OP, "save_invstd", save_invstd.len(), c)?;
-    check_c(OP, "running_mean", running_mean.len(), c)?;
-    check_c(OP, "running_var", running_var.len(), c)?;
+    cpu::check_running(
+        OP,
+        c,
+        [
+            save_mean.len(),
+            save_invstd.len(),
+            running_mean.len(),
+            running_var.len(),
+        ],
+    )?;
     let unbias = count as f64 / (count - 1) as f64;
     gpu.launch(
         &BATCH_NORM,
@@ -456,12 +457,17 @@ fn forward_eval(
     y: &mut GpuBuffer<f32>,
 ) -> Result<()> {
     let s = check_shape(op, n, c, hw)?;
-    check_x(op, "x", x.len(), s)?;
-    check_x(op, "y", y.len(), s)?;
-    check_c(op, "gamma", gamma.len(), c)?;
-    check_c(op, "beta", beta.len(), c)?;
-    check_c(op, "running_mean", running_mean.len(), c)?;
-    check_c(op, "running_var", running_var.len(), c)?;
+    check_bufs(
+        op,
+        s,
+        &[("x", x.len()), ("y", y.len())],
+        &[
+            ("gamma", gamma.len()),
+            ("beta", beta.len()),
+            ("running_mean", running_mean.len()),
+            ("running_var", running_var.len()),
+        ],
+    )?;
     // The CPU refuses a non-positive running_var + eps; the same check here reads the c
     // variances back (one small synchronous copy per call).
     let var = gpu.download(running_var)?;
@@ -548,7 +554,7 @@ pub fn batch_norm_relu_backward(
 ) -> Result<()> {
     let op = "cuda::batch_norm_relu_backward";
     let s = check_shape(op, n, c, hw)?;
-    check_c(op, "beta", beta.len(), c)?;
+    cpu::check_c(op, "beta", beta.len(), c)?;
     let stats = (save_mean, save_invstd);
     backward(
         gpu,
@@ -622,14 +628,18 @@ fn backward(
     (dgamma, dbeta): (&mut GpuBuffer<f32>, &mut GpuBuffer<f32>),
 ) -> Result<()> {
     let c = s.c;
-    check_x(op, "x", x.len(), s)?;
-    check_x(op, "dy", dy.len(), s)?;
-    check_x(op, "dx", dx.len(), s)?;
-    check_c(op, "gamma", gamma.len(), c)?;
-    check_c(op, "save_mean", save_mean.len(), c)?;
-    check_c(op, "save_invstd", save_invstd.len(), c)?;
-    check_c(op, "dgamma", dgamma.len(), c)?;
-    check_c(op, "dbeta", dbeta.len(), c)?;
+    check_bufs(
+        op,
+        s,
+        &[("x", x.len()), ("dy", dy.len()), ("dx", dx.len())],
+        &[
+            ("gamma", gamma.len()),
+            ("save_mean", save_mean.len()),
+            ("save_invstd", save_invstd.len()),
+            ("dgamma", dgamma.len()),
+            ("dbeta", dbeta.len()),
+        ],
+    )?;
     let (y, beta) = match gate {
         Gate::None => (None, None),
         Gate::Output(y) => (Some(y), None),
