@@ -44,7 +44,8 @@ impl Pool2dShape {
         self.validate_for("pool2d")
     }
 
-    fn validate_for(&self, op: &'static str) -> Result<()> {
+    /// `validate` under the name `op` (the entry points' own names, CPU and CUDA).
+    pub(crate) fn validate_for(&self, op: &'static str) -> Result<()> {
         numel(
             op,
             &[
@@ -85,7 +86,14 @@ impl Pool2dShape {
         Ok(())
     }
 
-    fn check(&self, op: &'static str, name: &str, len: usize, input: bool) -> Result<()> {
+    /// Checks the length of an input-shaped (`input`) or output-shaped buffer.
+    pub(crate) fn check(
+        &self,
+        op: &'static str,
+        name: &str,
+        len: usize,
+        input: bool,
+    ) -> Result<()> {
         let s = self;
         if input {
             buf(
@@ -284,6 +292,37 @@ pub fn max_pool2d_backward(
     Ok(())
 }
 
+/// The checks of global average pooling (CPU and CUDA): non-zero dimensions without
+/// overflow, then the lengths of x and y (`forward`) or dy and dx; `planes_len` is that of the
+/// [n, c, hw] buffer, `means_len` that of the [n·c] one. Returns n·c·hw.
+pub(crate) fn check_global(
+    op: &'static str,
+    (n, c, hw): (usize, usize, usize),
+    forward: bool,
+    planes_len: usize,
+    means_len: usize,
+) -> Result<usize> {
+    let total = numel(op, &[("n", n), ("c", c), ("hw", hw)])?;
+    let planes = |name| {
+        buf(
+            op,
+            name,
+            planes_len,
+            total,
+            format_args!("[n={n}, c={c}, hw={hw}]"),
+        )
+    };
+    let means = |name| buf(op, name, means_len, n * c, format_args!("[n={n}, c={c}]"));
+    if forward {
+        planes("x")?;
+        means("y")?;
+    } else {
+        means("dy")?;
+        planes("dx")?;
+    }
+    Ok(total)
+}
+
 /// Global average pooling: y [n·c] = mean over hw of x [n, c, hw].
 pub fn global_avg_pool_forward(
     n: usize,
@@ -293,15 +332,7 @@ pub fn global_avg_pool_forward(
     y: &mut [f32],
 ) -> Result<()> {
     const OP: &str = "global_avg_pool_forward";
-    let total = numel(OP, &[("n", n), ("c", c), ("hw", hw)])?;
-    buf(
-        OP,
-        "x",
-        x.len(),
-        total,
-        format_args!("[n={n}, c={c}, hw={hw}]"),
-    )?;
-    buf(OP, "y", y.len(), n * c, format_args!("[n={n}, c={c}]"))?;
+    check_global(OP, (n, c, hw), true, x.len(), y.len())?;
     let inv = 1.0 / hw as f64;
     for (d, p) in y.iter_mut().zip(x.chunks(hw)) {
         *d = (acc::sum(p) * inv) as f32;
@@ -318,15 +349,7 @@ pub fn global_avg_pool_backward(
     dx: &mut [f32],
 ) -> Result<()> {
     const OP: &str = "global_avg_pool_backward";
-    let total = numel(OP, &[("n", n), ("c", c), ("hw", hw)])?;
-    buf(OP, "dy", dy.len(), n * c, format_args!("[n={n}, c={c}]"))?;
-    buf(
-        OP,
-        "dx",
-        dx.len(),
-        total,
-        format_args!("[n={n}, c={c}, hw={hw}]"),
-    )?;
+    check_global(OP, (n, c, hw), false, dx.len(), dy.len())?;
     let inv = 1.0 / hw as f32;
     for (p, &g) in dx.chunks_mut(hw).zip(dy) {
         p.fill(g * inv);

@@ -5,8 +5,9 @@ use super::checks::{PAR_MIN, buf, numel};
 use crate::error::Result;
 use rayon::prelude::*;
 
-/// For each output index: (i0, i1, lambda0, lambda1) of the two input taps.
-fn bilinear_taps(input: usize, output: usize) -> Vec<(usize, usize, f32, f32)> {
+/// For each output index: (i0, i1, lambda0, lambda1) of the two input taps (also the CUDA
+/// twin's host-side tables).
+pub(crate) fn bilinear_taps(input: usize, output: usize) -> Vec<(usize, usize, f32, f32)> {
     let scale = input as f32 / output as f32;
     (0..output)
         .map(|o| {
@@ -24,7 +25,7 @@ fn bilinear_taps(input: usize, output: usize) -> Vec<(usize, usize, f32, f32)> {
 }
 
 /// For each output index: the nearest input index (PyTorch's legacy "nearest").
-fn nearest_taps(input: usize, output: usize) -> Vec<usize> {
+pub(crate) fn nearest_taps(input: usize, output: usize) -> Vec<usize> {
     let scale = input as f32 / output as f32;
     (0..output)
         .map(|o| {
@@ -39,8 +40,10 @@ fn nearest_taps(input: usize, output: usize) -> Vec<usize> {
         .collect()
 }
 
+/// Non-zero dimensions without overflow, then the lengths of the smaller ([n, c, h, w]) and
+/// the bigger ([n, c, oh, ow]) buffer; the CUDA twin calls it with its own op names.
 #[allow(clippy::too_many_arguments)]
-fn check(
+pub(crate) fn check(
     op: &'static str,
     n: usize,
     c: usize,

@@ -11,10 +11,11 @@ use super::buffer::{Arg, GpuBuffer};
 use super::gpu::Gpu;
 use super::sources::POOL;
 use crate::cpu::Pool2dShape;
+use crate::cpu::pool::check_global;
 use crate::error::{KernelError, Result};
 
-/// Threads per block.
-const THREADS: u32 = 256;
+/// Threads per block (also conv's).
+pub(crate) const THREADS: u32 = 256;
 /// Grid cap of the grid-stride kernels (enough to fill any current GPU).
 const MAX_BLOCKS: usize = 8192;
 
@@ -24,26 +25,8 @@ fn max_blocks(gpu: &Gpu) -> usize {
     if gpu.is_emulated() { 3 } else { MAX_BLOCKS }
 }
 
-/// Checks that buffer `name` holds `expected` elements (the CPU twin's message).
-fn check_buf(
-    op: &'static str,
-    name: &str,
-    got: usize,
-    expected: usize,
-    shape: std::fmt::Arguments<'_>,
-) -> Result<()> {
-    if got == expected {
-        Ok(())
-    } else {
-        Err(KernelError::new(
-            op,
-            format!("buffer `{name}` has {got} elements, expected {expected} (shape {shape})"),
-        ))
-    }
-}
-
-/// A grid-stride launch over `total` elements.
-fn elems(gpu: &Gpu, total: usize) -> LaunchConfig {
+/// A grid-stride launch over `total` elements (also conv's and upsample's).
+pub(crate) fn elems(gpu: &Gpu, total: usize) -> LaunchConfig {
     LaunchConfig {
         grid_dim: (
             total.div_ceil(THREADS as usize).clamp(1, max_blocks(gpu)) as u32,
@@ -58,7 +41,7 @@ fn elems(gpu: &Gpu, total: usize) -> LaunchConfig {
 /// Validates `s` as the CPU twin does (its messages, this op's name); the kernels index a
 /// plane with `int`, so h·w and out_h·out_w must fit in i32.
 fn validate(op: &'static str, s: &Pool2dShape) -> Result<()> {
-    s.validate().map_err(|e| KernelError::new(op, e.msg))?;
+    s.validate_for(op)?;
     let (hw, ohw) = (s.h * s.w, s.out_h() * s.out_w());
     if hw.max(ohw) > i32::MAX as usize {
         return Err(KernelError::new(
@@ -74,30 +57,12 @@ fn validate(op: &'static str, s: &Pool2dShape) -> Result<()> {
 
 /// Checks an input-shaped ([n, c, h, w]) buffer.
 fn check_in(op: &'static str, s: &Pool2dShape, name: &str, len: usize) -> Result<()> {
-    check_buf(
-        op,
-        name,
-        len,
-        s.n * s.c * s.h * s.w,
-        format_args!("[n={}, c={}, h={}, w={}]", s.n, s.c, s.h, s.w),
-    )
+    s.check(op, name, len, true)
 }
 
 /// Checks an output-shaped ([n, c, out_h, out_w]) buffer.
 fn check_out(op: &'static str, s: &Pool2dShape, name: &str, len: usize) -> Result<()> {
-    check_buf(
-        op,
-        name,
-        len,
-        s.n * s.c * s.out_h() * s.out_w(),
-        format_args!(
-            "[n={}, c={}, out_h={}, out_w={}]",
-            s.n,
-            s.c,
-            s.out_h(),
-            s.out_w()
-        ),
-    )
+    s.check(op, name, len, false)
 }
 
 /// The (planes, h, w, kh, kw, stride, pad, oh, ow) arguments every window kernel takes.
@@ -231,27 +196,6 @@ pub fn max_pool2d_backward(
     gpu.launch(&POOL, "pool_max_backward", cfg, &args)
 }
 
-/// Checks that no dimension is zero and n·c·hw does not overflow, as the CPU twin does;
-/// returns n·c·hw.
-fn numel_global(op: &'static str, (n, c, hw): (usize, usize, usize)) -> Result<usize> {
-    for (name, d) in [("n", n), ("c", c), ("hw", hw)] {
-        if d == 0 {
-            return Err(KernelError::new(
-                op,
-                format!("empty tensor: dimension `{name}` is 0 (shape [n={n}, c={c}, hw={hw}])"),
-            ));
-        }
-    }
-    n.checked_mul(c)
-        .and_then(|v| v.checked_mul(hw))
-        .ok_or_else(|| {
-            KernelError::new(
-                op,
-                format!("shape [n={n}, c={c}, hw={hw}] has too many elements"),
-            )
-        })
-}
-
 /// Global average pooling: y [n·c] = mean over hw of x [n, c, hw].
 pub fn global_avg_pool_forward(
     gpu: &Gpu,
@@ -262,15 +206,7 @@ pub fn global_avg_pool_forward(
     y: &mut GpuBuffer<f32>,
 ) -> Result<()> {
     const OP: &str = "cuda::global_avg_pool_forward";
-    let total = numel_global(OP, (n, c, hw))?;
-    check_buf(
-        OP,
-        "x",
-        x.len(),
-        total,
-        format_args!("[n={n}, c={c}, hw={hw}]"),
-    )?;
-    check_buf(OP, "y", y.len(), n * c, format_args!("[n={n}, c={c}]"))?;
+    check_global(OP, (n, c, hw), true, x.len(), y.len())?;
     let planes = n * c;
     let warps = (THREADS / 32) as usize;
     gpu.launch(
@@ -305,15 +241,7 @@ pub fn global_avg_pool_backward(
     dx: &mut GpuBuffer<f32>,
 ) -> Result<()> {
     const OP: &str = "cuda::global_avg_pool_backward";
-    let total = numel_global(OP, (n, c, hw))?;
-    check_buf(OP, "dy", dy.len(), n * c, format_args!("[n={n}, c={c}]"))?;
-    check_buf(
-        OP,
-        "dx",
-        dx.len(),
-        total,
-        format_args!("[n={n}, c={c}, hw={hw}]"),
-    )?;
+    let total = check_global(OP, (n, c, hw), false, dx.len(), dy.len())?;
     gpu.launch(
         &POOL,
         "gap_backward",

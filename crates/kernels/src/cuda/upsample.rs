@@ -5,70 +5,12 @@
 //! each call (a few hundred bytes); the backward passes gather over the output ranges that
 //! touch each input, so there are no atomics and the results equal the CPU's bit for bit.
 
-use cudarc::driver::LaunchConfig;
-
 use super::buffer::{Arg, GpuBuffer};
 use super::gpu::Gpu;
+use super::pool::elems;
 use super::sources::UPSAMPLE;
+use crate::cpu::upsample::{self as cpu, bilinear_taps, nearest_taps};
 use crate::error::{KernelError, Result};
-
-/// Threads per block.
-const THREADS: u32 = 256;
-/// Grid cap of the grid-stride kernels (enough to fill any current GPU).
-const MAX_BLOCKS: usize = 8192;
-
-/// The grid cap: a real GPU's, or 3 blocks on the emulator, so that the tests' small
-/// inputs still take several blocks and several trips round the grid-stride loops.
-fn max_blocks(gpu: &Gpu) -> usize {
-    if gpu.is_emulated() { 3 } else { MAX_BLOCKS }
-}
-
-/// A grid-stride launch over `total` elements.
-fn elems(gpu: &Gpu, total: usize) -> LaunchConfig {
-    LaunchConfig {
-        grid_dim: (
-            total.div_ceil(THREADS as usize).clamp(1, max_blocks(gpu)) as u32,
-            1,
-            1,
-        ),
-        block_dim: (THREADS, 1, 1),
-        shared_mem_bytes: 0,
-    }
-}
-
-/// For each output index: (i0, i1, lambda0, lambda1) of the two input taps (the CPU's code).
-fn bilinear_taps(input: usize, output: usize) -> Vec<(usize, usize, f32, f32)> {
-    let scale = input as f32 / output as f32;
-    (0..output)
-        .map(|o| {
-            let src = if input == output {
-                o as f32
-            } else {
-                (scale * (o as f32 + 0.5) - 0.5).max(0.0)
-            };
-            let i0 = (src as usize).min(input - 1);
-            let i1 = if i0 < input - 1 { i0 + 1 } else { i0 };
-            let l1 = (src - i0 as f32).clamp(0.0, 1.0);
-            (i0, i1, 1.0 - l1, l1)
-        })
-        .collect()
-}
-
-/// For each output index: the nearest input index (the CPU's code, PyTorch's legacy rule).
-fn nearest_taps(input: usize, output: usize) -> Vec<usize> {
-    let scale = input as f32 / output as f32;
-    (0..output)
-        .map(|o| {
-            if input == output {
-                o
-            } else if output == 2 * input {
-                o >> 1
-            } else {
-                ((o as f32 * scale).floor() as usize).min(input - 1)
-            }
-        })
-        .collect()
-}
 
 /// For each input index, [first, end) of the outputs whose taps include it (empty: 0, 0).
 fn ranges<'a>(input: usize, taps: impl Iterator<Item = (usize, &'a [usize])>) -> Vec<i32> {
@@ -109,51 +51,7 @@ impl Dims {
         small: (&str, usize),
         big: (&str, usize),
     ) -> Result<Self> {
-        let show = |dims: &[(&str, usize)]| {
-            let inner: Vec<String> = dims.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            format!("[{}]", inner.join(", "))
-        };
-        for dims in [
-            [("n", n), ("c", c), ("h", h), ("w", w)],
-            [("n", n), ("c", c), ("oh", oh), ("ow", ow)],
-        ] {
-            let mut total = 1usize;
-            for (name, d) in dims {
-                if d == 0 {
-                    return Err(KernelError::new(
-                        op,
-                        format!(
-                            "empty tensor: dimension `{name}` is 0 (shape {})",
-                            show(&dims)
-                        ),
-                    ));
-                }
-                total = total.checked_mul(d).ok_or_else(|| {
-                    KernelError::new(op, format!("shape {} has too many elements", show(&dims)))
-                })?;
-            }
-        }
-        for (name, got, want, shape) in [
-            (
-                small.0,
-                small.1,
-                n * c * h * w,
-                format!("[n={n}, c={c}, h={h}, w={w}]"),
-            ),
-            (
-                big.0,
-                big.1,
-                n * c * oh * ow,
-                format!("[n={n}, c={c}, oh={oh}, ow={ow}]"),
-            ),
-        ] {
-            if got != want {
-                return Err(KernelError::new(
-                    op,
-                    format!("buffer `{name}` has {got} elements, expected {want} (shape {shape})"),
-                ));
-            }
-        }
+        cpu::check(op, n, c, h, w, oh, ow, small, big)?;
         if (h * w).max(oh * ow) > i32::MAX as usize {
             return Err(KernelError::new(
                 op,
@@ -224,18 +122,16 @@ pub fn upsample_bilinear2d_forward(
     x: &GpuBuffer<f32>,
     y: &mut GpuBuffer<f32>,
 ) -> Result<()> {
-    let d = Dims::check(
-        "cuda::upsample_bilinear2d_forward",
+    let op = "cuda::upsample_bilinear2d_forward";
+    run(
+        gpu,
+        op,
         (n, c, h, w, oh, ow),
-        ("x", x.len()),
-        ("y", y.len()),
-    )?;
-    let (idx, wts) = d.bilinear_tables(gpu)?;
-    let cfg = elems(gpu, y.len());
-    let mut args = vec![x.arg()];
-    args.extend(d.args());
-    args.extend([idx.arg(), wts.arg(), y.arg_mut()]);
-    gpu.launch(&UPSAMPLE, "ups_bilinear_forward", cfg, &args)
+        Mode::Bilinear,
+        Pass::Forward,
+        x,
+        y,
+    )
 }
 
 /// Backward of bilinear upsampling: dx [n, c, h, w] (overwritten) from dy [n, c, oh, ow].
@@ -251,18 +147,16 @@ pub fn upsample_bilinear2d_backward(
     dy: &GpuBuffer<f32>,
     dx: &mut GpuBuffer<f32>,
 ) -> Result<()> {
-    let d = Dims::check(
-        "cuda::upsample_bilinear2d_backward",
+    let op = "cuda::upsample_bilinear2d_backward";
+    run(
+        gpu,
+        op,
         (n, c, h, w, oh, ow),
-        ("dx", dx.len()),
-        ("dy", dy.len()),
-    )?;
-    let (idx, wts) = d.bilinear_tables(gpu)?;
-    let cfg = elems(gpu, dx.len());
-    let mut args = vec![dy.arg()];
-    args.extend(d.args());
-    args.extend([idx.arg(), wts.arg(), dx.arg_mut()]);
-    gpu.launch(&UPSAMPLE, "ups_bilinear_backward", cfg, &args)
+        Mode::Bilinear,
+        Pass::Backward,
+        dy,
+        dx,
+    )
 }
 
 /// Nearest-neighbour upsampling of x [n, c, h, w] to y [n, c, oh, ow].
@@ -278,18 +172,16 @@ pub fn upsample_nearest2d_forward(
     x: &GpuBuffer<f32>,
     y: &mut GpuBuffer<f32>,
 ) -> Result<()> {
-    let d = Dims::check(
-        "cuda::upsample_nearest2d_forward",
+    let op = "cuda::upsample_nearest2d_forward";
+    run(
+        gpu,
+        op,
         (n, c, h, w, oh, ow),
-        ("x", x.len()),
-        ("y", y.len()),
-    )?;
-    let idx = d.nearest_table(gpu)?;
-    let cfg = elems(gpu, y.len());
-    let mut args = vec![x.arg()];
-    args.extend(d.args());
-    args.extend([idx.arg(), y.arg_mut()]);
-    gpu.launch(&UPSAMPLE, "ups_nearest_forward", cfg, &args)
+        Mode::Nearest,
+        Pass::Forward,
+        x,
+        y,
+    )
 }
 
 /// Backward of nearest upsampling: dx [n, c, h, w] (overwritten) from dy [n, c, oh, ow].
@@ -305,16 +197,66 @@ pub fn upsample_nearest2d_backward(
     dy: &GpuBuffer<f32>,
     dx: &mut GpuBuffer<f32>,
 ) -> Result<()> {
-    let d = Dims::check(
-        "cuda::upsample_nearest2d_backward",
+    let op = "cuda::upsample_nearest2d_backward";
+    run(
+        gpu,
+        op,
         (n, c, h, w, oh, ow),
-        ("dx", dx.len()),
-        ("dy", dy.len()),
-    )?;
-    let idx = d.nearest_table(gpu)?;
-    let cfg = elems(gpu, dx.len());
-    let mut args = vec![dy.arg()];
+        Mode::Nearest,
+        Pass::Backward,
+        dy,
+        dx,
+    )
+}
+
+/// The interpolation of a call.
+#[derive(Clone, Copy)]
+enum Mode {
+    Bilinear,
+    Nearest,
+}
+
+/// Which way a call goes: x → y, or dy → dx.
+#[derive(Clone, Copy)]
+enum Pass {
+    Forward,
+    Backward,
+}
+
+/// The body of all four entry points: the checks (the smaller buffer first, as on the CPU),
+/// the tables, then one grid-stride launch over `dst` reading `src`.
+fn run(
+    gpu: &Gpu,
+    op: &'static str,
+    dims: (usize, usize, usize, usize, usize, usize),
+    mode: Mode,
+    pass: Pass,
+    src: &GpuBuffer<f32>,
+    dst: &mut GpuBuffer<f32>,
+) -> Result<()> {
+    let (small, big) = match pass {
+        Pass::Forward => (("x", src.len()), ("y", dst.len())),
+        Pass::Backward => (("dx", dst.len()), ("dy", src.len())),
+    };
+    let d = Dims::check(op, dims, small, big)?;
+    let (idx, wts) = match mode {
+        Mode::Bilinear => {
+            let (idx, wts) = d.bilinear_tables(gpu)?;
+            (idx, Some(wts))
+        }
+        Mode::Nearest => (d.nearest_table(gpu)?, None),
+    };
+    let kernel = match (mode, pass) {
+        (Mode::Bilinear, Pass::Forward) => "ups_bilinear_forward",
+        (Mode::Bilinear, Pass::Backward) => "ups_bilinear_backward",
+        (Mode::Nearest, Pass::Forward) => "ups_nearest_forward",
+        (Mode::Nearest, Pass::Backward) => "ups_nearest_backward",
+    };
+    let cfg = elems(gpu, dst.len());
+    let mut args = vec![src.arg()];
     args.extend(d.args());
-    args.extend([idx.arg(), dx.arg_mut()]);
-    gpu.launch(&UPSAMPLE, "ups_nearest_backward", cfg, &args)
+    args.push(idx.arg());
+    args.extend(wts.as_ref().map(GpuBuffer::arg));
+    args.push(dst.arg_mut());
+    gpu.launch(&UPSAMPLE, kernel, cfg, &args)
 }
