@@ -52,7 +52,8 @@ impl Conv2dShape {
         self.validate_for("conv2d")
     }
 
-    fn validate_for(&self, op: &'static str) -> Result<()> {
+    /// `validate` under the name `op` (the entry points' own names, CPU and CUDA).
+    pub(crate) fn validate_for(&self, op: &'static str) -> Result<()> {
         numel(
             op,
             &[
@@ -137,33 +138,45 @@ impl Conv2dShape {
         want.min(per_thread).max(1)
     }
 
-    fn check_buffers(&self, op: &'static str, x: &[f32], w: &[f32]) -> Result<()> {
+    /// The buffer checks of the entry points (CPU and CUDA, each with its own op name), in
+    /// order: x and w, `y` (y or dy) [n, c_out, out_h, out_w], then whichever of dx, dw and
+    /// `bias` (bias or dbias) [c_out] are given.
+    pub(crate) fn check_bufs(
+        &self,
+        op: &'static str,
+        (x, w): (usize, usize),
+        (y_name, y): (&str, usize),
+        (dx, dw): (Option<usize>, Option<usize>),
+        bias: Option<(&str, usize)>,
+    ) -> Result<()> {
         let s = self;
+        let check_x = |name, len| {
+            buf(
+                op,
+                name,
+                len,
+                s.x_len(),
+                format_args!("[n={}, c_in={}, h={}, w={}]", s.n, s.c_in, s.h, s.w),
+            )
+        };
+        let check_w = |name, len| {
+            buf(
+                op,
+                name,
+                len,
+                s.w_len(),
+                format_args!(
+                    "[c_out={}, c_in={}, kh={}, kw={}]",
+                    s.c_out, s.c_in, s.kh, s.kw
+                ),
+            )
+        };
+        check_x("x", x)?;
+        check_w("w", w)?;
         buf(
             op,
-            "x",
-            x.len(),
-            s.x_len(),
-            format_args!("[n={}, c_in={}, h={}, w={}]", s.n, s.c_in, s.h, s.w),
-        )?;
-        buf(
-            op,
-            "w",
-            w.len(),
-            s.w_len(),
-            format_args!(
-                "[c_out={}, c_in={}, kh={}, kw={}]",
-                s.c_out, s.c_in, s.kh, s.kw
-            ),
-        )
-    }
-
-    fn check_y(&self, op: &'static str, name: &str, len: usize) -> Result<()> {
-        let s = self;
-        buf(
-            op,
-            name,
-            len,
+            y_name,
+            y,
             s.y_len(),
             format_args!(
                 "[n={}, c_out={}, out_h={}, out_w={}]",
@@ -172,7 +185,17 @@ impl Conv2dShape {
                 s.out_h(),
                 s.out_w()
             ),
-        )
+        )?;
+        if let Some(len) = dx {
+            check_x("dx", len)?;
+        }
+        if let Some(len) = dw {
+            check_w("dw", len)?;
+        }
+        if let Some((name, len)) = bias {
+            buf(op, name, len, s.c_out, format_args!("[c_out={}]", s.c_out))?;
+        }
+        Ok(())
     }
 }
 
@@ -498,17 +521,14 @@ pub fn conv2d_forward(
 ) -> Result<()> {
     const OP: &str = "conv2d_forward";
     s.validate_for(OP)?;
-    s.check_buffers(OP, x, w)?;
-    s.check_y(OP, "y", y.len())?;
-    if let Some(b) = bias {
-        buf(
-            OP,
-            "bias",
-            b.len(),
-            s.c_out,
-            format_args!("[c_out={}]", s.c_out),
-        )?;
-    }
+    let bias_len = bias.map(|b| ("bias", b.len()));
+    s.check_bufs(
+        OP,
+        (x.len(), w.len()),
+        ("y", y.len()),
+        (None, None),
+        bias_len,
+    )?;
     let ohw = s.out_h() * s.out_w();
     let (k, c_out) = (s.k(), s.c_out);
     let nb = s.images_per_chunk();
@@ -570,38 +590,13 @@ pub fn conv2d_backward(
 ) -> Result<()> {
     const OP: &str = "conv2d_backward";
     s.validate_for(OP)?;
-    s.check_buffers(OP, x, w)?;
-    s.check_y(OP, "dy", dy.len())?;
-    if let Some(d) = &dx {
-        buf(
-            OP,
-            "dx",
-            d.len(),
-            s.x_len(),
-            format_args!("[n={}, c_in={}, h={}, w={}]", s.n, s.c_in, s.h, s.w),
-        )?;
-    }
-    if let Some(d) = &dw {
-        buf(
-            OP,
-            "dw",
-            d.len(),
-            s.w_len(),
-            format_args!(
-                "[c_out={}, c_in={}, kh={}, kw={}]",
-                s.c_out, s.c_in, s.kh, s.kw
-            ),
-        )?;
-    }
-    if let Some(d) = &dbias {
-        buf(
-            OP,
-            "dbias",
-            d.len(),
-            s.c_out,
-            format_args!("[c_out={}]", s.c_out),
-        )?;
-    }
+    s.check_bufs(
+        OP,
+        (x.len(), w.len()),
+        ("dy", dy.len()),
+        (dx.as_ref().map(|d| d.len()), dw.as_ref().map(|d| d.len())),
+        dbias.as_ref().map(|d| ("dbias", d.len())),
+    )?;
     let ohw = s.out_h() * s.out_w();
     let (k, c_out) = (s.k(), s.c_out);
     let nb = s.images_per_chunk();

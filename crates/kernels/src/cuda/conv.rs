@@ -18,6 +18,7 @@ use cudarc::driver::LaunchConfig;
 use super::buffer::{Arg, GpuBuffer};
 use super::gemm::{Gemm, gemm};
 use super::gpu::Gpu;
+use super::pool::{THREADS, elems};
 use super::sources::CONV;
 use crate::cpu::Conv2dShape;
 use crate::error::{KernelError, Result};
@@ -25,48 +26,6 @@ use crate::error::{KernelError, Result};
 /// Most bytes the column scratch (and the transposed dy chunk) of one call may take; images
 /// are chunked to stay below it (one image at a time at least).
 pub const COL_BUDGET_BYTES: usize = 256 << 20;
-
-/// Threads per block of the element kernels.
-const THREADS: u32 = 256;
-/// Grid cap of the grid-stride element kernels (enough to fill any current GPU).
-const MAX_BLOCKS: usize = 8192;
-
-/// The grid cap: a real GPU's, or 3 blocks on the emulator, so that the tests' small
-/// inputs still take several blocks and several trips round the grid-stride loops.
-fn max_blocks(gpu: &Gpu) -> usize {
-    if gpu.is_emulated() { 3 } else { MAX_BLOCKS }
-}
-
-/// Checks that buffer `name` holds `expected` elements (the CPU twin's message).
-fn check_buf(
-    op: &'static str,
-    name: &str,
-    got: usize,
-    expected: usize,
-    shape: std::fmt::Arguments<'_>,
-) -> Result<()> {
-    if got == expected {
-        Ok(())
-    } else {
-        Err(KernelError::new(
-            op,
-            format!("buffer `{name}` has {got} elements, expected {expected} (shape {shape})"),
-        ))
-    }
-}
-
-/// A grid-stride launch over `total` elements.
-fn elems(gpu: &Gpu, total: usize) -> LaunchConfig {
-    LaunchConfig {
-        grid_dim: (
-            total.div_ceil(THREADS as usize).clamp(1, max_blocks(gpu)) as u32,
-            1,
-            1,
-        ),
-        block_dim: (THREADS, 1, 1),
-        shared_mem_bytes: 0,
-    }
-}
 
 /// The validated sizes of one convolution, with the kernels' integer arguments.
 struct Plan {
@@ -85,7 +44,7 @@ impl Plan {
     /// Validates `s` as the CPU twin does (same messages, this op's name) and checks that every
     /// per-pixel quantity fits the kernels' `int`s.
     fn new(op: &'static str, s: &Conv2dShape) -> Result<Self> {
-        s.validate().map_err(|e| KernelError::new(op, e.msg))?;
+        s.validate_for(op)?;
         let (oh, ow) = (s.out_h(), s.out_w());
         let k = s.c_in * s.kh * s.kw;
         for (name, v) in [
@@ -134,46 +93,6 @@ impl Plan {
     fn images_per_chunk(&self, budget: usize) -> usize {
         let per_image = self.k.max(self.s.c_out) * self.ohw() * std::mem::size_of::<f32>();
         (budget / per_image.max(1)).clamp(1, self.s.n.min(i32::MAX as usize))
-    }
-
-    fn check_x_w(&self, op: &'static str, x: usize, w: usize) -> Result<()> {
-        let s = &self.s;
-        check_buf(
-            op,
-            "x",
-            x,
-            s.n * self.x_img,
-            format_args!("[n={}, c_in={}, h={}, w={}]", s.n, s.c_in, s.h, s.w),
-        )?;
-        check_buf(
-            op,
-            "w",
-            w,
-            s.c_out * self.k,
-            format_args!(
-                "[c_out={}, c_in={}, kh={}, kw={}]",
-                s.c_out, s.c_in, s.kh, s.kw
-            ),
-        )
-    }
-
-    fn check_y(&self, op: &'static str, name: &str, len: usize) -> Result<()> {
-        let s = &self.s;
-        check_buf(
-            op,
-            name,
-            len,
-            s.n * self.y_img,
-            format_args!(
-                "[n={}, c_out={}, out_h={}, out_w={}]",
-                s.n, s.c_out, self.oh, self.ow
-            ),
-        )
-    }
-
-    fn check_c_out(&self, op: &'static str, name: &str, len: usize) -> Result<()> {
-        let c = self.s.c_out;
-        check_buf(op, name, len, c, format_args!("[c_out={c}]"))
     }
 
     /// The geometry arguments shared by conv_im2col and conv_col2im, after `nb`.
@@ -260,11 +179,14 @@ fn forward(
 ) -> Result<()> {
     const OP: &str = "cuda::conv2d_forward";
     let s = &p.s;
-    p.check_x_w(OP, x.len(), w.len())?;
-    p.check_y(OP, "y", y.len())?;
-    if let Some(b) = bias {
-        p.check_c_out(OP, "bias", b.len())?;
-    }
+    let bias_len = bias.map(|b| ("bias", b.len()));
+    s.check_bufs(
+        OP,
+        (x.len(), w.len()),
+        ("y", y.len()),
+        (None, None),
+        bias_len,
+    )?;
     let (k, ohw) = (p.k, p.ohw());
     let beta = match bias {
         Some(b) => {
@@ -361,32 +283,13 @@ fn backward(
 ) -> Result<()> {
     const OP: &str = "cuda::conv2d_backward";
     let s = &p.s;
-    p.check_x_w(OP, x.len(), w.len())?;
-    p.check_y(OP, "dy", dy.len())?;
-    if let Some(d) = &dx {
-        check_buf(
-            OP,
-            "dx",
-            d.len(),
-            s.n * p.x_img,
-            format_args!("[n={}, c_in={}, h={}, w={}]", s.n, s.c_in, s.h, s.w),
-        )?;
-    }
-    if let Some(d) = &dw {
-        check_buf(
-            OP,
-            "dw",
-            d.len(),
-            s.c_out * p.k,
-            format_args!(
-                "[c_out={}, c_in={}, kh={}, kw={}]",
-                s.c_out, s.c_in, s.kh, s.kw
-            ),
-        )?;
-    }
-    if let Some(d) = &dbias {
-        p.check_c_out(OP, "dbias", d.len())?;
-    }
+    s.check_bufs(
+        OP,
+        (x.len(), w.len()),
+        ("dy", dy.len()),
+        (dx.as_ref().map(|d| d.len()), dw.as_ref().map(|d| d.len())),
+        dbias.as_ref().map(|d| ("dbias", d.len())),
+    )?;
     let (k, ohw, c_out) = (p.k, p.ohw(), s.c_out);
 
     if let Some(db) = dbias {
