@@ -10,6 +10,40 @@ fn rows_per_task(rows: usize, dim: usize) -> usize {
     (PAR_MIN / dim).clamp(1, rows)
 }
 
+/// The shape a buffer of a layer-norm call has.
+#[derive(Clone, Copy)]
+pub(crate) enum Size {
+    /// [rows, dim], like x.
+    Full,
+    /// [dim], like gamma.
+    Dim,
+    /// [rows], like save_mean.
+    Rows,
+}
+
+/// Checks, in order, that each (name, length, size) buffer has its size: the buffer checks of
+/// the entry points, CPU and CUDA alike (each with its own op name).
+pub(crate) fn check_bufs(
+    op: &'static str,
+    (rows, dim): (usize, usize),
+    bufs: &[(&str, usize, Size)],
+) -> Result<()> {
+    for &(name, len, size) in bufs {
+        match size {
+            Size::Full => buf(
+                op,
+                name,
+                len,
+                rows * dim,
+                format_args!("[rows={rows}, dim={dim}]"),
+            ),
+            Size::Dim => buf(op, name, len, dim, format_args!("[dim={dim}]")),
+            Size::Rows => buf(op, name, len, rows, format_args!("[rows={rows}]")),
+        }?;
+    }
+    Ok(())
+}
+
 /// Forward: y = (x − mean)·invstd·gamma + beta per row, storing save_mean and
 /// save_invstd = 1/sqrt(var + eps) (biased variance), each [rows].
 #[allow(clippy::too_many_arguments)]
@@ -26,35 +60,17 @@ pub fn layer_norm_forward(
 ) -> Result<()> {
     const OP: &str = "layer_norm_forward";
     let total = numel(OP, &[("rows", rows), ("dim", dim)])?;
-    buf(
+    check_bufs(
         OP,
-        "x",
-        x.len(),
-        total,
-        format_args!("[rows={rows}, dim={dim}]"),
-    )?;
-    buf(
-        OP,
-        "y",
-        y.len(),
-        total,
-        format_args!("[rows={rows}, dim={dim}]"),
-    )?;
-    buf(OP, "gamma", gamma.len(), dim, format_args!("[dim={dim}]"))?;
-    buf(OP, "beta", beta.len(), dim, format_args!("[dim={dim}]"))?;
-    buf(
-        OP,
-        "save_mean",
-        save_mean.len(),
-        rows,
-        format_args!("[rows={rows}]"),
-    )?;
-    buf(
-        OP,
-        "save_invstd",
-        save_invstd.len(),
-        rows,
-        format_args!("[rows={rows}]"),
+        (rows, dim),
+        &[
+            ("x", x.len(), Size::Full),
+            ("y", y.len(), Size::Full),
+            ("gamma", gamma.len(), Size::Dim),
+            ("beta", beta.len(), Size::Dim),
+            ("save_mean", save_mean.len(), Size::Rows),
+            ("save_invstd", save_invstd.len(), Size::Rows),
+        ],
     )?;
     let rpt = rows_per_task(rows, dim);
     type Task<'a> = ((&'a mut [f32], &'a [f32]), (&'a mut [f32], &'a mut [f32]));
@@ -103,44 +119,20 @@ pub fn layer_norm_backward(
 ) -> Result<()> {
     const OP: &str = "layer_norm_backward";
     let total = numel(OP, &[("rows", rows), ("dim", dim)])?;
-    buf(
+    check_bufs(
         OP,
-        "x",
-        x.len(),
-        total,
-        format_args!("[rows={rows}, dim={dim}]"),
+        (rows, dim),
+        &[
+            ("x", x.len(), Size::Full),
+            ("dy", dy.len(), Size::Full),
+            ("dx", dx.len(), Size::Full),
+            ("gamma", gamma.len(), Size::Dim),
+            ("save_mean", save_mean.len(), Size::Rows),
+            ("save_invstd", save_invstd.len(), Size::Rows),
+            ("dgamma", dgamma.len(), Size::Dim),
+            ("dbeta", dbeta.len(), Size::Dim),
+        ],
     )?;
-    buf(
-        OP,
-        "dy",
-        dy.len(),
-        total,
-        format_args!("[rows={rows}, dim={dim}]"),
-    )?;
-    buf(
-        OP,
-        "dx",
-        dx.len(),
-        total,
-        format_args!("[rows={rows}, dim={dim}]"),
-    )?;
-    buf(OP, "gamma", gamma.len(), dim, format_args!("[dim={dim}]"))?;
-    buf(
-        OP,
-        "save_mean",
-        save_mean.len(),
-        rows,
-        format_args!("[rows={rows}]"),
-    )?;
-    buf(
-        OP,
-        "save_invstd",
-        save_invstd.len(),
-        rows,
-        format_args!("[rows={rows}]"),
-    )?;
-    buf(OP, "dgamma", dgamma.len(), dim, format_args!("[dim={dim}]"))?;
-    buf(OP, "dbeta", dbeta.len(), dim, format_args!("[dim={dim}]"))?;
     let rpt = rows_per_task(rows, dim);
     // Each task returns its partial (dgamma, dbeta) in f64.
     let body = |(ti, dxc): (usize, &mut [f32])| -> (Vec<f64>, Vec<f64>) {

@@ -11,6 +11,7 @@ use cudarc::driver::LaunchConfig;
 use super::buffer::{Arg, GpuBuffer};
 use super::gpu::Gpu;
 use super::sources::LAYER_NORM;
+use crate::cpu::layer_norm::{Size, check_bufs};
 use crate::error::{KernelError, Result};
 
 /// Rows (warps) per block of the row kernels.
@@ -48,17 +49,6 @@ fn check_shape(op: &'static str, rows: usize, dim: usize) -> Result<()> {
     Ok(())
 }
 
-/// Checks that buffer `name` holds `want` values of shape `shape`.
-fn check(op: &'static str, name: &str, len: usize, want: usize, shape: &str) -> Result<()> {
-    if len == want {
-        return Ok(());
-    }
-    Err(KernelError::new(
-        op,
-        format!("buffer `{name}` has {len} elements, expected {want} (shape {shape})"),
-    ))
-}
-
 /// One warp per row.
 fn row_cfg(op: &'static str, rows: usize) -> Result<LaunchConfig> {
     // A grid's x dimension holds at most 2^31 − 1 blocks.
@@ -90,17 +80,18 @@ pub fn layer_norm_forward(
 ) -> Result<()> {
     const OP: &str = "cuda::layer_norm_forward";
     check_shape(OP, rows, dim)?;
-    let (xs, ds, rs) = (
-        format!("[rows={rows}, dim={dim}]"),
-        format!("[dim={dim}]"),
-        format!("[rows={rows}]"),
-    );
-    check(OP, "x", x.len(), rows * dim, &xs)?;
-    check(OP, "y", y.len(), rows * dim, &xs)?;
-    check(OP, "gamma", gamma.len(), dim, &ds)?;
-    check(OP, "beta", beta.len(), dim, &ds)?;
-    check(OP, "save_mean", save_mean.len(), rows, &rs)?;
-    check(OP, "save_invstd", save_invstd.len(), rows, &rs)?;
+    check_bufs(
+        OP,
+        (rows, dim),
+        &[
+            ("x", x.len(), Size::Full),
+            ("y", y.len(), Size::Full),
+            ("gamma", gamma.len(), Size::Dim),
+            ("beta", beta.len(), Size::Dim),
+            ("save_mean", save_mean.len(), Size::Rows),
+            ("save_invstd", save_invstd.len(), Size::Rows),
+        ],
+    )?;
     gpu.launch(
         &LAYER_NORM,
         "ln_forward",
@@ -137,19 +128,20 @@ pub fn layer_norm_backward(
 ) -> Result<()> {
     const OP: &str = "cuda::layer_norm_backward";
     check_shape(OP, rows, dim)?;
-    let (xs, ds, rs) = (
-        format!("[rows={rows}, dim={dim}]"),
-        format!("[dim={dim}]"),
-        format!("[rows={rows}]"),
-    );
-    check(OP, "x", x.len(), rows * dim, &xs)?;
-    check(OP, "dy", dy.len(), rows * dim, &xs)?;
-    check(OP, "dx", dx.len(), rows * dim, &xs)?;
-    check(OP, "gamma", gamma.len(), dim, &ds)?;
-    check(OP, "save_mean", save_mean.len(), rows, &rs)?;
-    check(OP, "save_invstd", save_invstd.len(), rows, &rs)?;
-    check(OP, "dgamma", dgamma.len(), dim, &ds)?;
-    check(OP, "dbeta", dbeta.len(), dim, &ds)?;
+    check_bufs(
+        OP,
+        (rows, dim),
+        &[
+            ("x", x.len(), Size::Full),
+            ("dy", dy.len(), Size::Full),
+            ("dx", dx.len(), Size::Full),
+            ("gamma", gamma.len(), Size::Dim),
+            ("save_mean", save_mean.len(), Size::Rows),
+            ("save_invstd", save_invstd.len(), Size::Rows),
+            ("dgamma", dgamma.len(), Size::Dim),
+            ("dbeta", dbeta.len(), Size::Dim),
+        ],
+    )?;
     gpu.launch(
         &LAYER_NORM,
         "ln_backward_rows",
