@@ -52,6 +52,42 @@ __device__ __forceinline__ void span(int o, int k, int stride, int pad, int size
     if (hi < lo) hi = lo;
 }
 
+// Output element i of [planes, oh, ow]: its plane, its index q in the plane and its window
+// clipped to the image, rows [y0, y1) and columns [x0, x1).
+struct OutWindow {
+    i64 plane;
+    int q, y0, y1, x0, x1;
+};
+
+__device__ __forceinline__ OutWindow out_window(i64 i, int h, int w, int kh, int kw, int stride,
+                                                int pad, int oh, int ow) {
+    const i64 ohw = (i64)oh * ow;
+    OutWindow r;
+    r.plane = udiv(i, ohw);
+    r.q = (int)(i - r.plane * ohw);
+    span(r.q / ow, kh, stride, pad, h, r.y0, r.y1);
+    span(r.q % ow, kw, stride, pad, w, r.x0, r.x1);
+    return r;
+}
+
+// Input element i of [planes, h, w]: its plane, its index q in the plane and the outputs whose
+// windows cover it, rows [oy0, oy1) and columns [ox0, ox1).
+struct InCover {
+    i64 plane;
+    int q, oy0, oy1, ox0, ox1;
+};
+
+__device__ __forceinline__ InCover in_cover(i64 i, int h, int w, int kh, int kw, int stride,
+                                            int pad, int oh, int ow) {
+    const i64 hw = (i64)h * w;
+    InCover r;
+    r.plane = udiv(i, hw);
+    r.q = (int)(i - r.plane * hw);
+    covering(r.q / w, kh, stride, pad, oh, r.oy0, r.oy1);
+    covering(r.q % w, kw, stride, pad, ow, r.ox0, r.ox1);
+    return r;
+}
+
 extern "C" __global__ void pool_avg_forward(const float* __restrict__ x, i64 planes, int h, int w,
                                             int kh, int kw, int stride, int pad, int oh, int ow,
                                             float inv, float* __restrict__ y) {
@@ -59,17 +95,12 @@ extern "C" __global__ void pool_avg_forward(const float* __restrict__ x, i64 pla
     const i64 total = planes * ohw;
     for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < total;
          i += (i64)gridDim.x * blockDim.x) {
-        const i64 plane = udiv(i, ohw);
-        const int q = (int)(i - plane * ohw);
-        const int oy = q / ow, ox = q % ow;
-        int y0, y1, x0, x1;
-        span(oy, kh, stride, pad, h, y0, y1);
-        span(ox, kw, stride, pad, w, x0, x1);
-        const float* xp = x + plane * h * (i64)w;
+        const OutWindow o = out_window(i, h, w, kh, kw, stride, pad, oh, ow);
+        const float* xp = x + o.plane * h * (i64)w;
         float acc = 0.0f;
-        for (int iy = y0; iy < y1; ++iy) {
+        for (int iy = o.y0; iy < o.y1; ++iy) {
             float row = 0.0f;  // the CPU sums each row of the window, then adds the row
-            for (int ix = x0; ix < x1; ++ix) row += xp[(i64)iy * w + ix];
+            for (int ix = o.x0; ix < o.x1; ++ix) row += xp[(i64)iy * w + ix];
             acc += row;
         }
         y[i] = acc * inv;
@@ -83,16 +114,11 @@ extern "C" __global__ void pool_avg_backward(const float* __restrict__ dy, i64 p
     const i64 total = planes * hw;
     for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < total;
          i += (i64)gridDim.x * blockDim.x) {
-        const i64 plane = udiv(i, hw);
-        const int q = (int)(i - plane * hw);
-        const int iy = q / w, ix = q % w;
-        int oy0, oy1, ox0, ox1;
-        covering(iy, kh, stride, pad, oh, oy0, oy1);
-        covering(ix, kw, stride, pad, ow, ox0, ox1);
-        const float* gp = dy + plane * oh * (i64)ow;
+        const InCover c = in_cover(i, h, w, kh, kw, stride, pad, oh, ow);
+        const float* gp = dy + c.plane * oh * (i64)ow;
         float acc = 0.0f;
-        for (int oy = oy0; oy < oy1; ++oy)
-            for (int ox = ox0; ox < ox1; ++ox) acc += mul_rn(gp[(i64)oy * ow + ox], inv);
+        for (int oy = c.oy0; oy < c.oy1; ++oy)
+            for (int ox = c.ox0; ox < c.ox1; ++ox) acc += mul_rn(gp[(i64)oy * ow + ox], inv);
         dx[i] = acc;
     }
 }
@@ -105,17 +131,12 @@ extern "C" __global__ void pool_max_forward(const float* __restrict__ x, i64 pla
     const i64 total = planes * ohw;
     for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < total;
          i += (i64)gridDim.x * blockDim.x) {
-        const i64 plane = udiv(i, ohw);
-        const int q = (int)(i - plane * ohw);
-        const int oy = q / ow, ox = q % ow;
-        int y0, y1, x0, x1;
-        span(oy, kh, stride, pad, h, y0, y1);
-        span(ox, kw, stride, pad, w, x0, x1);
-        const float* xp = x + plane * h * (i64)w;
-        int best = y0 * w + x0;
+        const OutWindow o = out_window(i, h, w, kh, kw, stride, pad, oh, ow);
+        const float* xp = x + o.plane * h * (i64)w;
+        int best = o.y0 * w + o.x0;
         float bv = xp[best];
-        for (int iy = y0; iy < y1; ++iy) {
-            for (int ix = x0; ix < x1; ++ix) {
+        for (int iy = o.y0; iy < o.y1; ++iy) {
+            for (int ix = o.x0; ix < o.x1; ++ix) {
                 const float v = xp[(i64)iy * w + ix];
                 if (v > bv || (isnan(v) && !isnan(bv))) {
                     bv = v;
@@ -137,14 +158,10 @@ extern "C" __global__ void pool_max_check(const unsigned* __restrict__ argmax, i
     const i64 total = planes * ohw;
     for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < total;
          i += (i64)gridDim.x * blockDim.x) {
-        const int q = (int)(i - udiv(i, ohw) * ohw);
-        const int oy = q / ow, ox = q % ow;
-        int y0, y1, x0, x1;
-        span(oy, kh, stride, pad, h, y0, y1);
-        span(ox, kw, stride, pad, w, x0, x1);
+        const OutWindow o = out_window(i, h, w, kh, kw, stride, pad, oh, ow);
         const unsigned a = argmax[i];
-        const bool inside = a < (unsigned)h * (unsigned)w && (int)(a / w) >= y0 &&
-                            (int)(a / w) < y1 && (int)(a % w) >= x0 && (int)(a % w) < x1;
+        const bool inside = a < (unsigned)h * (unsigned)w && (int)(a / w) >= o.y0 &&
+                            (int)(a / w) < o.y1 && (int)(a % w) >= o.x0 && (int)(a % w) < o.x1;
         if (!inside) atomicMin(bad, (u64)i);
     }
 }
@@ -157,18 +174,13 @@ extern "C" __global__ void pool_max_backward(const unsigned* __restrict__ argmax
     const i64 total = planes * hw;
     for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < total;
          i += (i64)gridDim.x * blockDim.x) {
-        const i64 plane = udiv(i, hw);
-        const int q = (int)(i - plane * hw);
-        const int iy = q / w, ix = q % w;
-        int oy0, oy1, ox0, ox1;
-        covering(iy, kh, stride, pad, oh, oy0, oy1);
-        covering(ix, kw, stride, pad, ow, ox0, ox1);
-        const i64 base = plane * oh * (i64)ow;
+        const InCover c = in_cover(i, h, w, kh, kw, stride, pad, oh, ow);
+        const i64 base = c.plane * oh * (i64)ow;
         float acc = 0.0f;
-        for (int oy = oy0; oy < oy1; ++oy) {
-            for (int ox = ox0; ox < ox1; ++ox) {
+        for (int oy = c.oy0; oy < c.oy1; ++oy) {
+            for (int ox = c.ox0; ox < c.ox1; ++ox) {
                 const i64 o = base + (i64)oy * ow + ox;
-                if (argmax[o] == (unsigned)q) acc += dy[o];
+                if (argmax[o] == (unsigned)c.q) acc += dy[o];
             }
         }
         dx[i] = acc;
