@@ -2,12 +2,13 @@
 //! random inputs, outputs poisoned with NaN before each run. Without a GPU the kernels run on
 //! the CUDA emulator (small shapes); scripts/gpu-check.sh runs the same tests on a GPU.
 
-use std::sync::Arc;
+mod common_norm_conv;
 
+use common_norm_conv::{assert_bits, down, gpu_or_skip, nan_buf as nan, randv, up};
+use rand::SeedableRng;
 use rand::rngs::StdRng;
-use rand::{RngExt, SeedableRng};
 use scalarize_kernels::cpu;
-use scalarize_kernels::cuda::{Gpu, GpuBuffer, batch_norm as bn};
+use scalarize_kernels::cuda::{Gpu, batch_norm as bn};
 
 const EPS: f32 = 1e-5;
 
@@ -26,43 +27,10 @@ const SHAPES: &[(usize, usize, usize)] = &[
     (2, 2, 9_000),
 ];
 
-fn gpu_or_skip(test: &str) -> Option<Arc<Gpu>> {
-    Gpu::for_tests(test)
-}
-
-fn randv(r: &mut StdRng, len: usize, lo: f32, hi: f32) -> Vec<f32> {
-    (0..len).map(|_| r.random_range(lo..hi)).collect()
-}
-
-fn up(gpu: &Gpu, v: &[f32]) -> GpuBuffer<f32> {
-    gpu.upload(v).unwrap()
-}
-
-/// A device buffer of NaN: a kernel that skips an element leaves NaN behind.
-fn nan(gpu: &Gpu, len: usize) -> GpuBuffer<f32> {
-    gpu.upload(&vec![f32::NAN; len]).unwrap()
-}
-
-fn down(gpu: &Gpu, b: &GpuBuffer<f32>) -> Vec<f32> {
-    gpu.download(b).unwrap()
-}
-
 /// |got − want| ≤ tol·(1 + |want|) everywhere (values are O(1); the 1 covers results that
 /// cancel to near zero, whose error scales with the terms, not the result).
 fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
-    assert_eq!(got.len(), want.len(), "{what}: lengths");
-    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        assert!(
-            (g - w).abs() <= tol * (1.0 + w.abs()),
-            "{what}[{i}]: cuda {g} cpu {w}"
-        );
-    }
-}
-
-/// Bit-for-bit equality (NaN-safe).
-fn assert_bits(what: &str, a: &[f32], b: &[f32]) {
-    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-    assert!(bits(a) == bits(b), "{what}: results differ in bits");
+    common_norm_conv::assert_close(what, got, want, tol, 1.0)
 }
 
 /// Inputs of one case.

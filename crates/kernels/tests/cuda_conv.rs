@@ -6,24 +6,13 @@
 //! blocking), so the f32 rounding differences stay near 1e-6 of the output's magnitude; the
 //! mean term covers outputs that cancel to near zero.
 
-use std::sync::Arc;
+mod common_norm_conv;
 
+use common_norm_conv::{gpu_or_skip, nan_buf, rand_vec};
+use rand::SeedableRng;
 use rand::rngs::StdRng;
-use rand::{RngExt, SeedableRng};
 use scalarize_kernels::cpu::{self, Conv2dShape};
 use scalarize_kernels::cuda::{Gpu, GpuBuffer, conv};
-
-fn gpu_or_skip(test: &str) -> Option<Arc<Gpu>> {
-    Gpu::for_tests(test)
-}
-
-fn rand_vec(rng: &mut StdRng, n: usize) -> Vec<f32> {
-    (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect()
-}
-
-fn nan_buf(gpu: &Gpu, n: usize) -> GpuBuffer<f32> {
-    gpu.upload(&vec![f32::NAN; n]).unwrap()
-}
 
 fn close(got: &[f32], want: &[f32], what: &str) {
     assert_eq!(got.len(), want.len(), "{what}: length");

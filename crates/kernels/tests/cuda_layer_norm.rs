@@ -2,12 +2,13 @@
 //! random inputs, outputs poisoned with NaN before each run. Without a GPU the kernels run on
 //! the CUDA emulator (small shapes); scripts/gpu-check.sh runs the same tests on a GPU.
 
-use std::sync::Arc;
+mod common_norm_conv;
 
+use common_norm_conv::{assert_bits, assert_close, down, gpu_or_skip, nan_buf as nan, randv, up};
+use rand::SeedableRng;
 use rand::rngs::StdRng;
-use rand::{RngExt, SeedableRng};
 use scalarize_kernels::cpu;
-use scalarize_kernels::cuda::{Gpu, GpuBuffer, layer_norm as ln};
+use scalarize_kernels::cuda::{Gpu, layer_norm as ln};
 
 const EPS: f32 = 1e-5;
 
@@ -23,43 +24,6 @@ const SHAPES: &[(usize, usize)] = &[
     (33, 300),
     (9, 64),
 ];
-
-fn gpu_or_skip(test: &str) -> Option<Arc<Gpu>> {
-    Gpu::for_tests(test)
-}
-
-fn randv(r: &mut StdRng, len: usize, lo: f32, hi: f32) -> Vec<f32> {
-    (0..len).map(|_| r.random_range(lo..hi)).collect()
-}
-
-fn up(gpu: &Gpu, v: &[f32]) -> GpuBuffer<f32> {
-    gpu.upload(v).unwrap()
-}
-
-/// A device buffer of NaN: a kernel that skips an element leaves NaN behind.
-fn nan(gpu: &Gpu, len: usize) -> GpuBuffer<f32> {
-    gpu.upload(&vec![f32::NAN; len]).unwrap()
-}
-
-fn down(gpu: &Gpu, b: &GpuBuffer<f32>) -> Vec<f32> {
-    gpu.download(b).unwrap()
-}
-
-/// |got − want| ≤ tol·(scale + |want|) everywhere.
-fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32, scale: f32) {
-    assert_eq!(got.len(), want.len(), "{what}: lengths");
-    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        assert!(
-            (g - w).abs() <= tol * (scale + w.abs()),
-            "{what}[{i}]: cuda {g} cpu {w}"
-        );
-    }
-}
-
-fn assert_bits(what: &str, a: &[f32], b: &[f32]) {
-    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-    assert!(bits(a) == bits(b), "{what}: results differ in bits");
-}
 
 /// Inputs of one case.
 struct Case {

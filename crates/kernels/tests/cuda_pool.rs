@@ -10,37 +10,13 @@
 //! global-average forward sums in f64 in another order before rounding: at most an ulp apart.
 //! Every device result must also be bit-identical across two runs.
 
-use std::sync::Arc;
+mod common_norm_conv;
 
+use common_norm_conv::{bits, close, gpu_or_skip, nan_buf, rand_vec};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use scalarize_kernels::cpu::{self, Pool2dShape};
-use scalarize_kernels::cuda::{Gpu, GpuBuffer, pool};
-
-fn gpu_or_skip(test: &str) -> Option<Arc<Gpu>> {
-    Gpu::for_tests(test)
-}
-
-fn rand_vec(rng: &mut StdRng, n: usize) -> Vec<f32> {
-    (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect()
-}
-
-fn nan_buf(gpu: &Gpu, n: usize) -> GpuBuffer<f32> {
-    gpu.upload(&vec![f32::NAN; n]).unwrap()
-}
-
-fn bits(v: &[f32]) -> Vec<u32> {
-    v.iter().map(|x| x.to_bits()).collect()
-}
-
-/// |got − want| ≤ 1e-6·(|want| + 1) elementwise (see the module doc).
-fn close(got: &[f32], want: &[f32], what: &str) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        let tol = 1e-6 * (w.abs() + 1.0);
-        assert!((g - w).abs() <= tol, "{what}[{i}]: cuda {g} cpu {w}");
-    }
-}
+use scalarize_kernels::cuda::{Gpu, pool};
 
 #[allow(clippy::too_many_arguments)]
 fn shape(
