@@ -175,12 +175,11 @@ pub fn batch_norm_forward_train(
     save_invstd: &mut GpuBuffer<f32>,
 ) -> Result<()> {
     let op = "cuda::batch_norm_forward_train";
-    let s = check_shape(op, n, c, hw)?;
     forward_train(
         gpu,
         op,
         false,
-        s,
+        (n, c, hw),
         (x, None),
         (gamma, beta),
         eps,
@@ -207,12 +206,11 @@ pub fn batch_norm_relu_forward_train(
     save_invstd: &mut GpuBuffer<f32>,
 ) -> Result<()> {
     let op = "cuda::batch_norm_relu_forward_train";
-    let s = check_shape(op, n, c, hw)?;
     forward_train(
         gpu,
         op,
         true,
-        s,
+        (n, c, hw),
         (x, None),
         (gamma, beta),
         eps,
@@ -241,13 +239,11 @@ pub fn batch_norm_add_relu_forward_train(
     save_invstd: &mut GpuBuffer<f32>,
 ) -> Result<()> {
     let op = "cuda::batch_norm_add_relu_forward_train";
-    let s = check_shape(op, n, c, hw)?;
-    check_x(op, "residual", residual.len(), s)?;
     forward_train(
         gpu,
         op,
         true,
-        s,
+        (n, c, hw),
         (x, Some(residual)),
         (gamma, beta),
         eps,
@@ -262,7 +258,7 @@ fn forward_train(
     gpu: &Gpu,
     op: &'static str,
     relu: bool,
-    s: Shape,
+    (n, c, hw): (usize, usize, usize),
     (x, residual): (&GpuBuffer<f32>, Option<&GpuBuffer<f32>>),
     (gamma, beta): (&GpuBuffer<f32>, &GpuBuffer<f32>),
     eps: f32,
@@ -270,7 +266,10 @@ fn forward_train(
     save_mean: &mut GpuBuffer<f32>,
     save_invstd: &mut GpuBuffer<f32>,
 ) -> Result<()> {
-    let c = s.c;
+    let s = check_shape(op, n, c, hw)?;
+    if let Some(r) = residual {
+        check_x(op, "residual", r.len(), s)?;
+    }
     check_bufs(
         op,
         s,
@@ -520,12 +519,11 @@ pub fn batch_norm_backward(
     dbeta: &mut GpuBuffer<f32>,
 ) -> Result<()> {
     let op = "cuda::batch_norm_backward";
-    let s = check_shape(op, n, c, hw)?;
     let stats = (save_mean, save_invstd);
     backward(
         gpu,
         op,
-        s,
+        (n, c, hw),
         (x, dy, Gate::None),
         gamma,
         stats,
@@ -553,13 +551,11 @@ pub fn batch_norm_relu_backward(
     dbeta: &mut GpuBuffer<f32>,
 ) -> Result<()> {
     let op = "cuda::batch_norm_relu_backward";
-    let s = check_shape(op, n, c, hw)?;
-    cpu::check_c(op, "beta", beta.len(), c)?;
     let stats = (save_mean, save_invstd);
     backward(
         gpu,
         op,
-        s,
+        (n, c, hw),
         (x, dy, Gate::Recompute(beta)),
         gamma,
         stats,
@@ -589,14 +585,11 @@ pub fn batch_norm_add_relu_backward(
     dbeta: &mut GpuBuffer<f32>,
 ) -> Result<()> {
     let op = "cuda::batch_norm_add_relu_backward";
-    let s = check_shape(op, n, c, hw)?;
-    check_x(op, "y", y.len(), s)?;
-    check_x(op, "dresidual", dresidual.len(), s)?;
     let stats = (save_mean, save_invstd);
     backward(
         gpu,
         op,
-        s,
+        (n, c, hw),
         (x, dy, Gate::Output(y)),
         gamma,
         stats,
@@ -620,14 +613,23 @@ enum Gate<'a> {
 fn backward(
     gpu: &Gpu,
     op: &'static str,
-    s: Shape,
+    (n, c, hw): (usize, usize, usize),
     (x, dy, gate): (&GpuBuffer<f32>, &GpuBuffer<f32>, Gate<'_>),
     gamma: &GpuBuffer<f32>,
     (save_mean, save_invstd): (&GpuBuffer<f32>, &GpuBuffer<f32>),
     (dx, dres): (&mut GpuBuffer<f32>, Option<&mut GpuBuffer<f32>>),
     (dgamma, dbeta): (&mut GpuBuffer<f32>, &mut GpuBuffer<f32>),
 ) -> Result<()> {
-    let c = s.c;
+    // The checks of the gated variants come first, in the order the entry points list them.
+    let s = check_shape(op, n, c, hw)?;
+    match gate {
+        Gate::None => {}
+        Gate::Recompute(beta) => cpu::check_c(op, "beta", beta.len(), c)?,
+        Gate::Output(y) => check_x(op, "y", y.len(), s)?,
+    }
+    if let Some(d) = &dres {
+        check_x(op, "dresidual", d.len(), s)?;
+    }
     check_bufs(
         op,
         s,
