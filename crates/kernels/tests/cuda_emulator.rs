@@ -230,3 +230,14 @@ fn dangling_pointer_and_unknown_kernel_are_errors() {
         .to_string();
     assert!(e.contains("`nope`"), "{e}");
 }
+
+#[test]
+fn impossible_allocations_are_errors_not_aborts() {
+    let Some(gpu) = emulator("impossible_allocations") else {
+        return;
+    };
+    let e = gpu.alloc::<f32>(usize::MAX / 2).unwrap_err().to_string();
+    assert!(e.contains("cannot allocate"), "{e}");
+    let e = gpu.zeros::<f64>(usize::MAX / 8 - 1).unwrap_err().to_string();
+    assert!(e.contains("cannot allocate"), "{e}");
+}

@@ -343,7 +343,7 @@ impl Gpu {
                 slice: unsafe { c.stream.alloc::<T>(len) }.map_err(cuda_err("alloc"))?,
                 stream: c.stream.clone(),
             },
-            Backend::Emu(_) => Repr::Emu(EmuBuffer::new(len, T::POISON_BYTE)),
+            Backend::Emu(_) => Repr::Emu(EmuBuffer::new(len, T::POISON_BYTE)?),
         };
         Ok(GpuBuffer { repr })
     }
@@ -358,7 +358,7 @@ impl Gpu {
                     .map_err(cuda_err("alloc_zeros"))?,
                 stream: c.stream.clone(),
             },
-            Backend::Emu(_) => Repr::Emu(EmuBuffer::new(len, 0)),
+            Backend::Emu(_) => Repr::Emu(EmuBuffer::new(len, 0)?),
         };
         Ok(GpuBuffer { repr })
     }
@@ -371,7 +371,7 @@ impl Gpu {
                 stream: c.stream.clone(),
             },
             Backend::Emu(_) => {
-                let mut b = EmuBuffer::new(host.len(), 0);
+                let mut b = EmuBuffer::new(host.len(), 0)?;
                 b.as_mut_slice().copy_from_slice(host);
                 Repr::Emu(b)
             }

@@ -70,20 +70,30 @@ unsafe impl<T: Send> Send for EmuBuffer<T> {}
 unsafe impl<T: Sync> Sync for EmuBuffer<T> {}
 
 impl<T: Copy> EmuBuffer<T> {
-    fn layout(len: usize) -> Layout {
-        let bytes = len * std::mem::size_of::<T>() + 2 * GUARD;
-        Layout::from_size_align(bytes, 256).expect("emulated allocation layout")
-    }
-
-    /// A buffer of `len` elements, every byte of the data set to `fill`.
-    pub fn new(len: usize, fill: u8) -> Self {
-        let layout = Self::layout(len);
+    /// A buffer of `len` elements, every byte of the data set to `fill`; an error (not an
+    /// abort) when the host cannot provide the memory, as a device would report.
+    pub fn new(len: usize, fill: u8) -> Result<Self> {
+        let too_big = || {
+            KernelError::new(
+                "cuda emulator",
+                format!(
+                    "cannot allocate {len} elements of {} bytes",
+                    std::mem::size_of::<T>()
+                ),
+            )
+        };
+        let data_bytes = len
+            .checked_mul(std::mem::size_of::<T>())
+            .ok_or_else(too_big)?;
+        let layout = data_bytes
+            .checked_add(2 * GUARD)
+            .and_then(|b| Layout::from_size_align(b, 256).ok())
+            .ok_or_else(too_big)?;
         // SAFETY: layout has nonzero size (2 * GUARD).
         let base = unsafe { std::alloc::alloc(layout) };
         if base.is_null() {
-            std::alloc::handle_alloc_error(layout);
+            return Err(too_big());
         }
-        let data_bytes = len * std::mem::size_of::<T>();
         // SAFETY: all three ranges lie inside the allocation.
         unsafe {
             std::ptr::write_bytes(base, GUARD_BYTE, GUARD);
@@ -100,7 +110,7 @@ impl<T: Copy> EmuBuffer<T> {
             .unwrap_or_else(|p| p.into_inner())
             .live
             .insert(b.addr(), data_bytes);
-        b
+        Ok(b)
     }
 
     /// Number of elements.
@@ -530,7 +540,7 @@ mod tests {
 
     #[test]
     fn guards_report_the_first_changed_byte() {
-        let mut b = EmuBuffer::<f32>::new(10, 0);
+        let mut b = EmuBuffer::<f32>::new(10, 0).unwrap();
         b.as_mut_slice()[9] = 1.0;
         assert_eq!(broken_guard(b.addr(), 40), None);
         // SAFETY: one byte past the data, inside the trailing guard.
