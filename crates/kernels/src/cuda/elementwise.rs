@@ -24,7 +24,7 @@ pub(crate) const THREADS: u32 = 256;
 pub(crate) const MAX_BLOCKS: usize = 8192;
 
 /// `blocks` blocks of `block` threads, at least one and at most `max_blocks` (the kernels'
-/// grid-stride loops cover the rest): the one place the CUDA twins build a 1-D grid.
+/// grid-stride loops cover the rest); the 1-D grids of the simple families' CUDA twins.
 pub(crate) fn grid_cfg(blocks: usize, max_blocks: usize, block: (u32, u32, u32)) -> LaunchConfig {
     LaunchConfig {
         grid_dim: (blocks.clamp(1, max_blocks) as u32, 1, 1),
