@@ -16,9 +16,10 @@
 use cudarc::driver::LaunchConfig;
 
 use super::buffer::{Arg, GpuBuffer};
+use super::elementwise::THREADS;
 use super::gemm::{Gemm, gemm};
 use super::gpu::Gpu;
-use super::pool::{THREADS, elems};
+use super::pool::elems;
 use super::sources::CONV;
 use crate::cpu::Conv2dShape;
 use crate::error::{KernelError, Result};

@@ -8,16 +8,12 @@
 use cudarc::driver::LaunchConfig;
 
 use super::buffer::{Arg, GpuBuffer};
+use super::elementwise::{MAX_BLOCKS, THREADS, flat_cfg_max, grid_cfg};
 use super::gpu::Gpu;
 use super::sources::POOL;
 use crate::cpu::Pool2dShape;
 use crate::cpu::pool::check_global;
 use crate::error::{KernelError, Result};
-
-/// Threads per block (also conv's).
-pub(crate) const THREADS: u32 = 256;
-/// Grid cap of the grid-stride kernels (enough to fill any current GPU).
-const MAX_BLOCKS: usize = 8192;
 
 /// The grid cap: a real GPU's, or 3 blocks on the emulator, so that the tests' small
 /// inputs still take several blocks and several trips round the grid-stride loops.
@@ -27,15 +23,7 @@ fn max_blocks(gpu: &Gpu) -> usize {
 
 /// A grid-stride launch over `total` elements (also conv's and upsample's).
 pub(crate) fn elems(gpu: &Gpu, total: usize) -> LaunchConfig {
-    LaunchConfig {
-        grid_dim: (
-            total.div_ceil(THREADS as usize).clamp(1, max_blocks(gpu)) as u32,
-            1,
-            1,
-        ),
-        block_dim: (THREADS, 1, 1),
-        shared_mem_bytes: 0,
-    }
+    flat_cfg_max(total, max_blocks(gpu))
 }
 
 /// Validates `s` as the CPU twin does (its messages, this op's name); the kernels index a
@@ -212,15 +200,7 @@ pub fn global_avg_pool_forward(
     gpu.launch(
         &POOL,
         "gap_forward",
-        LaunchConfig {
-            grid_dim: (
-                planes.div_ceil(warps).clamp(1, max_blocks(gpu)) as u32,
-                1,
-                1,
-            ),
-            block_dim: (THREADS, 1, 1),
-            shared_mem_bytes: 0,
-        },
+        grid_cfg(planes.div_ceil(warps), max_blocks(gpu), (THREADS, 1, 1)),
         &[
             x.arg(),
             Arg::i64(planes as i64),
