@@ -238,6 +238,9 @@ fn impossible_allocations_are_errors_not_aborts() {
     };
     let e = gpu.alloc::<f32>(usize::MAX / 2).unwrap_err().to_string();
     assert!(e.contains("cannot allocate"), "{e}");
-    let e = gpu.zeros::<f64>(usize::MAX / 8 - 1).unwrap_err().to_string();
+    let e = gpu
+        .zeros::<f64>(usize::MAX / 8 - 1)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("cannot allocate"), "{e}");
 }
