@@ -2447,22 +2447,36 @@ mod tests {
                 let mut grad = vec![f32::NAN; n * w];
                 let out = weighted_ce_impl(&input, Some(&mut grad), vector).unwrap();
                 assert_eq!(out.counts, counts);
-                for k in 0..t {
-                    let (got, want) = (out.task_loss[k] as f64, want_loss[k]);
-                    assert!(
-                        (got - want).abs() <= 1e-6 + 1e-5 * want.abs(),
-                        "vector {vector} c={c} task {k}: loss {got} want {want}"
-                    );
-                }
-                for (j, (&g, &wg)) in grad.iter().zip(&want_grad).enumerate() {
-                    assert!(
-                        (g as f64 - wg).abs() <= 1e-6 + 1e-5 * wg.abs(),
-                        "vector {vector} c={c} grad[{j}] = {g}, want {wg}"
-                    );
-                }
+                let what = format!("vector {vector} c={c}");
+                assert_matches_f64(&out, &grad, &want_loss, &want_grad, 1e-6, &what);
                 let only = weighted_ce_impl(&input, None, vector).unwrap();
-                assert_eq!(only.task_loss, out.task_loss, "vector {vector} c={c}");
+                assert_eq!(only.task_loss, out.task_loss, "{what}");
             }
+        }
+    }
+
+    /// Task losses within 1e-6 + 1e-5 relative and gradients within `grad_abs` + 1e-5 relative
+    /// of the f64 reference.
+    fn assert_matches_f64(
+        out: &WeightedLossOutput,
+        grad: &[f32],
+        want_loss: &[f64],
+        want_grad: &[f64],
+        grad_abs: f64,
+        what: &str,
+    ) {
+        for (k, (&got, &want)) in out.task_loss.iter().zip(want_loss).enumerate() {
+            let got = got as f64;
+            assert!(
+                (got - want).abs() <= 1e-6 + 1e-5 * want.abs(),
+                "{what} task {k}: loss {got} want {want}"
+            );
+        }
+        for (j, (&g, &wg)) in grad.iter().zip(want_grad).enumerate() {
+            assert!(
+                (g as f64 - wg).abs() <= grad_abs + 1e-5 * wg.abs(),
+                "{what} grad[{j}] = {g}, want {wg}"
+            );
         }
     }
 
@@ -2520,19 +2534,7 @@ mod tests {
                     let mut grad = vec![f32::NAN; n * w];
                     let out = weighted_bce_impl(&input, Some(&mut grad), vector).unwrap();
                     let what = format!("vector {vector} sizes {sizes:?} mask {use_mask}");
-                    for k in 0..t {
-                        let (got, want) = (out.task_loss[k] as f64, want_loss[k]);
-                        assert!(
-                            (got - want).abs() <= 1e-6 + 1e-5 * want.abs(),
-                            "{what} task {k}: loss {got} want {want}"
-                        );
-                    }
-                    for (j, (&g, &wg)) in grad.iter().zip(&want_grad).enumerate() {
-                        assert!(
-                            (g as f64 - wg).abs() <= 1e-7 + 1e-5 * wg.abs(),
-                            "{what} grad[{j}] = {g}, want {wg}"
-                        );
-                    }
+                    assert_matches_f64(&out, &grad, &want_loss, &want_grad, 1e-7, &what);
                     let only = weighted_bce_impl(&input, None, vector).unwrap();
                     assert_eq!(only.task_loss, out.task_loss, "{what}");
                 }
