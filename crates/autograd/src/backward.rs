@@ -7,7 +7,7 @@ use scalarize_kernels::{cpu, cuda};
 
 use crate::error::{AutogradError, Result};
 use crate::node::{BackwardFn, Node, NodeId};
-use crate::storage::{CudaStorage, Storage};
+use crate::storage::Storage;
 use crate::tensor::Tensor;
 
 /// Gradients produced by one backward sweep, keyed by node id: every reached leaf plus the
@@ -202,14 +202,7 @@ fn run_node(
 fn copy_of(t: &Tensor) -> Result<Storage> {
     Ok(match t.storage() {
         Storage::Cpu(v) => Storage::Cpu(v.clone()),
-        Storage::Cuda(c) => {
-            let mut buf = c.gpu.alloc::<f32>(c.buf.len())?;
-            c.gpu.copy(&c.buf, 0, &mut buf, 0, c.buf.len())?;
-            Storage::Cuda(CudaStorage {
-                gpu: c.gpu.clone(),
-                buf,
-            })
-        }
+        Storage::Cuda(c) => crate::gpu::grad(&c.gpu, crate::gpu::copy(&c.gpu, &c.buf)?),
     })
 }
 

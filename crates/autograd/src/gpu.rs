@@ -67,6 +67,25 @@ pub(crate) fn grad(gpu: &Arc<Gpu>, buf: GpuBuffer<f32>) -> Storage {
     })
 }
 
+/// `x`·`s` for the one-element device buffer `s` (a loss's cotangent), without reading `s`
+/// back: an [len, 1]·[1, 1] GEMM, whose single product per element is one rounding, as the
+/// host's `x * s`.
+pub(crate) fn times_scalar(
+    g: &Gpu,
+    x: &GpuBuffer<f32>,
+    s: &GpuBuffer<f32>,
+) -> Result<GpuBuffer<f32>> {
+    let mut y = g.alloc::<f32>(x.len())?;
+    scalarize_kernels::cuda::gemm(
+        g,
+        &scalarize_kernels::cuda::Gemm::new(x.len(), 1, 1),
+        (x, 0),
+        (s, 0),
+        (&mut y, 0),
+    )?;
+    Ok(y)
+}
+
 /// A device copy of a device buffer.
 pub(crate) fn copy(gpu: &Gpu, src: &GpuBuffer<f32>) -> Result<GpuBuffer<f32>> {
     let mut out = gpu.alloc::<f32>(src.len())?;

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use scalarize_kernels::cuda::{Gemm, Gpu, GpuBuffer, gemm};
+use scalarize_kernels::cuda::{Gpu, GpuBuffer};
 use scalarize_kernels::{cpu, cuda};
 
 use super::{expect_rank, zeros};
@@ -10,15 +10,6 @@ use crate::error::{Result, invalid};
 use crate::gpu;
 use crate::node::{attach, attach_any};
 use crate::tensor::Tensor;
-
-/// `x`·`s` for the one-element device buffer `s` (a loss's cotangent), without reading `s`
-/// back: an [len, 1]·[1, 1] GEMM, whose single product per element is one rounding, as the
-/// host's `x * s`.
-fn times_scalar(g: &Gpu, x: &GpuBuffer<f32>, s: &GpuBuffer<f32>) -> Result<GpuBuffer<f32>> {
-    let mut y = g.alloc::<f32>(x.len())?;
-    gemm(g, &Gemm::new(x.len(), 1, 1), (x, 0), (s, 0), (&mut y, 0))?;
-    Ok(y)
-}
 
 /// Σ `losses` / `count` as a one-element device buffer (fixed-order f64 sum, no read-back).
 fn mean_over(g: &Gpu, losses: &GpuBuffer<f32>, count: usize) -> Result<GpuBuffer<f32>> {
@@ -77,7 +68,10 @@ fn cross_entropy_on_gpu(
                 1.0 / valid as f32,
                 &mut dl,
             )?;
-            Ok(vec![Some(gpu::grad(g, times_scalar(g, &dl, &dy.buf)?))])
+            Ok(vec![Some(gpu::grad(
+                g,
+                gpu::times_scalar(g, &dl, &dy.buf)?,
+            ))])
         }),
     ))
 }
@@ -102,7 +96,10 @@ fn bce_on_gpu(x: &Tensor, g: Arc<Gpu>, targets: &[f32]) -> Result<Tensor> {
             let mut dl = g.alloc::<f32>(n)?;
             let logits = gpu::buf(&saved)?;
             cuda::cross_entropy::bce_with_logits_backward(g, logits, &dt, 1.0 / n as f32, &mut dl)?;
-            Ok(vec![Some(gpu::grad(g, times_scalar(g, &dl, &dy.buf)?))])
+            Ok(vec![Some(gpu::grad(
+                g,
+                gpu::times_scalar(g, &dl, &dy.buf)?,
+            ))])
         }),
     ))
 }

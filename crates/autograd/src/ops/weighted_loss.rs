@@ -18,7 +18,7 @@ use crate::node::{attach, attach_any};
 use crate::tensor::Tensor;
 
 /// Records the device loss: a rank-0 device tensor whose backward scales the fused kernel's
-/// d(logits) by the cotangent (read back: one float).
+/// d(logits) by the cotangent on the device.
 fn record_on_gpu(
     op: &'static str,
     logits: &Tensor,
@@ -36,9 +36,7 @@ fn record_on_gpu(
         &[logits],
         Box::new(move |dy, _| {
             let dy = gpu::cotangent(op, dy)?;
-            let s = dy.gpu.download(&dy.buf)?[0];
-            let mut dx = dy.gpu.alloc::<f32>(dl.len())?;
-            cuda::elementwise::scale(&dy.gpu, &dl, s, &mut dx)?;
+            let dx = gpu::times_scalar(&dy.gpu, &dl, &dy.buf)?;
             Ok(vec![Some(gpu::grad(&dy.gpu, dx))])
         }),
     ))
