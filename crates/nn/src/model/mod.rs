@@ -441,20 +441,7 @@ impl Model {
         };
         let norm = sq.sqrt();
         if let Some(m) = max_grad_norm {
-            if !(m > 0.0 && m.is_finite()) {
-                return Err(NnError::invalid(
-                    "clip_grad_norm",
-                    format!("max_norm must be a positive number, got {m}"),
-                ));
-            }
-            if !norm.is_finite() {
-                return Err(NnError::invalid(
-                    "clip_grad_norm",
-                    format!("the total gradient norm is {norm} (non-finite gradients)"),
-                ));
-            }
-            // The host rule (clip.rs): scale by max_norm / (norm + 1e-6) when below 1.
-            let coef = (m as f64 / (norm + 1e-6)).min(1.0) as f32;
+            let coef = crate::optim::clip_coef(norm, m)?;
             if coef < 1.0 {
                 for (_, g) in &mut present {
                     *g = g.scale(coef)?;

@@ -15,7 +15,7 @@ use crate::error::{NnError, Result};
 use crate::layout::ParamKind;
 
 pub use adamw::{AdamWConfig, AdamWState};
-pub use clip::{clip_grad_norm, global_grad_norm};
+pub use clip::{clip_coef, clip_grad_norm, global_grad_norm};
 pub use schedule::{Schedule, ScheduleKind};
 pub use sgd::SgdConfig;
 
@@ -158,22 +158,7 @@ impl Optimizer {
         grad: &scalarize_kernels::cuda::GpuBuffer<f32>,
         lr: f32,
     ) -> Result<()> {
-        if value.buf.len() != grad.len() {
-            return Err(NnError::invalid(
-                format!("optimizer update of `{name}`"),
-                format!(
-                    "parameter has {} elements but its gradient {}",
-                    value.buf.len(),
-                    grad.len()
-                ),
-            ));
-        }
-        if !kind.trainable() {
-            return Err(NnError::invalid(
-                format!("optimizer update of `{name}`"),
-                "this is a buffer (BN running statistic), not a trainable parameter",
-            ));
-        }
+        check_update(name, kind, value.buf.len(), grad.len())?;
         if let Some(g) = &self.device.gpu
             && !std::sync::Arc::ptr_eq(g, &value.gpu)
             && !self.device.is_empty()
@@ -251,22 +236,7 @@ impl Optimizer {
         grad: &[f32],
         lr: f32,
     ) -> Result<()> {
-        if value.len() != grad.len() {
-            return Err(NnError::invalid(
-                format!("optimizer update of `{name}`"),
-                format!(
-                    "parameter has {} elements but its gradient {}",
-                    value.len(),
-                    grad.len()
-                ),
-            ));
-        }
-        if !kind.trainable() {
-            return Err(NnError::invalid(
-                format!("optimizer update of `{name}`"),
-                "this is a buffer (BN running statistic), not a trainable parameter",
-            ));
-        }
+        check_update(name, kind, value.len(), grad.len())?;
         let decay = self.decays(kind);
         match self.config {
             OptimizerConfig::Sgd(c) => {
@@ -372,6 +342,23 @@ impl Optimizer {
         self.adamw = adamw;
         Ok(())
     }
+}
+
+/// The checks every update starts with: gradient as long as the parameter, a trainable kind.
+fn check_update(name: &str, kind: ParamKind, value_len: usize, grad_len: usize) -> Result<()> {
+    if value_len != grad_len {
+        return Err(NnError::invalid(
+            format!("optimizer update of `{name}`"),
+            format!("parameter has {value_len} elements but its gradient {grad_len}"),
+        ));
+    }
+    if !kind.trainable() {
+        return Err(NnError::invalid(
+            format!("optimizer update of `{name}`"),
+            "this is a buffer (BN running statistic), not a trainable parameter",
+        ));
+    }
+    Ok(())
 }
 
 fn state_len_err(name: &str, have: usize, want: usize) -> NnError {
