@@ -332,17 +332,21 @@ impl ParamStore {
     /// Moves every parameter and buffer to `device` (see [`Tensor::to_device`]); the new
     /// parameter leaves are what [`ParamStore::get`] returns from now on.
     pub fn to_device(&mut self, device: crate::device::Device) -> Result<()> {
-        for e in &mut self.entries {
-            let t = e.tensor.to_device(device)?;
-            e.tensor = if e.trainable { t.requires_grad() } else { t };
+        match device {
+            crate::device::Device::Cpu => self.move_entries(Tensor::to_cpu),
+            crate::device::Device::Cuda(i) => self.to_gpu(&crate::tensor::cuda_device(i)?),
         }
-        Ok(())
     }
 
     /// Moves every entry to the device of `gpu` (that handle, e.g. one stream of a PBT member).
     pub fn to_gpu(&mut self, gpu: &std::sync::Arc<scalarize_kernels::cuda::Gpu>) -> Result<()> {
+        self.move_entries(|t| t.to_gpu(gpu))
+    }
+
+    /// Replaces every entry by `to(entry)`; parameters become fresh tracked leaves.
+    fn move_entries(&mut self, to: impl Fn(&Tensor) -> Result<Tensor>) -> Result<()> {
         for e in &mut self.entries {
-            let t = e.tensor.to_gpu(gpu)?;
+            let t = to(&e.tensor)?;
             e.tensor = if e.trainable { t.requires_grad() } else { t };
         }
         Ok(())
