@@ -108,7 +108,7 @@ impl Trainer {
         let t = problem.num_objectives();
         let tc = &config.train;
         let spec = model_spec(config, &problem)?;
-        let model = Model::new(
+        let mut model = Model::new(
             spec,
             scalarize_nn::HeadsSpec::parse(&problem.heads)?,
             InitOptions {
@@ -126,7 +126,6 @@ impl Trainer {
                     .with_context(|| format!("opening {device} (train.device)"))?,
             ),
         };
-        let mut model = model;
         if let Some(g) = &gpu {
             model
                 .to_gpu(g)
