@@ -2,9 +2,9 @@
 //! random inputs, outputs poisoned with NaN before each run. Without a GPU the kernels run on
 //! the CUDA emulator (small shapes); scripts/gpu-check.sh runs the same tests on a GPU.
 
-mod common_norm_conv;
+mod common;
 
-use common_norm_conv::{assert_bits, down, gpu_or_skip, nan_buf as nan, randv, up};
+use common::{assert_bits, down, gpu_or_skip, poisoned as nan, randv, up};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use scalarize_kernels::cpu;
@@ -30,7 +30,7 @@ const SHAPES: &[(usize, usize, usize)] = &[
 /// |got − want| ≤ tol·(1 + |want|) everywhere (values are O(1); the 1 covers results that
 /// cancel to near zero, whose error scales with the terms, not the result).
 fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
-    common_norm_conv::assert_close(what, got, want, tol, 1.0)
+    common::assert_close(what, got, want, tol, 1.0)
 }
 
 /// Inputs of one case.

@@ -6,9 +6,9 @@
 //! blocking), so the f32 rounding differences stay near 1e-6 of the output's magnitude; the
 //! mean term covers outputs that cancel to near zero.
 
-mod common_norm_conv;
+mod common;
 
-use common_norm_conv::{gpu_or_skip, nan_buf, rand_vec};
+use common::{gpu_or_skip, poisoned, rand_vec};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use scalarize_kernels::cpu::{self, Conv2dShape};
@@ -103,7 +103,7 @@ fn run_forward(gpu: &Gpu, s: &Conv2dShape, d: &Data, bias: bool, chunk: Option<u
         gpu.upload(&d.w).unwrap(),
         gpu.upload(&d.b).unwrap(),
     );
-    let mut y = nan_buf(gpu, d.dy.len());
+    let mut y = poisoned(gpu, d.dy.len());
     let b = bias.then_some(&b);
     match chunk {
         None => conv::conv2d_forward(gpu, s, &x, &w, b, &mut y).unwrap(),
@@ -127,9 +127,9 @@ fn run_backward(
         gpu.upload(&d.w).unwrap(),
         gpu.upload(&d.dy).unwrap(),
     );
-    let mut dx = want.0.then(|| nan_buf(gpu, d.x.len()));
-    let mut dw = want.1.then(|| nan_buf(gpu, d.w.len()));
-    let mut db = want.2.then(|| nan_buf(gpu, d.b.len()));
+    let mut dx = want.0.then(|| poisoned(gpu, d.x.len()));
+    let mut dw = want.1.then(|| poisoned(gpu, d.w.len()));
+    let mut db = want.2.then(|| poisoned(gpu, d.b.len()));
     match chunk {
         None => conv::conv2d_backward(gpu, s, &x, &w, &dy, dx.as_mut(), dw.as_mut(), db.as_mut())
             .unwrap(),
@@ -295,7 +295,7 @@ fn conv2d_rejects_bad_shapes() {
         gpu.upload(&d.dy).unwrap(),
     );
     let short = gpu.upload(&d.x[1..]).unwrap();
-    let mut y = nan_buf(&gpu, d.dy.len());
+    let mut y = poisoned(&gpu, d.dy.len());
     let msg = |e: scalarize_kernels::KernelError| e.to_string();
 
     let e = msg(conv::conv2d_forward(&gpu, &s, &short, &w, None, &mut y).unwrap_err());
@@ -307,7 +307,7 @@ fn conv2d_rejects_bad_shapes() {
     assert!(e.contains("`w`"), "{e}");
     let e = msg(conv::conv2d_forward(&gpu, &s, &x, &w, Some(&w), &mut y).unwrap_err());
     assert!(e.contains("`bias`") && e.contains("c_out=4"), "{e}");
-    let mut y_bad = nan_buf(&gpu, d.dy.len() + 1);
+    let mut y_bad = poisoned(&gpu, d.dy.len() + 1);
     let e = msg(conv::conv2d_forward(&gpu, &s, &x, &w, Some(&b), &mut y_bad).unwrap_err());
     assert!(e.contains("`y`"), "{e}");
 
@@ -324,7 +324,7 @@ fn conv2d_rejects_bad_shapes() {
     let e = msg(conv::conv2d_forward(&gpu, &still, &x, &w, None, &mut y).unwrap_err());
     assert!(e.contains("stride"), "{e}");
 
-    let mut dw_bad = nan_buf(&gpu, d.w.len() - 1);
+    let mut dw_bad = poisoned(&gpu, d.w.len() - 1);
     let e = msg(
         conv::conv2d_backward(&gpu, &s, &x, &w, &dy, None, Some(&mut dw_bad), None).unwrap_err(),
     );
@@ -332,12 +332,12 @@ fn conv2d_rejects_bad_shapes() {
         e.contains("cuda::conv2d_backward") && e.contains("`dw`"),
         "{e}"
     );
-    let mut dx_bad = nan_buf(&gpu, d.x.len() + 3);
+    let mut dx_bad = poisoned(&gpu, d.x.len() + 3);
     let e = msg(
         conv::conv2d_backward(&gpu, &s, &x, &w, &dy, Some(&mut dx_bad), None, None).unwrap_err(),
     );
     assert!(e.contains("`dx`"), "{e}");
-    let mut db_bad = nan_buf(&gpu, 1);
+    let mut db_bad = poisoned(&gpu, 1);
     let e = msg(
         conv::conv2d_backward(&gpu, &s, &x, &w, &dy, None, None, Some(&mut db_bad)).unwrap_err(),
     );

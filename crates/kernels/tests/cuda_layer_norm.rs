@@ -2,9 +2,9 @@
 //! random inputs, outputs poisoned with NaN before each run. Without a GPU the kernels run on
 //! the CUDA emulator (small shapes); scripts/gpu-check.sh runs the same tests on a GPU.
 
-mod common_norm_conv;
+mod common;
 
-use common_norm_conv::{assert_bits, assert_close, down, gpu_or_skip, nan_buf as nan, randv, up};
+use common::{assert_bits, assert_close, down, gpu_or_skip, poisoned as nan, randv, up};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use scalarize_kernels::cpu;

@@ -10,9 +10,9 @@
 //! global-average forward sums in f64 in another order before rounding: at most an ulp apart.
 //! Every device result must also be bit-identical across two runs.
 
-mod common_norm_conv;
+mod common;
 
-use common_norm_conv::{bits, close, gpu_or_skip, nan_buf, rand_vec};
+use common::{bits, close, gpu_or_skip, poisoned, rand_vec};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use scalarize_kernels::cpu::{self, Pool2dShape};
@@ -88,11 +88,11 @@ fn avg_pool2d_matches_cpu() {
         let (dxin, ddy) = (gpu.upload(&x).unwrap(), gpu.upload(&dy).unwrap());
         let mut first: Option<(Vec<u32>, Vec<u32>)> = None;
         for run in 0..2 {
-            let mut y = nan_buf(&gpu, out_len(&s));
+            let mut y = poisoned(&gpu, out_len(&s));
             pool::avg_pool2d_forward(&gpu, &s, &dxin, &mut y).unwrap();
             let got_y = gpu.download(&y).unwrap();
             close(&got_y, &want_y, &format!("y {s:?} run {run}"));
-            let mut dx = nan_buf(&gpu, in_len(&s));
+            let mut dx = poisoned(&gpu, in_len(&s));
             pool::avg_pool2d_backward(&gpu, &s, &ddy, &mut dx).unwrap();
             let got_dx = gpu.download(&dx).unwrap();
             close(&got_dx, &want_dx, &format!("dx {s:?} run {run}"));
@@ -132,12 +132,12 @@ fn max_pool2d_matches_cpu_with_ties_and_nans() {
             let mut first_dx = None;
             for run in 0..2 {
                 let what = format!("{s:?} kind {kind} run {run}");
-                let mut y = nan_buf(&gpu, out_len(&s));
+                let mut y = poisoned(&gpu, out_len(&s));
                 let mut a = gpu.upload(&vec![u32::MAX; out_len(&s)]).unwrap();
                 pool::max_pool2d_forward(&gpu, &s, &dxin, &mut y, &mut a).unwrap();
                 assert_eq!(bits(&gpu.download(&y).unwrap()), bits(&want_y), "y {what}");
                 assert_eq!(gpu.download(&a).unwrap(), want_a, "argmax {what}");
-                let mut dx = nan_buf(&gpu, in_len(&s));
+                let mut dx = poisoned(&gpu, in_len(&s));
                 pool::max_pool2d_backward(&gpu, &s, &a, &ddy, &mut dx).unwrap();
                 let got_dx = gpu.download(&dx).unwrap();
                 close(&got_dx, &want_dx, &format!("dx {what}"));
@@ -166,7 +166,7 @@ fn max_pool2d_backward_rejects_bad_argmax() {
     // Outside the plane (the CPU twin refuses it too).
     let mut a = want_a.clone();
     a[5] = (s.h * s.w) as u32;
-    let mut dx = nan_buf(&gpu, in_len(&s));
+    let mut dx = poisoned(&gpu, in_len(&s));
     let e = pool::max_pool2d_backward(&gpu, &s, &gpu.upload(&a).unwrap(), &dy, &mut dx)
         .unwrap_err()
         .to_string();
@@ -213,7 +213,7 @@ fn global_avg_pool_matches_cpu() {
         let (dxin, ddy) = (gpu.upload(&x).unwrap(), gpu.upload(&dy).unwrap());
         let mut first = None;
         for run in 0..2 {
-            let mut y = nan_buf(&gpu, n * c);
+            let mut y = poisoned(&gpu, n * c);
             pool::global_avg_pool_forward(&gpu, n, c, hw, &dxin, &mut y).unwrap();
             let got = gpu.download(&y).unwrap();
             for (i, (&g, &w)) in got.iter().zip(&want_y).enumerate() {
@@ -226,7 +226,7 @@ fn global_avg_pool_matches_cpu() {
                 None => first = Some(bits(&got)),
                 Some(b) => assert_eq!(b, &bits(&got), "two runs differ"),
             }
-            let mut dx = nan_buf(&gpu, n * c * hw);
+            let mut dx = poisoned(&gpu, n * c * hw);
             pool::global_avg_pool_backward(&gpu, n, c, hw, &ddy, &mut dx).unwrap();
             let got_dx = gpu.download(&dx).unwrap();
             close(
@@ -245,8 +245,8 @@ fn pool_rejects_bad_shapes() {
     };
     let s = cases()[0];
     let x = gpu.upload(&vec![0.5f32; in_len(&s)]).unwrap();
-    let mut y = nan_buf(&gpu, out_len(&s));
-    let mut y_bad = nan_buf(&gpu, out_len(&s) + 1);
+    let mut y = poisoned(&gpu, out_len(&s));
+    let mut y_bad = poisoned(&gpu, out_len(&s) + 1);
     let mut a = gpu.upload(&vec![0u32; out_len(&s)]).unwrap();
     let mut a_bad = gpu.upload(&vec![0u32; out_len(&s) - 1]).unwrap();
     let s_ = |e: scalarize_kernels::KernelError| e.to_string();
@@ -262,7 +262,7 @@ fn pool_rejects_bad_shapes() {
     assert!(e.contains("`argmax`"), "{e}");
     let e = s_(pool::max_pool2d_forward(&gpu, &s, &y, &mut y_bad, &mut a).unwrap_err());
     assert!(e.contains("`x`"), "{e}");
-    let mut dx = nan_buf(&gpu, in_len(&s));
+    let mut dx = poisoned(&gpu, in_len(&s));
     let e = s_(pool::max_pool2d_backward(&gpu, &s, &a, &x, &mut dx).unwrap_err());
     assert!(e.contains("`dy`"), "{e}");
 
@@ -286,7 +286,7 @@ fn pool_rejects_bad_shapes() {
     );
     let e = s_(pool::global_avg_pool_forward(&gpu, 2, 3, 5, &x, &mut y).unwrap_err());
     assert!(e.contains("`x`"), "{e}");
-    let mut dx = nan_buf(&gpu, 2 * 3 * 5);
+    let mut dx = poisoned(&gpu, 2 * 3 * 5);
     let e = s_(pool::global_avg_pool_backward(&gpu, 2, 3, 5, &x, &mut dx).unwrap_err());
     assert!(e.contains("`dy`"), "{e}");
 }

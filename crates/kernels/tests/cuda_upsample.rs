@@ -8,9 +8,9 @@
 //! [-1, 1]) so that a reordering of the CPU's sums does not break them. Two device runs must
 //! be bit-identical.
 
-mod common_norm_conv;
+mod common;
 
-use common_norm_conv::{bits, close, gpu_or_skip, nan_buf, rand_vec};
+use common::{bits, close, gpu_or_skip, poisoned, rand_vec};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use scalarize_kernels::cuda::{Gpu, GpuBuffer, upsample};
@@ -66,11 +66,11 @@ fn check_mode(gpu: &Gpu, seed: u64, name: &str, cpu_fns: (CpuFn, CpuFn), gpu_fns
         let mut first: Option<(Vec<u32>, Vec<u32>)> = None;
         for run in 0..2 {
             let what = format!("{name} n={n} c={c} {h}x{w} -> {oh}x{ow} run {run}");
-            let mut y = nan_buf(gpu, big);
+            let mut y = poisoned(gpu, big);
             (gpu_fns.0)(gpu, n, c, h, w, oh, ow, &dxin, &mut y).unwrap();
             let got_y = gpu.download(&y).unwrap();
             close(&got_y, &want_y, &format!("y {what}"));
-            let mut dx = nan_buf(gpu, small);
+            let mut dx = poisoned(gpu, small);
             (gpu_fns.1)(gpu, n, c, h, w, oh, ow, &ddy, &mut dx).unwrap();
             let got_dx = gpu.download(&dx).unwrap();
             close(&got_dx, &want_dx, &format!("dx {what}"));
@@ -129,8 +129,8 @@ fn upsample_rejects_bad_shapes() {
         return;
     };
     let x = gpu.upload(&vec![0.5f32; 2 * 3 * 4 * 5]).unwrap();
-    let mut y = nan_buf(&gpu, 2 * 3 * 8 * 10);
-    let mut y_bad = nan_buf(&gpu, 2 * 3 * 8 * 10 - 1);
+    let mut y = poisoned(&gpu, 2 * 3 * 8 * 10);
+    let mut y_bad = poisoned(&gpu, 2 * 3 * 8 * 10 - 1);
     let s_ = |e: scalarize_kernels::KernelError| e.to_string();
 
     let e = s_(
@@ -143,7 +143,7 @@ fn upsample_rejects_bad_shapes() {
     let e =
         s_(upsample::upsample_nearest2d_forward(&gpu, 2, 3, 4, 6, 8, 10, &x, &mut y).unwrap_err());
     assert!(e.contains("`x`") && e.contains("w=6"), "{e}");
-    let mut dx = nan_buf(&gpu, 2 * 3 * 4 * 5);
+    let mut dx = poisoned(&gpu, 2 * 3 * 4 * 5);
     let e = s_(
         upsample::upsample_bilinear2d_backward(&gpu, 2, 3, 4, 5, 8, 10, &y_bad, &mut dx)
             .unwrap_err(),

@@ -1,5 +1,6 @@
-//! Helpers shared by the CUDA op tests (tests/cuda_*.rs of the simple families): the device or
-//! a skip, NaN-poisoned outputs, bit patterns, same-error checks and plain random inputs.
+//! Helpers shared by the CUDA op tests (tests/cuda_*.rs): the device or a skip, uploads and
+//! downloads, NaN-poisoned outputs, bit patterns and tolerance checks, same-error checks and
+//! random inputs.
 
 // Every test binary compiles its own copy of this module and uses only some of the helpers.
 #![allow(dead_code)]
@@ -35,4 +36,46 @@ pub fn bits(v: &[f32]) -> Vec<u32> {
 pub fn same_error(cuda: KernelError, cpu: KernelError) {
     assert_eq!(cuda.op, format!("cuda::{}", cpu.op));
     assert_eq!(cuda.msg, cpu.msg);
+}
+
+/// `len` values uniform in [lo, hi).
+pub fn randv(r: &mut StdRng, len: usize, lo: f32, hi: f32) -> Vec<f32> {
+    (0..len).map(|_| r.random_range(lo..hi)).collect()
+}
+
+/// `n` values uniform in [-1, 1).
+pub fn rand_vec(rng: &mut StdRng, n: usize) -> Vec<f32> {
+    randv(rng, n, -1.0, 1.0)
+}
+
+/// Uploads `v`.
+pub fn up(gpu: &Gpu, v: &[f32]) -> GpuBuffer<f32> {
+    gpu.upload(v).unwrap()
+}
+
+/// Downloads `b`.
+pub fn down(gpu: &Gpu, b: &GpuBuffer<f32>) -> Vec<f32> {
+    gpu.download(b).unwrap()
+}
+
+/// Bit-for-bit equality (NaN-safe).
+pub fn assert_bits(what: &str, a: &[f32], b: &[f32]) {
+    assert!(bits(a) == bits(b), "{what}: results differ in bits");
+}
+
+/// |got − want| ≤ tol·(scale + |want|) everywhere.
+pub fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32, scale: f32) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (g - w).abs() <= tol * (scale + w.abs()),
+            "{what}[{i}]: cuda {g} cpu {w}"
+        );
+    }
+}
+
+/// |got − want| ≤ 1e-6·(|want| + 1) elementwise (pooling and upsampling: see their module
+/// docs).
+pub fn close(got: &[f32], want: &[f32], what: &str) {
+    assert_close(what, got, want, 1e-6, 1.0);
 }
