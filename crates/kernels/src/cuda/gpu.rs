@@ -2,6 +2,7 @@
 //! it) or the CPU emulator, with one API for memory and launches.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use cudarc::cublas::CudaBlas;
@@ -27,6 +28,56 @@ pub struct Gpu {
     backend: Backend,
     name: String,
     cc: (u32, u32),
+    /// Host<->device transfers and explicit synchronisations of this handle.
+    transfers: Counters,
+}
+
+/// Host<->device transfers and explicit synchronisations of one [`Gpu`] handle since it was
+/// created: every download is a full stream synchronisation that stalls the host, so a
+/// training step should show only the ones it means (the loss it logs, the norm it clips by).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TransferStats {
+    /// Device->host copies ([`Gpu::download`]).
+    pub downloads: u64,
+    /// Bytes copied device->host.
+    pub download_bytes: u64,
+    /// Host->device copies ([`Gpu::upload`] and [`Gpu::write`]).
+    pub uploads: u64,
+    /// Bytes copied host->device.
+    pub upload_bytes: u64,
+    /// Explicit [`Gpu::synchronize`] calls.
+    pub syncs: u64,
+}
+
+impl TransferStats {
+    /// What happened between `earlier` (a previous reading of the same handle) and `self`.
+    pub fn since(&self, earlier: &TransferStats) -> TransferStats {
+        TransferStats {
+            downloads: self.downloads - earlier.downloads,
+            download_bytes: self.download_bytes - earlier.download_bytes,
+            uploads: self.uploads - earlier.uploads,
+            upload_bytes: self.upload_bytes - earlier.upload_bytes,
+            syncs: self.syncs - earlier.syncs,
+        }
+    }
+}
+
+/// The atomic counters behind [`TransferStats`] (relaxed: each is a plain tally, read when
+/// the caller has finished the work it measures).
+#[derive(Default)]
+struct Counters {
+    downloads: AtomicU64,
+    download_bytes: AtomicU64,
+    uploads: AtomicU64,
+    upload_bytes: AtomicU64,
+    syncs: AtomicU64,
+}
+
+impl Counters {
+    fn add(count: &AtomicU64, bytes: &AtomicU64, n: usize) {
+        count.fetch_add(1, Ordering::Relaxed);
+        bytes.fetch_add(n as u64, Ordering::Relaxed);
+    }
 }
 
 /// What runs the kernels.
@@ -135,6 +186,7 @@ impl Gpu {
             })),
             name,
             cc: (major.max(0) as u32, minor.max(0) as u32),
+            transfers: Counters::default(),
         })
     }
 
@@ -159,6 +211,7 @@ impl Gpu {
                 backend: Backend::Emu(Emulator::new()?),
                 name: "CUDA emulator (CPU)".to_string(),
                 cc: (9, 0),
+                transfers: Counters::default(),
             }))
         })
         .clone()
@@ -214,6 +267,7 @@ impl Gpu {
             })),
             name: self.name.clone(),
             cc: self.cc,
+            transfers: Counters::default(),
         }))
     }
 
@@ -283,8 +337,24 @@ impl Gpu {
         format!("compute_{}{}", self.cc.0, self.cc.1)
     }
 
+    /// The host<->device transfers and explicit synchronisations of this handle so far
+    /// (counted alike on a GPU and on the emulator; a stream handle from [`Gpu::new_stream`]
+    /// counts its own). Take two readings and [`TransferStats::since`] to measure a step.
+    pub fn transfer_stats(&self) -> TransferStats {
+        let t = &self.transfers;
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        TransferStats {
+            downloads: get(&t.downloads),
+            download_bytes: get(&t.download_bytes),
+            uploads: get(&t.uploads),
+            upload_bytes: get(&t.upload_bytes),
+            syncs: get(&t.syncs),
+        }
+    }
+
     /// Waits until all work queued on the stream has finished.
     pub fn synchronize(&self, op: &'static str) -> Result<()> {
+        self.transfers.syncs.fetch_add(1, Ordering::Relaxed);
         match self.cuda() {
             Some(c) => c
                 .stream
@@ -365,6 +435,8 @@ impl Gpu {
 
     /// A device copy of `host`.
     pub fn upload<T: DeviceElem>(&self, host: &[T]) -> Result<GpuBuffer<T>> {
+        let t = &self.transfers;
+        Counters::add(&t.uploads, &t.upload_bytes, std::mem::size_of_val(host));
         let repr = match &self.backend {
             Backend::Cuda(c) => Repr::Cuda {
                 slice: c.stream.clone_htod(host).map_err(cuda_err("upload"))?,
@@ -382,6 +454,8 @@ impl Gpu {
     /// Overwrites `dst` with `host` (same length).
     pub fn write<T: DeviceElem>(&self, host: &[T], dst: &mut GpuBuffer<T>) -> Result<()> {
         check_len("write", "host", host.len(), dst.len())?;
+        let t = &self.transfers;
+        Counters::add(&t.uploads, &t.upload_bytes, std::mem::size_of_val(host));
         match &mut dst.repr {
             Repr::Cuda { slice, stream } => {
                 stream.memcpy_htod(host, slice).map_err(cuda_err("write"))
@@ -395,6 +469,9 @@ impl Gpu {
 
     /// The contents of `src` on the host (waits for the work queued before).
     pub fn download<T: DeviceElem>(&self, src: &GpuBuffer<T>) -> Result<Vec<T>> {
+        let t = &self.transfers;
+        let bytes = src.len() * std::mem::size_of::<T>();
+        Counters::add(&t.downloads, &t.download_bytes, bytes);
         match &src.repr {
             Repr::Cuda { slice, stream } => stream.clone_dtoh(slice).map_err(cuda_err("download")),
             Repr::Emu(b) => Ok(b.as_slice().to_vec()),
