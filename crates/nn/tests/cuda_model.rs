@@ -218,3 +218,112 @@ fn a_checkpoint_saved_from_the_device_loads_on_the_cpu() {
     let restored = ck.optimizer().unwrap().unwrap();
     assert_eq!(restored, opt, "optimizer state survives the round trip");
 }
+
+/// Random directions in store order, one per step (fresh values, never zeros).
+fn directions(m: &Model, steps: usize, seed: u64) -> Vec<Vec<f32>> {
+    let n = m.store().num_trainable_elements();
+    let mut rng = StdRng::seed_from_u64(seed);
+    (0..steps)
+        .map(|_| (0..n).map(|_| rng.random::<f32>() * 2.0 - 1.0).collect())
+        .collect()
+}
+
+/// Asserts two optimizers hold bit-identical state (names and values).
+fn same_state(dev: &Optimizer, cpu: &Optimizer, what: &str) {
+    let (hd, hc) = (dev.clone(), cpu.clone());
+    let (sd, sc) = (hd.state_tensors(), hc.state_tensors());
+    assert_eq!(sd.len(), sc.len(), "{what}: number of state tensors");
+    for ((nd, a), (nc, b)) in sd.into_iter().zip(sc) {
+        assert_eq!(nd, nc, "{what}: state tensor names");
+        bits(a, b, &format!("{what}: {nd}"));
+    }
+    assert_eq!(hd.param_steps(), hc.param_steps(), "{what}: AdamW steps");
+}
+
+/// Bit equality, reporting the first differing element.
+fn bits(got: &[f32], want: &[f32], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    if let Some(i) = (0..got.len()).find(|&i| got[i].to_bits() != want[i].to_bits()) {
+        panic!("{what}: [{i}] device {} cpu {}", got[i], want[i]);
+    }
+}
+
+/// `step_flat_device` with a device direction takes the same steps as `step_flat` on the CPU
+/// (bit for bit: the device optimizer uses the host's rounding), with and without clipping.
+#[test]
+fn step_flat_device_matches_step_flat_on_the_cpu() {
+    let Some(gpu) = Gpu::for_tests("model_step_flat_device") else {
+        return;
+    };
+    let configs = [
+        OptimizerConfig::Sgd(SgdConfig {
+            momentum: 0.9,
+            nesterov: true,
+            weight_decay: 5e-4,
+            ..Default::default()
+        }),
+        OptimizerConfig::AdamW(AdamWConfig::default()),
+    ];
+    let spec = &specs(&gpu)[1];
+    for (k, config) in configs.into_iter().enumerate() {
+        for clip in [None, Some(20.0f32)] {
+            let what = format!("{config:?} clip {clip:?}");
+            let (mut cpu, mut dev) = pair(spec, &gpu);
+            let (mut oc, mut od) = (
+                Optimizer::new(config, true).unwrap(),
+                Optimizer::new(config, true).unwrap(),
+            );
+            for (s, d) in directions(&cpu, 3, 40 + k as u64).iter().enumerate() {
+                let mut host = d.clone();
+                let want_norm = match clip {
+                    Some(m) => {
+                        scalarize_nn::optim::clip_grad_norm(&mut [&mut host[..]], m).unwrap()
+                    }
+                    None => scalarize_nn::optim::global_grad_norm(&[&host[..]]) as f32,
+                };
+                if clip.is_some() {
+                    assert!(want_norm > 20.0, "{what}: the clip must act");
+                }
+                cpu.step_flat(&mut oc, &host, 0.05).unwrap();
+                let dd = gpu.upload(d).unwrap();
+                let norm = dev.step_flat_device(&mut od, &dd, 0.05, clip).unwrap();
+                assert_eq!(norm, want_norm, "{what}: norm at step {s}");
+            }
+            bits(
+                &dev.store().flat_values(),
+                &cpu.store().flat_values(),
+                &format!("{what}: parameters"),
+            );
+            same_state(&od, &oc, &what);
+        }
+    }
+}
+
+/// Wrong lengths and host models are clear errors that change nothing.
+#[test]
+fn step_flat_device_rejects_bad_inputs() {
+    let Some(gpu) = Gpu::for_tests("model_step_flat_device_errors") else {
+        return;
+    };
+    let spec = &specs(&gpu)[1];
+    let (mut cpu, mut dev) = pair(spec, &gpu);
+    let mut opt = Optimizer::new(OptimizerConfig::AdamW(AdamWConfig::default()), true).unwrap();
+    let n = dev.store().num_trainable_elements();
+    let before = dev.store().flat_values();
+    let short = gpu.upload(&vec![1.0f32; n - 1]).unwrap();
+    let e = dev
+        .step_flat_device(&mut opt, &short, 0.1, None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains(&format!("{}", n - 1)) && e.contains(&n.to_string()),
+        "{e}"
+    );
+    let ok = gpu.upload(&vec![1.0f32; n]).unwrap();
+    let e = cpu
+        .step_flat_device(&mut opt, &ok, 0.1, None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("GPU"), "{e}");
+    assert_eq!(dev.store().flat_values(), before, "nothing changed");
+}

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use scalarize_autograd::{Device, Gradients, ParamStore, Tensor};
-use scalarize_kernels::cuda::Gpu;
+use scalarize_kernels::cuda::{Gpu, GpuBuffer};
 
 use crate::checkpoint::{LoadedCheckpoint, load_checkpoint, read_checkpoint_meta, save_checkpoint};
 use crate::error::{NnError, Result};
@@ -324,6 +324,71 @@ impl Model {
             offset += len;
         }
         Ok(())
+    }
+
+    /// [`Model::step_flat`] for a model on a GPU with the direction already on its device:
+    /// `flat` holds every trainable parameter's update direction in store order (the layout of
+    /// [`Model::flat_grads`]). The global norm of `flat` is clipped to `max_grad_norm` if given,
+    /// as [`Model::step`] does; returns the norm before clipping.
+    pub fn step_flat_device(
+        &mut self,
+        opt: &mut Optimizer,
+        flat: &GpuBuffer<f32>,
+        lr: f32,
+        max_grad_norm: Option<f32>,
+    ) -> Result<f32> {
+        let expected = self.store.num_trainable_elements();
+        if flat.len() != expected {
+            return Err(NnError::invalid(
+                "optimizer step",
+                format!(
+                    "flat direction has {} elements, the trainable parameters {expected}",
+                    flat.len()
+                ),
+            ));
+        }
+        if !matches!(self.device(), Device::Cuda(_)) {
+            return Err(NnError::invalid(
+                "optimizer step",
+                format!(
+                    "step_flat_device needs a model on a GPU, this one is on {}",
+                    self.device()
+                ),
+            ));
+        }
+        let names: Vec<String> = self
+            .store
+            .trainable()
+            .map(|e| e.name().to_string())
+            .collect();
+        let Some(first) = names.first() else {
+            return Ok(0.0);
+        };
+        let gpu = self.store.cuda_mut(first)?.gpu.clone();
+        let mut sq = gpu.alloc::<f64>(1)?;
+        scalarize_kernels::cuda::grad_gram_device(&gpu, flat, 1, expected, &[expected], &mut sq)?;
+        let norm = gpu.download(&sq)?[0].sqrt();
+        let mut scaled = None;
+        if let Some(m) = max_grad_norm {
+            let coef = crate::optim::clip_coef(norm, m)?;
+            if coef < 1.0 {
+                let mut s = gpu.alloc::<f32>(expected)?;
+                scalarize_kernels::cuda::elementwise::scale(&gpu, flat, coef, &mut s)?;
+                scaled = Some(s);
+            }
+        }
+        let dir = scaled.as_ref().unwrap_or(flat);
+        let mut offset = 0;
+        for name in names {
+            let kind = self.kind_of(&name).unwrap_or(ParamKind::Weight);
+            let value = self.store.cuda_mut(&name)?;
+            let len = value.buf.len();
+            let mut g = gpu.alloc::<f32>(len)?;
+            gpu.copy(dir, offset, &mut g, 0, len)?;
+            opt.update_device(&name, kind, value, &g, lr)?;
+            offset += len;
+        }
+        Ok(norm as f32)
     }
 
     /// Applies one optimizer update from backward's gradients, clipping the global gradient
