@@ -15,6 +15,14 @@ pub trait Aggregator: Send {
     /// Combines one step's input. Randomised methods draw from their own seeded generator.
     fn aggregate(&mut self, input: &AggregateInput) -> Result<Aggregation>;
 
+    /// Whether the method needs the gradients' values, not just their Gram matrices (e.g.
+    /// GradDrop's elementwise signs). When false, shape-only gradients
+    /// ([`crate::TaskGradients::shape_only`]) with their Gram give the same weights as the
+    /// values, and the caller combines the gradients where they live.
+    fn needs_gradient_values(&self) -> bool {
+        false
+    }
+
     /// Current values of the method's learnable parameters (empty for most methods).
     fn params(&self) -> &[f64] {
         &[]
@@ -56,15 +64,11 @@ pub(crate) fn check_params(method: &'static str, values: &[f64], expected: usize
     Ok(())
 }
 
-/// An [`Aggregation`] with `weights` and, when gradients were given, their combination.
-pub(crate) fn weighted(input: &AggregateInput, weights: Vec<f64>) -> Aggregation {
-    let direction = input
-        .grads
-        .as_ref()
-        .map(|g| crate::combine::combine(g, &weights));
-    Aggregation {
+/// An [`Aggregation`] with `weights` and, when gradient values were given, their combination.
+pub(crate) fn weighted(input: &AggregateInput, weights: Vec<f64>) -> Result<Aggregation> {
+    Ok(Aggregation {
+        direction: input.direction(&weights)?,
         weights,
-        direction,
         segment_weights: None,
-    }
+    })
 }

@@ -9,10 +9,11 @@ use crate::input::TaskGradients;
 /// Per-segment and whole-vector Gram matrices (f64) of the task gradients.
 ///
 /// Fails if a gradient holds a NaN or an infinity (seen on the Gram diagonal), since no method
-/// can give a meaningful direction from it.
+/// can give a meaningful direction from it, and for shape-only gradients (compute their Gram
+/// where they live, e.g. with the kernels crate's `cuda::grad_gram`).
 pub fn task_gram(grads: &TaskGradients) -> Result<SegmentedGram> {
     let gram = scalarize_kernels::cpu::grad_gram(
-        grads.data(),
+        grads.data()?,
         grads.tasks(),
         grads.params(),
         grads.segment_ends(),

@@ -18,9 +18,18 @@ pub enum Requirement {
 }
 
 /// Per-task gradients: a T x P row-major `f32` matrix cut into layer segments.
+///
+/// Built with [`TaskGradients::new`] / [`TaskGradients::whole`] it holds the values (host
+/// memory). Built with [`TaskGradients::shape_only`] / [`TaskGradients::shape_only_whole`] it
+/// holds only the shape and segments, for gradients that live elsewhere (a GPU): the caller
+/// passes their Gram matrices through [`AggregateInput::with_gram`], every method that only
+/// needs the Gram returns its weights with `direction: None`, and the caller combines the
+/// gradients where they are. Methods that need the values
+/// ([`crate::Aggregator::needs_gradient_values`]) refuse such input with an error.
 #[derive(Clone, Debug)]
 pub struct TaskGradients<'a> {
-    data: &'a [f32],
+    /// The T x P values; `None` for shape-only gradients.
+    data: Option<&'a [f32]>,
     tasks: usize,
     params: usize,
     segment_ends: Cow<'a, [usize]>,
@@ -35,16 +44,27 @@ impl<'a> TaskGradients<'a> {
         params: usize,
         segment_ends: &'a [usize],
     ) -> Result<Self> {
-        Self::build(data, tasks, params, Cow::Borrowed(segment_ends))
+        Self::build(Some(data), tasks, params, Cow::Borrowed(segment_ends))
     }
 
     /// Wraps `data` (T x P row-major) as one segment (a whole backbone or a representation).
     pub fn whole(data: &'a [f32], tasks: usize, params: usize) -> Result<Self> {
-        Self::build(data, tasks, params, Cow::Owned(vec![params]))
+        Self::build(Some(data), tasks, params, Cow::Owned(vec![params]))
+    }
+
+    /// The shape of T x P gradients held elsewhere (e.g. on a GPU), without their values,
+    /// with layer segments given by their exclusive ends (strictly increasing, last == P).
+    pub fn shape_only(tasks: usize, params: usize, segment_ends: &'a [usize]) -> Result<Self> {
+        Self::build(None, tasks, params, Cow::Borrowed(segment_ends))
+    }
+
+    /// [`TaskGradients::shape_only`] with one segment (a whole backbone or a representation).
+    pub fn shape_only_whole(tasks: usize, params: usize) -> Result<Self> {
+        Self::build(None, tasks, params, Cow::Owned(vec![params]))
     }
 
     fn build(
-        data: &'a [f32],
+        data: Option<&'a [f32]>,
         tasks: usize,
         params: usize,
         segment_ends: Cow<'a, [usize]>,
@@ -62,7 +82,9 @@ impl<'a> TaskGradients<'a> {
                 format!("tasks {tasks} x params {params} overflows usize"),
             )
         })?;
-        if data.len() != expected {
+        if let Some(data) = data
+            && data.len() != expected
+        {
             return Err(MtoError::invalid(
                 M,
                 format!(
@@ -95,9 +117,19 @@ impl<'a> TaskGradients<'a> {
         })
     }
 
-    /// The whole T x P buffer.
-    pub fn data(&self) -> &'a [f32] {
-        self.data
+    /// Whether the values are here (false for [`TaskGradients::shape_only`] gradients).
+    pub fn has_values(&self) -> bool {
+        self.data.is_some()
+    }
+
+    /// The whole T x P buffer; an error for shape-only gradients.
+    pub fn data(&self) -> Result<&'a [f32]> {
+        self.data.ok_or_else(|| {
+            MtoError::invalid(
+                "task_gradients",
+                "the gradients were given as a shape only (their values live elsewhere, e.g. on a GPU); this operation needs the values",
+            )
+        })
     }
 
     /// Number of tasks T.
@@ -115,9 +147,15 @@ impl<'a> TaskGradients<'a> {
         &self.segment_ends
     }
 
-    /// Task `t`'s gradient (length P).
-    pub fn row(&self, t: usize) -> &'a [f32] {
-        &self.data[t * self.params..(t + 1) * self.params]
+    /// Task `t`'s gradient (length P); an error for shape-only gradients or `t >= T`.
+    pub fn row(&self, t: usize) -> Result<&'a [f32]> {
+        if t >= self.tasks {
+            return Err(MtoError::invalid(
+                "task_gradients",
+                format!("row {t} requested, the gradients have {} tasks", self.tasks),
+            ));
+        }
+        Ok(&self.data()?[t * self.params..(t + 1) * self.params])
     }
 
     /// Number of elements in each segment.
@@ -142,7 +180,8 @@ pub struct AggregateInput<'a> {
     /// Per-task gradients (shared parameters or representation, as the method requires).
     pub grads: Option<TaskGradients<'a>>,
     /// The Gram matrices of `grads` if the caller already computed them (e.g. for conflict
-    /// metrics); otherwise the method computes them through [`task_gram`].
+    /// metrics, or on a GPU); otherwise the method computes them through [`task_gram`].
+    /// Required with shape-only gradients.
     pub gram: Option<&'a SegmentedGram>,
     /// Current epoch (0-based); used by DWA, which works on epoch-mean losses.
     pub epoch: usize,
@@ -221,26 +260,59 @@ impl<'a> AggregateInput<'a> {
         })
     }
 
-    /// The Gram matrices of the gradients: the precomputed ones (checked) or fresh ones.
+    /// The Gram matrices of the gradients: the precomputed ones (checked) or fresh ones
+    /// (which needs the values: shape-only gradients must come with their Gram).
     pub(crate) fn gram(&self, method: &'static str) -> Result<Cow<'a, SegmentedGram>> {
         let g = self.require_grads(method)?;
         match self.gram {
             Some(k) => {
-                if k.t != g.tasks() || k.segments.len() != g.segment_ends().len() {
+                let (t, l) = (g.tasks(), g.segment_ends().len());
+                let tt = t * t;
+                if k.t != t
+                    || k.segments.len() != l
+                    || k.total.len() != tt
+                    || k.segments.iter().any(|s| s.len() != tt)
+                {
                     return Err(MtoError::invalid(
                         method,
                         format!(
-                            "precomputed Gram is for {} tasks and {} segments, gradients have {} tasks and {} segments",
+                            "precomputed Gram is for {} tasks and {} segments, gradients have {t} tasks and {l} segments",
                             k.t,
                             k.segments.len(),
-                            g.tasks(),
-                            g.segment_ends().len()
                         ),
+                    ));
+                }
+                // As task_gram: a non-finite gradient shows on the diagonal.
+                if let Some(i) = (0..t).find(|&i| !k.total[i * t + i].is_finite()) {
+                    return Err(MtoError::invalid(
+                        method,
+                        format!("gradient of task {i} holds a NaN or an infinity"),
                     ));
                 }
                 Ok(Cow::Borrowed(k))
             }
-            None => Ok(Cow::Owned(task_gram(g)?)),
+            None if g.has_values() => Ok(Cow::Owned(task_gram(g)?)),
+            None => Err(MtoError::invalid(
+                method,
+                "the gradients were given as a shape only and without their Gram: pass the Gram through AggregateInput::with_gram",
+            )),
+        }
+    }
+
+    /// `sum_t w_t g_t` when the gradients' values are here; `None` when no gradients or only
+    /// their shape were given (the caller combines them where they live).
+    pub(crate) fn direction(&self, w: &[f64]) -> Result<Option<Vec<f32>>> {
+        match &self.grads {
+            Some(g) if g.has_values() => Ok(Some(crate::combine::combine(g, w)?)),
+            _ => Ok(None),
+        }
+    }
+
+    /// [`AggregateInput::direction`] with one weight vector per segment.
+    pub(crate) fn direction_segments(&self, w: &[Vec<f64>]) -> Result<Option<Vec<f32>>> {
+        match &self.grads {
+            Some(g) if g.has_values() => Ok(Some(crate::combine::combine_segments(g, w)?)),
+            _ => Ok(None),
         }
     }
 }
@@ -253,7 +325,9 @@ pub struct Aggregation {
     pub weights: Vec<f64>,
     /// The combined gradient (length P of the input gradients: shared parameters or the
     /// representation). `None` when no gradients were given (loss-based methods): the trainer
-    /// then backpropagates `sum_t weights[t] * L_t`.
+    /// then backpropagates `sum_t weights[t] * L_t`; `None` as well for shape-only gradients
+    /// ([`TaskGradients::shape_only`]): the caller combines them with `weights` (or
+    /// `segment_weights`) where they live.
     pub direction: Option<Vec<f32>>,
     /// Per-segment weights (L x T) for methods that treat layers separately (GradVac per
     /// layer); `weights` is then their parameter-count-weighted mean.

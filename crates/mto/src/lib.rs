@@ -54,6 +54,13 @@
 //! P-float direction), of the same order as the Gram pass. Pass the Gram matrices already
 //! computed for conflict metrics through [`AggregateInput::with_gram`] to avoid a second pass.
 //!
+//! Gradients that live elsewhere (the trainer's T x P buffer on a GPU) are given as a shape
+//! only ([`TaskGradients::shape_only`]) with their Gram matrices
+//! ([`AggregateInput::with_gram`], computed where the gradients are): every method except
+//! GradDrop ([`Aggregator::needs_gradient_values`]) then returns exactly the weights (and
+//! GradVac's per-segment weights) of the host path, with `direction: None`, and the caller
+//! forms `sum_t w_t g_t` on the device.
+//!
 //! Randomised methods (PCGrad's order, RLW, GradVac's order, GradDrop) own a seeded
 //! [`rng::MethodRng`] so runs reproduce.
 

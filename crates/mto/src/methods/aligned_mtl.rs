@@ -1,7 +1,6 @@
 //! Aligned-MTL: align the principal components of the task gradients.
 
 use crate::aggregator::Aggregator;
-use crate::combine::combine;
 use crate::error::Result;
 use crate::input::{AggregateInput, Aggregation, Requirement};
 use crate::linalg::sym_eigen;
@@ -57,11 +56,10 @@ impl Aggregator for AlignedMtl {
 
     fn aggregate(&mut self, input: &AggregateInput) -> Result<Aggregation> {
         let t = input.check_losses("aligned_mtl", None)?;
-        let grads = input.require_grads("aligned_mtl")?;
         let gram = input.gram("aligned_mtl")?;
         let w = aligned_weights(&gram.total, t);
         Ok(Aggregation {
-            direction: Some(combine(grads, &w)),
+            direction: input.direction(&w)?,
             weights: w,
             segment_weights: None,
         })

@@ -1,7 +1,6 @@
 //! CAGrad: the best worst-case improvement within a ball around the mean gradient.
 
 use crate::aggregator::Aggregator;
-use crate::combine::combine;
 use crate::error::{MtoError, Result};
 use crate::input::{AggregateInput, Aggregation, Requirement};
 use crate::linalg::{matvec, quad, trace};
@@ -112,11 +111,10 @@ impl Aggregator for CaGrad {
 
     fn aggregate(&mut self, input: &AggregateInput) -> Result<Aggregation> {
         let t = input.check_losses("cagrad", None)?;
-        let grads = input.require_grads("cagrad")?;
         let gram = input.gram("cagrad")?;
         let w = cagrad_weights(&gram.total, t, self.c, self.rescale);
         Ok(Aggregation {
-            direction: Some(combine(grads, &w)),
+            direction: input.direction(&w)?,
             weights: w,
             segment_weights: None,
         })

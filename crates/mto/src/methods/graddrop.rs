@@ -60,15 +60,27 @@ impl Aggregator for GradDrop {
         Requirement::RepresentationGradients
     }
 
+    fn needs_gradient_values(&self) -> bool {
+        true
+    }
+
     fn aggregate(&mut self, input: &AggregateInput) -> Result<Aggregation> {
         let t = input.check_losses("graddrop", Some(self.leak.len()))?;
         let grads = input.require_grads("graddrop")?;
+        // Checked before any draw, so a refused call leaves the generator where it was.
+        let Ok(data) = grads.data() else {
+            return Err(MtoError::invalid(
+                "graddrop",
+                "needs the gradient values (it keeps or drops each element by its sign), got shape-only gradients: pass the values",
+            ));
+        };
         let r = grads.params();
+        let row = |i: usize| &data[i * r..(i + 1) * r];
         // Row-wise passes (contiguous reads) instead of a strided walk down each column.
         let mut sum = vec![0f64; r];
         let mut abs = vec![0f64; r];
         for i in 0..t {
-            for ((s, a), &z) in sum.iter_mut().zip(abs.iter_mut()).zip(grads.row(i)) {
+            for ((s, a), &z) in sum.iter_mut().zip(abs.iter_mut()).zip(row(i)) {
                 *s += z as f64;
                 *a += (z as f64).abs();
             }
@@ -95,7 +107,7 @@ impl Aggregator for GradDrop {
         let mut total = vec![0f64; t];
         for i in 0..t {
             let l = self.leak[i];
-            for ((a, &z), &k) in acc.iter_mut().zip(grads.row(i)).zip(&keep_sign) {
+            for ((a, &z), &k) in acc.iter_mut().zip(row(i)).zip(&keep_sign) {
                 let z = z as f64;
                 let keep = (k > 0 && z > 0.0) || (k < 0 && z < 0.0);
                 let f = if keep { 1.0 } else { l };

@@ -1,7 +1,6 @@
 //! GradNorm: learnable weights that equalise weighted gradient norms at a shared layer.
 
 use crate::aggregator::{Aggregator, check_params};
-use crate::combine::combine;
 use crate::error::{MtoError, Result};
 use crate::input::{AggregateInput, Aggregation, Requirement};
 
@@ -89,7 +88,6 @@ impl Aggregator for GradNorm {
 
     fn aggregate(&mut self, input: &AggregateInput) -> Result<Aggregation> {
         let t = input.check_losses("gradnorm", Some(self.weights.len()))?;
-        let grads = input.require_grads("gradnorm")?;
         let gram = input.gram("gradnorm")?;
         let k: &[f64] = match self.layer {
             GradNormLayer::All => &gram.total,
@@ -150,10 +148,9 @@ impl Aggregator for GradNorm {
                 }
             })
             .collect();
-        let direction = combine(grads, &self.weights);
         Ok(Aggregation {
+            direction: input.direction(&self.weights)?,
             weights: self.weights.clone(),
-            direction: Some(direction),
             segment_weights: None,
         })
     }

@@ -1,7 +1,6 @@
 //! Gradient Vaccine: raise pairwise cosines towards EMA targets, per layer group.
 
 use crate::aggregator::Aggregator;
-use crate::combine::{combine, combine_segments};
 use crate::error::{MtoError, Result};
 use crate::input::{AggregateInput, Aggregation, Requirement};
 use crate::rng::{MethodRng, seeded, shuffled_others};
@@ -141,7 +140,7 @@ impl Aggregator for GradVac {
             GradVacGrouping::WholeModel => {
                 let w = seg_w[0].clone();
                 Aggregation {
-                    direction: Some(combine(grads, &w)),
+                    direction: input.direction(&w)?,
                     weights: w,
                     segment_weights: None,
                 }
@@ -159,7 +158,7 @@ impl Aggregator for GradVac {
                     })
                     .collect();
                 Aggregation {
-                    direction: Some(combine_segments(grads, &seg_w)),
+                    direction: input.direction_segments(&seg_w)?,
                     weights: w,
                     segment_weights: Some(seg_w),
                 }

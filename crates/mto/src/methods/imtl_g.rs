@@ -1,7 +1,6 @@
 //! IMTL-G: the update with equal projections on every unit task gradient.
 
 use crate::aggregator::Aggregator;
-use crate::combine::combine;
 use crate::error::Result;
 use crate::input::{AggregateInput, Aggregation, Requirement};
 use crate::linalg::lstsq_min_norm;
@@ -97,11 +96,10 @@ impl Aggregator for ImtlG {
     fn aggregate(&mut self, input: &AggregateInput) -> Result<Aggregation> {
         let name = self.name();
         let t = input.check_losses(name, None)?;
-        let grads = input.require_grads(name)?;
         let gram = input.gram(name)?;
         let w = imtl_g_weights(&gram.total, t);
         Ok(Aggregation {
-            direction: Some(combine(grads, &w)),
+            direction: input.direction(&w)?,
             weights: w,
             segment_weights: None,
         })

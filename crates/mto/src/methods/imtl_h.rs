@@ -3,7 +3,6 @@
 use super::imtl_g::imtl_g_weights;
 use super::imtl_l::ImtlL;
 use crate::aggregator::Aggregator;
-use crate::combine::combine;
 use crate::error::{MtoError, Result};
 use crate::input::{AggregateInput, Aggregation, Requirement};
 
@@ -45,7 +44,6 @@ impl Aggregator for ImtlH {
 
     fn aggregate(&mut self, input: &AggregateInput) -> Result<Aggregation> {
         let t = input.check_losses("imtl_h", Some(self.loss_scales.params().len()))?;
-        let grads = input.require_grads("imtl_h")?;
         let gram = input.gram("imtl_h")?;
         let e = self.loss_scales.weights();
         let ks: Vec<f64> = (0..t * t)
@@ -55,7 +53,7 @@ impl Aggregator for ImtlH {
         let w: Vec<f64> = alpha.iter().zip(&e).map(|(a, s)| a * s).collect();
         self.loss_scales.update_grads(input.losses);
         Ok(Aggregation {
-            direction: Some(combine(grads, &w)),
+            direction: input.direction(&w)?,
             weights: w,
             segment_weights: None,
         })

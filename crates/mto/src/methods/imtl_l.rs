@@ -65,7 +65,7 @@ impl Aggregator for ImtlL {
     fn aggregate(&mut self, input: &AggregateInput) -> Result<Aggregation> {
         input.check_losses("imtl_l", Some(self.scales.len()))?;
         self.update_grads(input.losses);
-        Ok(weighted(input, self.weights()))
+        weighted(input, self.weights())
     }
 
     fn params(&self) -> &[f64] {

@@ -65,6 +65,6 @@ impl Aggregator for Linear {
 
     fn aggregate(&mut self, input: &AggregateInput) -> Result<Aggregation> {
         input.check_losses("linear", Some(self.weights.len()))?;
-        Ok(weighted(input, self.weights.clone()))
+        weighted(input, self.weights.clone())
     }
 }

@@ -1,7 +1,6 @@
 //! MGDA: the min-norm element of the convex hull of the task gradients.
 
 use crate::aggregator::Aggregator;
-use crate::combine::combine;
 use crate::error::Result;
 use crate::input::{AggregateInput, Aggregation, Requirement};
 use crate::simplex::min_norm_weights;
@@ -101,11 +100,10 @@ impl Aggregator for Mgda {
 
     fn aggregate(&mut self, input: &AggregateInput) -> Result<Aggregation> {
         let t = input.check_losses(self.name, None)?;
-        let grads = input.require_grads(self.name)?;
         let gram = input.gram(self.name)?;
         let w = mgda_weights(&gram.total, t, input.losses, self.normalization);
         Ok(Aggregation {
-            direction: Some(combine(grads, &w)),
+            direction: input.direction(&w)?,
             weights: w,
             segment_weights: None,
         })

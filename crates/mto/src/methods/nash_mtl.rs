@@ -1,7 +1,6 @@
 //! Nash-MTL: the Nash bargaining solution, `K alpha = 1 / alpha`.
 
 use crate::aggregator::Aggregator;
-use crate::combine::combine;
 use crate::error::{MtoError, Result};
 use crate::input::{AggregateInput, Aggregation, Requirement};
 use crate::linalg::{cholesky_solve, matvec, quad};
@@ -128,7 +127,6 @@ impl Aggregator for NashMtl {
 
     fn aggregate(&mut self, input: &AggregateInput) -> Result<Aggregation> {
         let t = input.check_losses("nash_mtl", None)?;
-        let grads = input.require_grads("nash_mtl")?;
         let gram = input.gram("nash_mtl")?;
         let k = &gram.total;
         let max_diag = (0..t).map(|i| k[i * t + i]).fold(0.0, f64::max);
@@ -169,7 +167,7 @@ impl Aggregator for NashMtl {
             }
         }
         Ok(Aggregation {
-            direction: Some(combine(grads, &w)),
+            direction: input.direction(&w)?,
             weights: w,
             segment_weights: None,
         })

@@ -1,7 +1,6 @@
 //! PCGrad: project each task gradient off the normal planes of the gradients it conflicts with.
 
 use crate::aggregator::Aggregator;
-use crate::combine::combine;
 use crate::error::Result;
 use crate::input::{AggregateInput, Aggregation, Requirement};
 use crate::rng::{MethodRng, seeded, shuffled_others};
@@ -53,14 +52,12 @@ impl Aggregator for PcGrad {
 
     fn aggregate(&mut self, input: &AggregateInput) -> Result<Aggregation> {
         let t = input.check_losses("pcgrad", None)?;
-        let grads = input.require_grads("pcgrad")?;
         let gram = input.gram("pcgrad")?;
         let c = pcgrad_coefficients(&gram.total, t, &mut self.rng);
         let w: Vec<f64> = (0..t).map(|m| c.iter().map(|row| row[m]).sum()).collect();
-        let direction = combine(grads, &w);
         Ok(Aggregation {
+            direction: input.direction(&w)?,
             weights: w,
-            direction: Some(direction),
             segment_weights: None,
         })
     }

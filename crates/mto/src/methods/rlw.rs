@@ -49,6 +49,6 @@ impl Aggregator for Rlw {
         let m = z.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
         let e: Vec<f64> = z.iter().map(|x| (x - m).exp()).collect();
         let s: f64 = e.iter().sum();
-        Ok(weighted(input, e.iter().map(|x| x / s).collect()))
+        weighted(input, e.iter().map(|x| x / s).collect())
     }
 }

@@ -60,7 +60,7 @@ impl Aggregator for Uncertainty {
             .zip(input.losses)
             .map(|(wt, l)| 0.5 - wt * l)
             .collect();
-        Ok(weighted(input, w))
+        weighted(input, w)
     }
 
     fn params(&self) -> &[f64] {

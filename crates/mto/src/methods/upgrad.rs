@@ -1,7 +1,6 @@
 //! UPGrad: average of each task gradient projected onto the dual cone of all of them.
 
 use crate::aggregator::Aggregator;
-use crate::combine::combine;
 use crate::error::Result;
 use crate::input::{AggregateInput, Aggregation, Requirement};
 use crate::linalg::trace;
@@ -56,11 +55,10 @@ impl Aggregator for UpGrad {
 
     fn aggregate(&mut self, input: &AggregateInput) -> Result<Aggregation> {
         let t = input.check_losses("upgrad", None)?;
-        let grads = input.require_grads("upgrad")?;
         let gram = input.gram("upgrad")?;
         let w = upgrad_weights(&gram.total, t);
         Ok(Aggregation {
-            direction: Some(combine(grads, &w)),
+            direction: input.direction(&w)?,
             weights: w,
             segment_weights: None,
         })
