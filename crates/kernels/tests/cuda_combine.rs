@@ -6,7 +6,9 @@
 
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
-use scalarize_kernels::cuda::combine::{MAX_T, combine, combine_device, combine_segments};
+use scalarize_kernels::cuda::combine::{
+    MAX_T, combine, combine_device, combine_into, combine_segments, combine_segments_into,
+};
 use scalarize_kernels::cuda::{DeviceElem, Gpu, GpuBuffer};
 
 fn up<T: DeviceElem>(gpu: &Gpu, v: &[T]) -> GpuBuffer<T> {
@@ -183,4 +185,67 @@ fn combine_rejects_bad_input() {
     let dw = up(&gpu, &[1.0f64; 3]);
     let e = combine_device(&gpu, &dg, 2, 3, &[1, 3], &dw, &mut out).unwrap_err();
     assert!(e.to_string().contains("`weights`"), "{e}");
+}
+
+#[test]
+fn combine_into_writes_only_its_range() {
+    // The trainer fills one flat [backbone | heads] buffer with two combinations: each must
+    // write exactly its P columns from `out_at` and leave the rest of the buffer untouched.
+    let Some(gpu) = Gpu::for_tests("combine_into_writes_only_its_range") else {
+        return;
+    };
+    let mut rng = StdRng::seed_from_u64(93);
+    for &(t, p, at, tail) in &[
+        (1usize, 1usize, 0usize, 3usize),
+        (3, 2051, 5, 0),
+        (4, 777, 2049, 17),
+    ] {
+        let g: Vec<f32> = (0..t * p).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+        let dg = up(&gpu, &g);
+        let len = at + p + tail;
+        let sentinel: Vec<f32> = (0..len).map(|i| -1000.0 - i as f32).collect();
+
+        let w = random_weights(&mut rng, t);
+        let mut out = up(&gpu, &sentinel);
+        combine_into(&gpu, &dg, t, p, &w, &mut out, at).unwrap();
+        let got = gpu.download(&out).unwrap();
+        let what = format!("combine_into t={t} p={p} at={at}");
+        assert_bits(&got[..at], &sentinel[..at], &what);
+        assert_bits(&got[at + p..], &sentinel[at + p..], &what);
+        assert_bits(
+            &got[at..at + p],
+            &reference(&g, t, p, &[p], std::slice::from_ref(&w)),
+            &what,
+        );
+
+        let ends = random_ends(&mut rng, p);
+        let ws: Vec<Vec<f64>> = ends.iter().map(|_| random_weights(&mut rng, t)).collect();
+        let mut out = up(&gpu, &sentinel);
+        combine_segments_into(&gpu, &dg, t, p, &ends, &ws, &mut out, at).unwrap();
+        let got = gpu.download(&out).unwrap();
+        let what = format!("combine_segments_into t={t} p={p} at={at} ends={ends:?}");
+        assert_bits(&got[..at], &sentinel[..at], &what);
+        assert_bits(&got[at + p..], &sentinel[at + p..], &what);
+        assert_bits(&got[at..at + p], &reference(&g, t, p, &ends, &ws), &what);
+    }
+    // No room for P columns from out_at: a clear error, nothing written.
+    let dg = up(&gpu, &[1.0f32; 6]);
+    let mut out = up(&gpu, &[0.0f32; 4]);
+    let e = combine_into(&gpu, &dg, 2, 3, &[1.0, 1.0], &mut out, 2).unwrap_err();
+    assert!(e.to_string().contains("out_at 2 + p 3"), "{e}");
+    let e = combine_segments_into(
+        &gpu,
+        &dg,
+        2,
+        3,
+        &[3],
+        &[vec![1.0, 1.0]],
+        &mut out,
+        usize::MAX,
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("at least"), "{e}");
+    assert_eq!(gpu.download(&out).unwrap(), vec![0.0; 4]);
+    let e = combine_segments_into(&gpu, &dg, 2, 3, &[3], &[vec![1.0]], &mut out, 0).unwrap_err();
+    assert!(e.to_string().contains("weights[0]"), "{e}");
 }

@@ -20,7 +20,8 @@ const THREADS: u32 = 256;
 /// Columns per block (CMB_CHUNK in kernels/combine.cu).
 const CHUNK: usize = 256 * 4 * 2;
 
-/// Checks T, P, the lengths of `g` and `out` and the segment ends.
+/// Checks T, P, the lengths of `g` and `out` and the segment ends; `out_at: None` wants `out`
+/// of exactly P elements, `Some(at)` wants room for P elements from `at` on.
 fn validate(
     op: &'static str,
     g_len: usize,
@@ -28,6 +29,7 @@ fn validate(
     p: usize,
     segment_ends: &[usize],
     out_len: usize,
+    out_at: Option<usize>,
 ) -> Result<()> {
     if t == 0 || p == 0 {
         return Err(KernelError::new(
@@ -45,7 +47,17 @@ fn validate(
         .checked_mul(p)
         .ok_or_else(|| KernelError::new(op, format!("t * p overflows: t = {t}, p = {p}")))?;
     check_len(op, "g", g_len, len)?;
-    check_len(op, "out", out_len, p)?;
+    match out_at {
+        None => check_len(op, "out", out_len, p)?,
+        Some(at) => {
+            if at.checked_add(p).is_none_or(|e| e > out_len) {
+                return Err(KernelError::new(
+                    op,
+                    format!("out has {out_len} elements, expected at least out_at {at} + p {p}"),
+                ));
+            }
+        }
+    }
     check_segments(op, p, segment_ends)?;
     i32::try_from(segment_ends.len())
         .map_err(|_| KernelError::new(op, "more than i32::MAX segments"))?;
@@ -63,10 +75,10 @@ pub fn combine(
     out: &mut GpuBuffer<f32>,
 ) -> Result<()> {
     const OP: &str = "cuda::combine";
-    validate(OP, g.len(), t, p, &[p], out.len())?;
+    validate(OP, g.len(), t, p, &[p], out.len(), None)?;
     check_len(OP, "weights", weights.len(), t)?;
     let d_w = gpu.upload(weights)?;
-    launch(gpu, OP, g, t, p, &[p], &d_w, out)
+    launch(gpu, OP, g, t, p, &[p], &d_w, out, 0)
 }
 
 /// Like [`combine`] with a separate weight vector per segment: columns of segment `l`
@@ -81,20 +93,68 @@ pub fn combine_segments(
     out: &mut GpuBuffer<f32>,
 ) -> Result<()> {
     const OP: &str = "cuda::combine_segments";
-    validate(OP, g.len(), t, p, segment_ends, out.len())?;
-    check_len(OP, "weights", weights.len(), segment_ends.len())?;
+    validate(OP, g.len(), t, p, segment_ends, out.len(), None)?;
+    let d_w = upload_segment_weights(gpu, OP, t, segment_ends, weights)?;
+    launch(gpu, OP, g, t, p, segment_ends, &d_w, out, 0)
+}
+
+/// Checks L x T host weights and uploads them row-major.
+fn upload_segment_weights(
+    gpu: &Gpu,
+    op: &'static str,
+    t: usize,
+    segment_ends: &[usize],
+    weights: &[Vec<f64>],
+) -> Result<GpuBuffer<f64>> {
+    check_len(op, "weights", weights.len(), segment_ends.len())?;
     let mut flat = Vec::with_capacity(segment_ends.len() * t);
     for (l, w) in weights.iter().enumerate() {
         if w.len() != t {
             return Err(KernelError::new(
-                OP,
+                op,
                 format!("weights[{l}] has {} elements, expected t = {t}", w.len()),
             ));
         }
         flat.extend_from_slice(w);
     }
-    let d_w = gpu.upload(&flat)?;
-    launch(gpu, OP, g, t, p, segment_ends, &d_w, out)
+    gpu.upload(&flat)
+}
+
+/// Like [`combine`] but writes `out[out_at..out_at + p]` and leaves the rest of `out` as it
+/// is, so several combinations (e.g. a backbone's and the heads') fill one flat buffer.
+pub fn combine_into(
+    gpu: &Gpu,
+    g: &GpuBuffer<f32>,
+    t: usize,
+    p: usize,
+    weights: &[f64],
+    out: &mut GpuBuffer<f32>,
+    out_at: usize,
+) -> Result<()> {
+    const OP: &str = "cuda::combine_into";
+    validate(OP, g.len(), t, p, &[p], out.len(), Some(out_at))?;
+    check_len(OP, "weights", weights.len(), t)?;
+    let d_w = gpu.upload(weights)?;
+    launch(gpu, OP, g, t, p, &[p], &d_w, out, out_at)
+}
+
+/// Like [`combine_segments`] but writes `out[out_at..out_at + p]` and leaves the rest of
+/// `out` as it is.
+#[allow(clippy::too_many_arguments)]
+pub fn combine_segments_into(
+    gpu: &Gpu,
+    g: &GpuBuffer<f32>,
+    t: usize,
+    p: usize,
+    segment_ends: &[usize],
+    weights: &[Vec<f64>],
+    out: &mut GpuBuffer<f32>,
+    out_at: usize,
+) -> Result<()> {
+    const OP: &str = "cuda::combine_segments_into";
+    validate(OP, g.len(), t, p, segment_ends, out.len(), Some(out_at))?;
+    let d_w = upload_segment_weights(gpu, OP, t, segment_ends, weights)?;
+    launch(gpu, OP, g, t, p, segment_ends, &d_w, out, out_at)
 }
 
 /// Like [`combine_segments`] with the weights already on the device: `weights` is L x T
@@ -109,12 +169,13 @@ pub fn combine_device(
     out: &mut GpuBuffer<f32>,
 ) -> Result<()> {
     const OP: &str = "cuda::combine_device";
-    validate(OP, g.len(), t, p, segment_ends, out.len())?;
+    validate(OP, g.len(), t, p, segment_ends, out.len(), None)?;
     check_len(OP, "weights", weights.len(), segment_ends.len() * t)?;
-    launch(gpu, OP, g, t, p, segment_ends, weights, out)
+    launch(gpu, OP, g, t, p, segment_ends, weights, out, 0)
 }
 
-/// Uploads the segment ends and launches one block per CHUNK columns (shapes checked).
+/// Uploads the segment ends and launches one block per CHUNK columns (shapes checked) writing
+/// `out[out_at..out_at + p]`.
 #[allow(clippy::too_many_arguments)]
 fn launch(
     gpu: &Gpu,
@@ -125,6 +186,7 @@ fn launch(
     segment_ends: &[usize],
     weights: &GpuBuffer<f64>,
     out: &mut GpuBuffer<f32>,
+    out_at: usize,
 ) -> Result<()> {
     let blocks = u32::try_from(p.div_ceil(CHUNK))
         .map_err(|_| KernelError::new(op, format!("p = {p} columns need too many blocks")))?;
@@ -145,7 +207,7 @@ fn launch(
             d_ends.arg(),
             Arg::i32(segment_ends.len() as i32),
             weights.arg(),
-            out.arg_mut(),
+            out.arg_mut_at(out_at),
         ],
     )
 }
