@@ -2,12 +2,6 @@
 // cross-entropy with logits (CUDA twin of crates/kernels/src/cpu/cross_entropy.rs).
 //
 // Kernels:
-//   ce_check:    grid-stride over rows; counts the rows whose target is not ignore_index and
-//                flags out-of-range targets. The count is an integer (per-thread counts, a 64-bit
-//                warp sum, one integer atomicAdd per warp) and the flag an integer atomicMax of
-//                (rows - row), so the smallest bad row wins: both are exact and deterministic.
-//                The host reads them back before launching the loss kernels (the CPU also
-//                refuses bad targets before writing anything).
 //   ce_forward_*:  one row per warp (classes <= 1024, the row held in registers: read once)
 //                  or per block (longer rows, re-read from L2 by each pass), as in softmax.cu:
 //                  m = max, s = sum exp(x - m), loss = (m + log s) - x[target]; 0 for ignored
@@ -16,8 +10,9 @@
 //   ce_backward_*: same shapes; dlogits = scale * exp(x - lse), minus scale at the target
 //                  column; zero rows for ignored targets.
 //   bce_forward / bce_backward: elementwise, grid-stride over 64-bit indices.
-// The targets are validated (ce_check) before the ce_forward / ce_backward kernels run, so
-// those assume every non-ignored target lies in [0, classes). Every reduction folds in a fixed
+// The targets come from the host, which checks them before the upload (cuda::cross_entropy::
+// CeTargets; no read-back), so the kernels assume every non-ignored target lies in
+// [0, classes). Every reduction folds in a fixed
 // order (per-thread columns, xor-butterfly, warp partials in warp order): bit-reproducible.
 #include "common.cuh"
 
@@ -84,28 +79,6 @@ __device__ __forceinline__ float ce_warp_lse(const float* xr, int classes, int l
     }
     s = warp_sum(s);
     return m + logf(s);
-}
-
-// valid[0] += rows whose target is not ignore_index; bad[0] = max(rows - r) over rows r with
-// a target outside [0, classes) that is not ignore_index (0: none). Both start at zero.
-extern "C" __global__ void ce_check(const i64* __restrict__ targets, i64 rows, i64 classes,
-                                    i64 ignore_index, u64* __restrict__ valid,
-                                    u64* __restrict__ bad) {
-    u64 local = 0;
-    const i64 stride = (i64)gridDim.x * blockDim.x;
-    for (i64 r = (i64)blockIdx.x * blockDim.x + threadIdx.x; r < rows; r += stride) {
-        const i64 t = targets[r];
-        if (t == ignore_index) continue;
-        if (t < 0 || t >= classes) {
-            atomicMax(bad, (u64)(rows - r));
-        } else {
-            local++;
-        }
-    }
-    // 64-bit warp sum (every lane reaches it: the loop above has no early exit), then one
-    // integer atomic per warp: integer addition is exact, so the order does not matter.
-    for (int o = 16; o > 0; o >>= 1) local += __shfl_xor_sync(0xffffffffu, local, o);
-    if ((threadIdx.x & 31) == 0 && local != 0) atomicAdd(valid, local);
 }
 
 // losses[r] = lse(logits[r]) - logits[r, targets[r]]; 0 where targets[r] == ignore_index.

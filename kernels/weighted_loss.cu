@@ -2,14 +2,18 @@
 // crates/kernels/src/cpu/weighted_loss.rs).
 //
 // Logits of all heads are packed per sample: row i holds task t's logits in columns
-// offsets[t]..offsets[t+1]. Three launches:
-//   1. *_count: one block per task counts its valid samples n_t (integer block reduction); bad
-//      targets are flagged with an integer atomicMax of their index (deterministic), by the
-//      count kernel for CE and by the row kernel for BCE;
+// offsets[t]..offsets[t+1]. Four launches:
+//   1. *_count: one block per task counts its valid samples n_t (integer block reduction);
+//      when `bad` is not null, bad targets are flagged with an integer atomicMax of their
+//      index (deterministic), by the count kernel for CE and by the row kernel for BCE. The
+//      training path passes null: it checks the targets on the host before the upload, so the
+//      flag would only cost a read-back (an out-of-range CE target counts as not valid);
 //   2. *_rows: one warp per sample row computes each task's row loss (max-subtracted
 //      log-sum-exp / stable BCE) into row_loss[n x T] and writes
 //      d(logits) = p_t / n_t * (softmax - onehot) (BCE: p_t / (n_t C_t) * (sigmoid - y));
-//   3. wl_reduce: one block per task sums row_loss in a fixed order in double.
+//   3. wl_reduce: one block per task sums row_loss in a fixed order in double;
+//   4. wl_finish: one thread turns the sums into task means and the weighted total on the
+//      device (the host's f64 formula, in task order), so the loss needs no read-back.
 // No float atomics: results are bit-for-bit reproducible.
 #include "common.cuh"
 
@@ -41,7 +45,7 @@ extern "C" __global__ void wl_ce_count(const i64* __restrict__ targets,
         const i64 y = targets[k];
         if ((mask == nullptr || mask[k] != 0) && y != ignore_index) {
             if (y < 0 || y >= c) {
-                atomicMax(bad, (u64)(k + 1));
+                if (bad) atomicMax(bad, (u64)(k + 1));
             } else {
                 local++;
             }
@@ -134,10 +138,13 @@ extern "C" __global__ void wl_bce_rows(const float* __restrict__ logits,
     const int lane = threadIdx.x & 31;
     const i64 row = (i64)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     if (row >= n) return;
-    // Targets outside [0, 1] (NaN included) are flagged: (row * width + column + 1), largest wins.
-    for (int j = lane; j < width; j += 32) {
-        const float yv = targets[row * (i64)width + j];
-        if (!(yv >= 0.0f && yv <= 1.0f)) atomicMax(bad, (u64)(row * (i64)width + j + 1));
+    // Targets outside [0, 1] (NaN included) are flagged: (row * width + column + 1), largest
+    // wins. Skipped when the host checked them (bad is null).
+    if (bad) {
+        for (int j = lane; j < width; j += 32) {
+            const float yv = targets[row * (i64)width + j];
+            if (!(yv >= 0.0f && yv <= 1.0f)) atomicMax(bad, (u64)(row * (i64)width + j + 1));
+        }
     }
     const float* x = logits + row * (i64)width;
     const float* yr = targets + row * (i64)width;
@@ -182,4 +189,25 @@ extern "C" __global__ void wl_reduce(const float* __restrict__ row_loss, i64 n, 
     acc = (threadIdx.x < nw) ? sh[threadIdx.x] : 0.0;
     if (warp == 0) acc = warp_sum_d(acc);
     if (threadIdx.x == 0) task_sum[t] = acc;
+}
+
+// task_loss[t] = task_sum[t] / (counts[t] * C_t) (0 when counts[t] == 0), C_t = 1 for CE
+// (per_column == 0) and the head's width for BCE; total[0] = sum_t task_loss[t] * weights[t].
+// All in double in task order, as the host's finish, then rounded to float once: one thread
+// (T is small), deterministic.
+extern "C" __global__ void wl_finish(const double* __restrict__ task_sum,
+                                     const int* __restrict__ counts,
+                                     const int* __restrict__ offsets,
+                                     const float* __restrict__ weights, int T, int per_column,
+                                     float* __restrict__ task_loss, float* __restrict__ total) {
+    if (blockIdx.x != 0 || threadIdx.x != 0) return;
+    double acc = -0.0;  // Rust's f64 Sum starts from -0.0
+    for (int t = 0; t < T; ++t) {
+        const int c = counts[t];
+        const double cols = per_column ? (double)(offsets[t + 1] - offsets[t]) : 1.0;
+        const double l = c <= 0 ? 0.0 : task_sum[t] / ((double)c * cols);
+        task_loss[t] = (float)l;
+        acc += l * (double)weights[t];
+    }
+    total[0] = (float)acc;
 }

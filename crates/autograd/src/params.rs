@@ -246,7 +246,18 @@ impl ParamStore {
     }
 
     /// Overwrites the values of `name` (same element count), on whichever device they live.
+    /// A BN running variance (`*.running_var`) must be non-negative: the device's eval batch
+    /// norm does not read its variances back to check them, so loaded ones are checked here,
+    /// where they enter.
     pub fn set_values(&mut self, name: &str, values: &[f32]) -> Result<()> {
+        if name.ends_with(".running_var")
+            && let Some(k) = values.iter().position(|v| v.is_nan() || *v < 0.0)
+        {
+            return Err(AutogradError::Param(format!(
+                "`{name}`[{k}] = {} is not a variance (negative or NaN)",
+                values[k]
+            )));
+        }
         let i = self.position(name)?;
         if self.entries[i].tensor.cuda().is_some() {
             let c = self.entries[i].tensor.cuda_mut()?;

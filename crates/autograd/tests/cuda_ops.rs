@@ -167,3 +167,86 @@ fn devices_do_not_mix_and_host_only_access_says_so() {
     assert_eq!(d.to_cpu().unwrap().to_vec(), a.to_vec());
     assert_eq!(d.to_device(Device::Cpu).unwrap().to_vec(), a.to_vec());
 }
+
+/// The fused weighted losses on the device: the targets are checked and counted on the host
+/// (the CPU's messages, nothing launched), the total and the per-task losses stay on the
+/// device and equal the CPU's.
+#[test]
+fn weighted_losses_check_targets_on_the_host_and_keep_results_on_the_device() {
+    let Some(g) = gpu("weighted_host_checks") else {
+        return;
+    };
+    let mut rng = Rng::new(91);
+    let layout = TaskLayout::from_sizes(&[3, 2]).unwrap();
+    let x = rng.tensor(&[2, 5]);
+    let xd = x.to_gpu(&g).unwrap();
+    let w = [0.7, 1.3];
+    let e = xd
+        .weighted_ce_loss(&layout, &[0, 1, 2, 7], None, &w, -100)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("targets[row 1, task 1] = 7 is outside [0, 2) and is not the ignore_index"),
+        "{e}"
+    );
+    let e = xd
+        .weighted_bce_loss(
+            &layout,
+            &[0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 2.0, 0.5, 0.5, 0.5],
+            None,
+            &w,
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("targets[row 1, column 1] = 2 is outside [0, 1]"),
+        "{e}"
+    );
+
+    let targets = [2, -100, 0, 1];
+    let (total, tasks) = xd
+        .weighted_ce_loss(&layout, &targets, None, &w, -100)
+        .unwrap();
+    let (want_total, want) = x
+        .weighted_ce_loss(&layout, &targets, None, &w, -100)
+        .unwrap();
+    assert_eq!(total.device(), xd.device());
+    assert_eq!(tasks.task_loss.device(), xd.device());
+    assert_eq!(tasks.task_loss.shape(), &[2]);
+    assert_eq!(tasks.counts, vec![2, 1]);
+    assert_eq!(tasks.counts, want.counts);
+    close(
+        &tasks.task_loss.to_host().unwrap(),
+        &want.task_loss.to_vec(),
+        1e-6,
+        "task losses",
+    );
+    close(
+        &[total.item().unwrap()],
+        &[want_total.item().unwrap()],
+        1e-6,
+        "total",
+    );
+    let probs: Vec<f32> = (0..10).map(|_| rng.unit()).collect();
+    let mask = [1u8, 0, 1, 1];
+    let (total, tasks) = xd
+        .weighted_bce_loss(&layout, &probs, Some(&mask), &w)
+        .unwrap();
+    let (want_total, want) = x
+        .weighted_bce_loss(&layout, &probs, Some(&mask), &w)
+        .unwrap();
+    assert_eq!(tasks.counts, vec![2, 1]);
+    assert_eq!(tasks.counts, want.counts);
+    close(
+        &tasks.task_loss.to_host().unwrap(),
+        &want.task_loss.to_vec(),
+        1e-6,
+        "bce task losses",
+    );
+    close(
+        &[total.item().unwrap()],
+        &[want_total.item().unwrap()],
+        1e-6,
+        "bce total",
+    );
+}

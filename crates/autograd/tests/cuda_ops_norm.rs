@@ -401,3 +401,65 @@ fn device_norms_refuse_mixed_devices_and_keep_the_cpus_errors() {
     let e = store.batch_norm("bn", &xd, false, 0.1, 1e-5).unwrap_err();
     assert!(matches!(e, AutogradError::Param(_)), "{e}");
 }
+
+/// The device's eval batch norm does not read its running variances back: a bad one is
+/// refused where it enters instead, with host statistics before their upload (the CPU's
+/// message) and in `ParamStore::set_values` for loaded ones, on either device.
+#[test]
+fn a_negative_running_variance_is_refused_where_it_enters() {
+    let Some(g) = gpu("bn_bad_running_var") else {
+        return;
+    };
+    let mut rng = Rng::new(78);
+    let x = rng.tensor(&[2, 3, 4]).to_gpu(&g).unwrap();
+    let (gm, bt) = (
+        rng.tensor(&[3]).to_gpu(&g).unwrap(),
+        rng.tensor(&[3]).to_gpu(&g).unwrap(),
+    );
+    let (rm, rv) = (vec![0.0; 3], vec![1.0, -2.0, 1.0]);
+    let mode = BatchNormMode::Eval {
+        running_mean: &rm,
+        running_var: &rv,
+    };
+    let e = x.batch_norm(&gm, &bt, mode, 1e-5).unwrap_err().to_string();
+    assert!(e.contains("running_var[1] + eps = -1.99999"), "{e}");
+    assert!(e.contains("is not positive"), "{e}");
+    // The CPU's own refusal, for comparison.
+    let xc = Tensor::new(x.to_host().unwrap(), &[2, 3, 4]).unwrap();
+    let (gc, bc) = (
+        Tensor::new(gm.to_host().unwrap(), &[3]).unwrap(),
+        Tensor::new(bt.to_host().unwrap(), &[3]).unwrap(),
+    );
+    let mode = BatchNormMode::Eval {
+        running_mean: &rm,
+        running_var: &rv,
+    };
+    let c = xc.batch_norm(&gc, &bc, mode, 1e-5).unwrap_err().to_string();
+    assert!(c.contains("running_var[1] + eps = -1.99999"), "{c}");
+
+    // Loaded statistics: refused by set_values, on the device and on the host, and the
+    // entry keeps its values.
+    let vals = [vec![1.0; 3], vec![0.0; 3], vec![0.0; 3], vec![1.0; 3]];
+    for dev in [Some(&g), None] {
+        let mut store = bn_store(&vals, dev);
+        for bad in [vec![1.0, -0.5, 1.0], vec![f32::NAN, 1.0, 1.0]] {
+            let e = store.set_values("bn.running_var", &bad).unwrap_err();
+            assert!(matches!(e, AutogradError::Param(_)), "{e}");
+            assert!(e.to_string().contains("bn.running_var"), "{e}");
+        }
+        let kept = store.get("bn.running_var").unwrap().to_host().unwrap();
+        assert_eq!(kept, vec![1.0; 3]);
+        // A zero variance is a variance (eps keeps it positive); other entries take anything.
+        store
+            .set_values("bn.running_var", &[0.0, 2.0, 1.0])
+            .unwrap();
+        store
+            .set_values("bn.running_mean", &[-1.0, 2.0, -3.0])
+            .unwrap();
+        let y = store.batch_norm("bn", &x, false, 0.1, 1e-5);
+        match dev {
+            Some(_) => assert!(y.unwrap().to_host().unwrap().iter().all(|v| v.is_finite())),
+            None => assert!(matches!(y, Err(AutogradError::Device(_)))),
+        }
+    }
+}

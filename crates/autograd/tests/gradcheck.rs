@@ -675,7 +675,7 @@ fn fused_weighted_losses() {
                 .unwrap()
                 .item()
                 .unwrap();
-            assert!((out.task_loss[t] - l).abs() < 1e-5);
+            assert!((out.task_loss.to_vec()[t] - l).abs() < 1e-5);
             expected += weights[t] * l;
         }
         assert!((total.item().unwrap() - expected).abs() < 1e-5);

@@ -11,7 +11,7 @@ use rand::{RngExt, SeedableRng};
 use scalarize_kernels::cpu;
 use scalarize_kernels::cuda::Gpu;
 use scalarize_kernels::cuda::cross_entropy::{
-    bce_with_logits_backward, bce_with_logits_forward, cross_entropy_backward,
+    CeTargets, bce_with_logits_backward, bce_with_logits_forward, cross_entropy_backward,
     cross_entropy_forward,
 };
 use scalarize_kernels::cuda::softmax::WARP_MAX_DIM;
@@ -74,10 +74,15 @@ fn cross_entropy_matches_cpu() {
             let mut want_d = vec![0.0; n];
             cpu::cross_entropy_backward(rows, classes, &x, &t, IGNORE, scale, &mut want_d).unwrap();
 
-            let (dx, dt) = (gpu.upload(&x).unwrap(), gpu.upload(&t).unwrap());
+            let dx = gpu.upload(&x).unwrap();
+            let dt = CeTargets::upload(&gpu, classes, &t, IGNORE).unwrap();
+            assert_eq!(
+                dt.valid(),
+                want_valid,
+                "{what}: valid rows counted on the host"
+            );
             let mut l = poisoned(&gpu, rows);
-            let valid =
-                cross_entropy_forward(&gpu, rows, classes, &dx, &dt, IGNORE, &mut l).unwrap();
+            let valid = cross_entropy_forward(&gpu, rows, classes, &dx, &dt, &mut l).unwrap();
             assert_eq!(valid, want_valid, "{what}: valid rows");
             let got_l = gpu.download(&l).unwrap();
             // loss = (m + log s) − x[t]: rounding of m + log s is an ulp of the largest logit.
@@ -99,7 +104,7 @@ fn cross_entropy_matches_cpu() {
             }
 
             let mut d = poisoned(&gpu, n);
-            cross_entropy_backward(&gpu, rows, classes, &dx, &dt, IGNORE, scale, &mut d).unwrap();
+            cross_entropy_backward(&gpu, rows, classes, &dx, &dt, scale, &mut d).unwrap();
             let got_d = gpu.download(&d).unwrap();
             close(
                 &got_d,
@@ -116,10 +121,10 @@ fn cross_entropy_matches_cpu() {
 
             // Reproducible bit for bit.
             let mut l2 = poisoned(&gpu, rows);
-            cross_entropy_forward(&gpu, rows, classes, &dx, &dt, IGNORE, &mut l2).unwrap();
+            cross_entropy_forward(&gpu, rows, classes, &dx, &dt, &mut l2).unwrap();
             assert_eq!(bits(&gpu.download(&l2).unwrap()), bits(&got_l), "{what}");
             let mut d2 = poisoned(&gpu, n);
-            cross_entropy_backward(&gpu, rows, classes, &dx, &dt, IGNORE, scale, &mut d2).unwrap();
+            cross_entropy_backward(&gpu, rows, classes, &dx, &dt, scale, &mut d2).unwrap();
             assert_eq!(bits(&gpu.download(&d2).unwrap()), bits(&got_d), "{what}");
         }
     }
@@ -133,40 +138,56 @@ fn cross_entropy_rejects_bad_targets_and_shapes() {
     let x = gpu.upload(&[0.5f32, -1.0, 2.0, 0.0, 1.0, 3.0]).unwrap();
     let mut l = poisoned(&gpu, 2);
     let mut d = poisoned(&gpu, 6);
-    // Out of range (3 of 3 classes) and negative non-ignore targets; the first bad row is named.
+    // Out of range (3 of 3 classes) and negative non-ignore targets; the first bad row is
+    // named. The targets are checked on the host, before they reach the device.
     for (targets, msg) in [
-        ([0i64, 3], "target 3 of row 1 is outside [0, 3)"),
+        (
+            [0i64, 3],
+            "target 3 of row 1 is outside [0, 3) and is not ignore_index -100",
+        ),
         ([-2, 7], "target -2 of row 0 is outside [0, 3)"),
     ] {
-        let t = gpu.upload(&targets).unwrap();
-        let e = cross_entropy_forward(&gpu, 2, 3, &x, &t, IGNORE, &mut l).unwrap_err();
-        assert!(e.to_string().contains(msg), "{e}");
-        let e = cross_entropy_backward(&gpu, 2, 3, &x, &t, IGNORE, 1.0, &mut d).unwrap_err();
+        let e = CeTargets::upload(&gpu, 3, &targets, IGNORE).unwrap_err();
         assert!(e.to_string().contains(msg), "{e}");
     }
-    // Refused before anything was written.
-    assert!(gpu.download(&l).unwrap().iter().all(|v| v.is_nan()));
-    assert!(gpu.download(&d).unwrap().iter().all(|v| v.is_nan()));
-    let t1 = gpu.upload(&[0i64]).unwrap();
-    let e = cross_entropy_forward(&gpu, 2, 3, &x, &t1, IGNORE, &mut l).unwrap_err();
+    // The ignore label itself is fine even though it is outside [0, classes).
+    let ok = CeTargets::upload(&gpu, 3, &[IGNORE, 2], IGNORE).unwrap();
+    assert_eq!((ok.valid(), ok.len(), ok.ignore_index()), (1, 2, IGNORE));
+    let t1 = CeTargets::upload(&gpu, 3, &[0i64], IGNORE).unwrap();
+    let e = cross_entropy_forward(&gpu, 2, 3, &x, &t1, &mut l).unwrap_err();
     assert!(
         e.to_string()
             .contains("buffer `targets` has 1 elements, expected 2"),
         "{e}"
     );
-    let t2 = gpu.upload(&[0i64, 1]).unwrap();
-    let e = cross_entropy_forward(&gpu, 2, 4, &x, &t2, IGNORE, &mut l).unwrap_err();
+    let t2 = CeTargets::upload(&gpu, 3, &[0i64, 1], IGNORE).unwrap();
+    let e = cross_entropy_forward(&gpu, 2, 4, &x, &t2, &mut l).unwrap_err();
     assert!(
         e.to_string()
             .contains("buffer `logits` has 6 elements, expected 8"),
         "{e}"
     );
-    let e = cross_entropy_forward(&gpu, 2, 3, &x, &t2, IGNORE, &mut d).unwrap_err();
+    let e = cross_entropy_forward(&gpu, 2, 3, &x, &t2, &mut d).unwrap_err();
     assert!(e.to_string().contains("buffer `losses` has 6"), "{e}");
-    let e = cross_entropy_backward(&gpu, 2, 3, &x, &t2, IGNORE, 1.0, &mut l).unwrap_err();
+    let e = cross_entropy_backward(&gpu, 2, 3, &x, &t2, 1.0, &mut l).unwrap_err();
     assert!(e.to_string().contains("buffer `dlogits` has 2"), "{e}");
-    let e = cross_entropy_forward(&gpu, 2, 0, &x, &t2, IGNORE, &mut l).unwrap_err();
+    let e = cross_entropy_forward(&gpu, 2, 0, &x, &t2, &mut l).unwrap_err();
     assert!(e.to_string().contains("dimension `classes` is 0"), "{e}");
+    // Targets checked for 3 classes are refused by logits of 2 (a row of 6 = 3 x 2).
+    let e = cross_entropy_forward(&gpu, 3, 2, &x, &t2, &mut l).unwrap_err();
+    assert!(e.to_string().contains("buffer `targets` has 2"), "{e}");
+    let t3 = CeTargets::upload(&gpu, 3, &[0i64, 1, 2], IGNORE).unwrap();
+    let mut l3 = poisoned(&gpu, 3);
+    let e = cross_entropy_forward(&gpu, 3, 2, &x, &t3, &mut l3).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("targets were checked against 3 classes, the logits have 2"),
+        "{e}"
+    );
+    // Nothing was written by the refused calls.
+    assert!(gpu.download(&l).unwrap().iter().all(|v| v.is_nan()));
+    assert!(gpu.download(&d).unwrap().iter().all(|v| v.is_nan()));
+    assert!(gpu.download(&l3).unwrap().iter().all(|v| v.is_nan()));
 }
 
 #[test]

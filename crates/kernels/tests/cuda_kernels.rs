@@ -8,7 +8,9 @@ use std::sync::Arc;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use scalarize_kernels::cpu::{self, TaskLayout, WeightedBceInput, WeightedCeInput};
-use scalarize_kernels::cuda::{self, CudaBceInput, CudaCeInput, DeviceElem, Gpu, GpuBuffer};
+use scalarize_kernels::cuda::{
+    self, CudaBceInput, CudaCeInput, DeviceElem, Gpu, GpuBuffer, weighted_loss,
+};
 
 const IGNORE: i64 = -100;
 
@@ -226,6 +228,26 @@ fn weighted_ce_matches_cpu() {
             // Loss-only call, and reproducibility.
             let only = cuda::weighted_ce_loss(&gpu, &cu_in, None).unwrap();
             assert_eq!(only, got, "{what}: loss-only call differs");
+            // The training path: targets counted on the host, results left on the device, the
+            // same bits as the checked call.
+            let counts = weighted_loss::check_ce_targets(
+                &layout,
+                n,
+                &targets,
+                use_mask.then_some(&mask[..]),
+                IGNORE,
+            )
+            .unwrap();
+            assert_eq!(counts, want.counts, "{what}: host counts");
+            let mut dgrad2 = up(&gpu, &vec![f32::NAN; n * w]);
+            let dev =
+                weighted_loss::weighted_ce_loss_device(&gpu, &cu_in, Some(&mut dgrad2)).unwrap();
+            device_output_matches(&gpu, &dev, &got, &what);
+            assert_eq!(
+                down(&gpu, &dgrad2),
+                down(&gpu, &dgrad),
+                "{what}: device-path gradient"
+            );
         }
     }
 }
@@ -325,5 +347,91 @@ fn weighted_bce_matches_cpu() {
             .map(|k| weights[k] as f64 / (want.counts[k].max(1) * layout.range(k).len()) as f64)
             .collect();
         check_grad(&down(&gpu, &dgrad), &want_grad, &layout, n, &scales, &what);
+        let counts = weighted_loss::check_bce_targets(&layout, n, &targets, Some(&mask)).unwrap();
+        assert_eq!(counts, want.counts, "{what}: host counts");
+        let mut dgrad2 = up(&gpu, &vec![f32::NAN; n * w]);
+        let dev = weighted_loss::weighted_bce_loss_device(&gpu, &cu_in, Some(&mut dgrad2)).unwrap();
+        device_output_matches(&gpu, &dev, &got, &what);
+        assert_eq!(
+            down(&gpu, &dgrad2),
+            down(&gpu, &dgrad),
+            "{what}: device-path gradient"
+        );
     }
+}
+
+/// The device results of the training path equal the checked call's read-back, bit for bit.
+fn device_output_matches(
+    gpu: &Gpu,
+    dev: &weighted_loss::DeviceLossOutput,
+    got: &cpu::WeightedLossOutput,
+    what: &str,
+) {
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(
+        bits(&down(gpu, &dev.task_loss)),
+        bits(&got.task_loss),
+        "{what}: task losses"
+    );
+    assert_eq!(
+        down(gpu, &dev.total)[0].to_bits(),
+        got.total.to_bits(),
+        "{what}: total"
+    );
+    let counts: Vec<usize> = down(gpu, &dev.counts).iter().map(|&c| c as usize).collect();
+    assert_eq!(counts, got.counts, "{what}: device counts");
+}
+
+/// The host checks of the training path refuse bad targets with the CPU's messages, before
+/// anything reaches the device.
+#[test]
+fn host_target_checks_match_the_cpu() {
+    let layout = TaskLayout::from_sizes(&[3, 2]).unwrap();
+    let logits = [0.5f32; 10];
+    let ce = |targets: &[i64], mask: Option<&[u8]>| {
+        let host = weighted_loss::check_ce_targets(&layout, 2, targets, mask, IGNORE);
+        let input = WeightedCeInput {
+            layout: &layout,
+            n: 2,
+            logits: &logits,
+            targets,
+            mask,
+            weights: &[1.0, 1.0],
+            ignore_index: IGNORE,
+        };
+        let cpu = cpu::weighted_ce_loss(&input, None);
+        (host, cpu)
+    };
+    // Task 1 has 2 classes: 7 is out of range; masked out or ignored it is fine.
+    let (host, cpu) = ce(&[0, 1, 2, 7], None);
+    let (h, c) = (host.unwrap_err().to_string(), cpu.unwrap_err().to_string());
+    assert!(
+        h.contains("targets[row 1, task 1] = 7 is outside [0, 2)"),
+        "{h}"
+    );
+    assert!(
+        c.ends_with(h.split_once(": ").unwrap().1),
+        "host `{h}` vs cpu `{c}`"
+    );
+    let (host, cpu) = ce(&[0, 1, 2, 7], Some(&[1, 1, 1, 0]));
+    assert_eq!(host.unwrap(), cpu.unwrap().counts);
+    let (host, cpu) = ce(&[-1, IGNORE, 2, 1], None);
+    assert!(
+        host.unwrap_err()
+            .to_string()
+            .contains("targets[row 0, task 0] = -1")
+    );
+    assert!(cpu.is_err());
+    assert_eq!(ce(&[IGNORE, 1, 2, 0], None).0.unwrap(), vec![1, 2]);
+
+    let bce_targets = [0.0f32, 1.0, 0.5, 1.0, 0.0, 0.0, 1.0, f32::NAN, 0.0, 0.0];
+    let h = weighted_loss::check_bce_targets(&layout, 2, &bce_targets, None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        h.contains("targets[row 1, column 2] = NaN is outside [0, 1]"),
+        "{h}"
+    );
+    let counts = weighted_loss::check_bce_targets(&layout, 2, &[0.5; 10], Some(&[0, 1, 1, 1]));
+    assert_eq!(counts.unwrap(), vec![1, 2]);
 }

@@ -434,7 +434,12 @@ impl Tensor {
         epilogue: BnEpilogue<'_>,
     ) -> Result<Tensor> {
         let stats = match mode {
-            GpuMode::EvalHost { mean, var } => (g.upload(mean)?, g.upload(var)?),
+            GpuMode::EvalHost { mean, var } => {
+                // The device kernel does not read the variances back to check them: check
+                // the host copies before the upload, as the CPU would.
+                cuda::batch_norm::check_running_var("batch_norm (eval)", var, eps)?;
+                (g.upload(mean)?, g.upload(var)?)
+            }
             GpuMode::EvalDevice { mean, var } => (mean, var),
             train => return self.bn_gpu_train(g, gamma, beta, train, dims, eps, epilogue),
         };
@@ -639,7 +644,8 @@ impl Tensor {
                     grads[0] = Some(gpu::grad(g, dx));
                 }
                 if needs[1] {
-                    let ones = g.upload(&vec![1.0f32; c])?;
+                    // Uploaded once per device and channel count, not in every backward.
+                    let ones = g.constant("ones", &[c], || vec![1.0f32; c])?;
                     let mut xhat = g.alloc::<f32>(d.len())?;
                     let xb = gpu::buf(&x)?;
                     bn::batch_norm_forward_eval(

@@ -20,8 +20,9 @@ fn mean_over(g: &Gpu, losses: &GpuBuffer<f32>, count: usize) -> Result<GpuBuffer
     Ok(mean)
 }
 
-/// The device cross-entropy: per-row losses by the kernel, their mean over the valid rows
-/// left on the device; backward = the kernel's d(logits) for a unit loss times the cotangent.
+/// The device cross-entropy: the targets checked and counted on the host and uploaded once,
+/// per-row losses by the kernel, their mean over the valid rows left on the device (nothing is
+/// read back); backward = the kernel's d(logits) for a unit loss times the cotangent.
 fn cross_entropy_on_gpu(
     x: &Tensor,
     g: Arc<Gpu>,
@@ -29,18 +30,11 @@ fn cross_entropy_on_gpu(
     targets: &[i64],
     ignore_index: i64,
 ) -> Result<Tensor> {
-    let dt = g.upload(targets)?;
+    let dt = cuda::cross_entropy::CeTargets::upload(&g, classes, targets, ignore_index)?;
     let mut losses = g.alloc::<f32>(rows)?;
     let logits = gpu::buf(x)?;
-    let valid = cuda::cross_entropy::cross_entropy_forward(
-        &g,
-        rows,
-        classes,
-        logits,
-        &dt,
-        ignore_index,
-        &mut losses,
-    )?;
+    let valid =
+        cuda::cross_entropy::cross_entropy_forward(&g, rows, classes, logits, &dt, &mut losses)?;
     let loss = if valid == 0 {
         g.zeros::<f32>(1)?
     } else {
@@ -64,7 +58,6 @@ fn cross_entropy_on_gpu(
                 classes,
                 gpu::buf(&saved)?,
                 &dt,
-                ignore_index,
                 1.0 / valid as f32,
                 &mut dl,
             )?;

@@ -443,6 +443,24 @@ pub fn batch_norm_relu_forward_eval(
     forward_eval(gpu, op, true, (n, c, hw), x, (gamma, beta), stats, eps, y)
 }
 
+/// The CPU's refusal of a non-positive (or NaN) `running_var + eps`, on host variances: run
+/// it where the statistics come from the host, before they reach the device.
+pub fn check_running_var(op: &'static str, running_var: &[f32], eps: f32) -> Result<()> {
+    match running_var
+        .iter()
+        .position(|&v| (v + eps).is_nan() || v + eps <= 0.0)
+    {
+        Some(ch) => Err(KernelError::new(
+            op,
+            format!(
+                "running_var[{ch}] + eps = {} is not positive",
+                running_var[ch] + eps
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn forward_eval(
     gpu: &Gpu,
@@ -467,21 +485,11 @@ fn forward_eval(
             ("running_var", running_var.len()),
         ],
     )?;
-    // The CPU refuses a non-positive running_var + eps; the same check here reads the c
-    // variances back (one small synchronous copy per call).
-    let var = gpu.download(running_var)?;
-    if let Some(ch) = var
-        .iter()
-        .position(|&v| (v + eps).is_nan() || v + eps <= 0.0)
-    {
-        return Err(KernelError::new(
-            op,
-            format!(
-                "running_var[{ch}] + eps = {} is not positive",
-                var[ch] + eps
-            ),
-        ));
-    }
+    // The CPU refuses a non-positive running_var + eps. Here the variances are on the device
+    // and checking them would read them back (a synchronisation per BN layer): they are
+    // checked where they enter instead, on the host (check_running_var: the autograd op's host
+    // statistics, ParamStore::set_values for loaded ones), and our own running updates keep
+    // them non-negative. A bad one that got past gives NaN outputs for its channel.
     // Fully written by bn_eval_coef (one thread per channel) before bn_apply reads it.
     let mut coef = gpu.alloc::<f32>(2 * c)?;
     gpu.launch(

@@ -2,9 +2,11 @@
 //! binary cross-entropy with logits (kernels/cross_entropy.cu): the twin of
 //! [`crate::cpu::cross_entropy`], with inputs and outputs in device memory.
 //!
-//! The cross-entropy ops first check the targets on the device and read back the verdict (one
-//! synchronisation), so that bad targets are refused before any output is written, as on the
-//! CPU; the forward needs that read-back anyway for the count of valid rows it returns.
+//! The targets come from the host: [`CeTargets::upload`] checks and counts them there (the
+//! CPU's error for a bad target, the number of valid rows the forward returns) and uploads them
+//! once for the forward and the backward, so neither op reads anything back from the device (a
+//! read-back is a full stream synchronisation that stops the host from queuing work ahead).
+//! The kernels take only [`CeTargets`], so every target they index with has been checked.
 
 use super::buffer::{Arg, GpuBuffer};
 use super::elementwise::flat_cfg_max;
@@ -18,46 +20,99 @@ use crate::error::{KernelError, Result};
 /// Grid-stride loops cover any length; more blocks than this only add scheduling cost.
 const MAX_BLOCKS: usize = 4096;
 
-/// Checks the targets on the device: the number of rows that are not `ignore_index`, or the
-/// CPU's error for the first row whose target is outside `[0, classes)`.
-fn check_targets(
-    gpu: &Gpu,
-    op: &'static str,
-    rows: usize,
+/// Class targets on the device, checked on the host before the upload: every one is
+/// `ignore_index` or lies in `[0, classes)`.
+#[derive(Debug)]
+pub struct CeTargets {
+    buf: GpuBuffer<i64>,
     classes: usize,
-    targets: &GpuBuffer<i64>,
+    ignore_index: i64,
+    valid: usize,
+}
+
+impl CeTargets {
+    /// Checks `targets` against `classes` as the CPU does (the same error for the first bad
+    /// row), counts the rows that are not `ignore_index` and uploads them (one host->device
+    /// copy, no synchronisation).
+    pub fn upload(gpu: &Gpu, classes: usize, targets: &[i64], ignore_index: i64) -> Result<Self> {
+        let valid = count_valid("cuda::cross_entropy", classes, targets, ignore_index)?;
+        Ok(Self {
+            buf: gpu.upload(targets)?,
+            classes,
+            ignore_index,
+            valid,
+        })
+    }
+
+    /// Number of rows whose target is not `ignore_index`.
+    pub fn valid(&self) -> usize {
+        self.valid
+    }
+
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// True when there is no row.
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    /// The target meaning "no label".
+    pub fn ignore_index(&self) -> i64 {
+        self.ignore_index
+    }
+
+    /// Number of classes the targets were checked against.
+    pub fn classes(&self) -> usize {
+        self.classes
+    }
+
+    /// The device copy of the targets.
+    pub fn buffer(&self) -> &GpuBuffer<i64> {
+        &self.buf
+    }
+}
+
+/// The rows of `targets` that are not `ignore_index`, or the CPU's error for the first row
+/// whose target is outside `[0, classes)`.
+fn count_valid(
+    op: &'static str,
+    classes: usize,
+    targets: &[i64],
     ignore_index: i64,
 ) -> Result<usize> {
-    let mut valid = gpu.zeros::<u64>(1)?;
-    let mut bad = gpu.zeros::<u64>(1)?;
-    gpu.launch(
-        &CROSS_ENTROPY,
-        "ce_check",
-        flat_cfg_max(rows, MAX_BLOCKS),
-        &[
-            targets.arg(),
-            Arg::i64(rows as i64),
-            Arg::i64(classes as i64),
-            Arg::i64(ignore_index),
-            valid.arg_mut(),
-            bad.arg_mut(),
-        ],
-    )?;
-    let bad = gpu.download(&bad)?[0];
-    if bad != 0 {
-        // The kernel keeps the largest rows − row, i.e. the first bad row, as the CPU reports.
-        let row = rows - bad as usize;
-        let mut one = gpu.alloc::<i64>(1)?;
-        gpu.copy(targets, row, &mut one, 0, 1)?;
-        let t = gpu.download(&one)?[0];
+    let mut valid = 0;
+    for (row, &t) in targets.iter().enumerate() {
+        if t == ignore_index {
+            continue;
+        }
+        if t < 0 || t as u64 >= classes as u64 {
+            return Err(KernelError::new(
+                op,
+                format!(
+                    "target {t} of row {row} is outside [0, {classes}) and is not ignore_index {ignore_index}"
+                ),
+            ));
+        }
+        valid += 1;
+    }
+    Ok(valid)
+}
+
+/// The targets must have been checked against the op's own number of classes.
+fn check_classes(op: &'static str, classes: usize, targets: &CeTargets) -> Result<()> {
+    if targets.classes != classes {
         return Err(KernelError::new(
             op,
             format!(
-                "target {t} of row {row} is outside [0, {classes}) and is not ignore_index {ignore_index}"
+                "targets were checked against {} classes, the logits have {classes}",
+                targets.classes
             ),
         ));
     }
-    Ok(gpu.download(&valid)?[0] as usize)
+    Ok(())
 }
 
 /// The kernel for `row_launch`'s choice and its `classes` argument: an `int` for the warp
@@ -76,14 +131,13 @@ fn class_arg(
 }
 
 /// losses[r] = −log softmax(logits[r])[targets[r]] (0 for rows whose target is
-/// `ignore_index`); returns the number of rows that were not ignored.
+/// `ignore_index`); returns the number of rows that were not ignored (counted on the host).
 pub fn cross_entropy_forward(
     gpu: &Gpu,
     rows: usize,
     classes: usize,
     logits: &GpuBuffer<f32>,
-    targets: &GpuBuffer<i64>,
-    ignore_index: i64,
+    targets: &CeTargets,
     losses: &mut GpuBuffer<f32>,
 ) -> Result<usize> {
     const OP: &str = "cuda::cross_entropy_forward";
@@ -97,7 +151,7 @@ pub fn cross_entropy_forward(
         targets.len(),
         out,
     )?;
-    let valid = check_targets(gpu, OP, rows, classes, targets, ignore_index)?;
+    check_classes(OP, classes, targets)?;
     let (cfg, blk) = row_launch(rows, classes);
     let (kernel, classes) = class_arg(blk, classes, "ce_forward_warp", "ce_forward_block");
     gpu.launch(
@@ -106,26 +160,24 @@ pub fn cross_entropy_forward(
         cfg,
         &[
             logits.arg(),
-            targets.arg(),
+            targets.buf.arg(),
             Arg::i64(rows as i64),
             classes,
-            Arg::i64(ignore_index),
+            Arg::i64(targets.ignore_index),
             losses.arg_mut(),
         ],
     )?;
-    Ok(valid)
+    Ok(targets.valid)
 }
 
 /// dlogits = scale·(softmax − onehot(target)), zero rows for ignored targets (overwritten).
 /// For mean reduction pass scale = dL/valid.
-#[allow(clippy::too_many_arguments)] // the CPU twin's arguments plus the device
 pub fn cross_entropy_backward(
     gpu: &Gpu,
     rows: usize,
     classes: usize,
     logits: &GpuBuffer<f32>,
-    targets: &GpuBuffer<i64>,
-    ignore_index: i64,
+    targets: &CeTargets,
     scale: f32,
     dlogits: &mut GpuBuffer<f32>,
 ) -> Result<()> {
@@ -140,7 +192,7 @@ pub fn cross_entropy_backward(
         targets.len(),
         out,
     )?;
-    check_targets(gpu, OP, rows, classes, targets, ignore_index)?;
+    check_classes(OP, classes, targets)?;
     let (cfg, blk) = row_launch(rows, classes);
     let (kernel, classes) = class_arg(blk, classes, "ce_backward_warp", "ce_backward_block");
     gpu.launch(
@@ -149,10 +201,10 @@ pub fn cross_entropy_backward(
         cfg,
         &[
             logits.arg(),
-            targets.arg(),
+            targets.buf.arg(),
             Arg::i64(rows as i64),
             classes,
-            Arg::i64(ignore_index),
+            Arg::i64(targets.ignore_index),
             Arg::f32(scale),
             dlogits.arg_mut(),
         ],

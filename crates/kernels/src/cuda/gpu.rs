@@ -30,7 +30,12 @@ pub struct Gpu {
     cc: (u32, u32),
     /// Host<->device transfers and explicit synchronisations of this handle.
     transfers: Counters,
+    /// Constant tables uploaded once per handle (see [`Gpu::constant`]).
+    constants: Mutex<HashMap<ConstKey, Arc<dyn std::any::Any + Send + Sync>>>,
 }
+
+/// A constant table's kind, element type and the sizes it was built for.
+type ConstKey = (&'static str, std::any::TypeId, Vec<usize>);
 
 /// Host<->device transfers and explicit synchronisations of one [`Gpu`] handle since it was
 /// created: every download is a full stream synchronisation that stalls the host, so a
@@ -187,6 +192,7 @@ impl Gpu {
             name,
             cc: (major.max(0) as u32, minor.max(0) as u32),
             transfers: Counters::default(),
+            constants: Mutex::default(),
         })
     }
 
@@ -212,6 +218,7 @@ impl Gpu {
                 name: "CUDA emulator (CPU)".to_string(),
                 cc: (9, 0),
                 transfers: Counters::default(),
+                constants: Mutex::default(),
             }))
         })
         .clone()
@@ -268,6 +275,7 @@ impl Gpu {
             name: self.name.clone(),
             cc: self.cc,
             transfers: Counters::default(),
+            constants: Mutex::default(),
         }))
     }
 
@@ -350,6 +358,29 @@ impl Gpu {
             upload_bytes: get(&t.upload_bytes),
             syncs: get(&t.syncs),
         }
+    }
+
+    /// A constant device table (e.g. upsampling taps or a vector of ones), built by `make` and
+    /// uploaded on the first request for (`kind`, `sizes`) and shared afterwards: ops that need
+    /// one per call would otherwise upload it in every training step. The table must depend
+    /// only on `kind` and `sizes`; it lives as long as the handle.
+    pub fn constant<T: DeviceElem>(
+        &self,
+        kind: &'static str,
+        sizes: &[usize],
+        make: impl FnOnce() -> Vec<T>,
+    ) -> Result<Arc<GpuBuffer<T>>> {
+        let key = (kind, std::any::TypeId::of::<T>(), sizes.to_vec());
+        let mut map = self.constants.lock().unwrap_or_else(|p| p.into_inner());
+        // The key holds T's TypeId, so the downcast only fails for a table of another type.
+        if let Some(b) = map.get(&key)
+            && let Ok(b) = b.clone().downcast::<GpuBuffer<T>>()
+        {
+            return Ok(b);
+        }
+        let b = Arc::new(self.upload(&make())?);
+        map.insert(key, b.clone());
+        Ok(b)
     }
 
     /// Waits until all work queued on the stream has finished.

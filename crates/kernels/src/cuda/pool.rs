@@ -135,10 +135,12 @@ pub fn max_pool2d_forward(
 
 /// Backward of `max_pool2d_forward`: routes each dy to its argmax; dx is overwritten.
 ///
-/// The routing is a gather over the windows covering each input, so every argmax must lie
-/// inside its own output's window (as `max_pool2d_forward` writes them; the CPU twin only
-/// requires the plane). That is checked first, at the cost of one synchronisation: an argmax
-/// elsewhere is an error and dx is left untouched.
+/// The routing is a gather over the windows covering each input, so it assumes every argmax
+/// lies inside its own output's window, as `max_pool2d_forward` writes them. That is not
+/// checked here: the argmax come from our own forward kernel, not from the user, and a check
+/// would read a verdict back (a synchronisation in every training step). An argmax outside
+/// its window drops that dy (it never reads or writes out of bounds); callers holding argmax
+/// of other origin can run [`check_max_pool2d_argmax`] first.
 pub fn max_pool2d_backward(
     gpu: &Gpu,
     s: &Pool2dShape,
@@ -151,6 +153,21 @@ pub fn max_pool2d_backward(
     check_out(OP, s, "argmax", argmax.len())?;
     check_out(OP, s, "dy", dy.len())?;
     check_in(OP, s, "dx", dx.len())?;
+    let cfg = elems(gpu, dx.len());
+    let mut args = vec![argmax.arg(), dy.arg()];
+    args.extend(geometry(s));
+    args.push(dx.arg_mut());
+    gpu.launch(&POOL, "pool_max_backward", cfg, &args)
+}
+
+/// Checks that every argmax lies inside its own output's window (what
+/// [`max_pool2d_backward`] assumes), naming the first one that does not; reads the verdict
+/// back (one synchronisation), so it is for argmax that did not come from
+/// `max_pool2d_forward`, not for a training step.
+pub fn check_max_pool2d_argmax(gpu: &Gpu, s: &Pool2dShape, argmax: &GpuBuffer<u32>) -> Result<()> {
+    const OP: &str = "cuda::check_max_pool2d_argmax";
+    validate(OP, s)?;
+    check_out(OP, s, "argmax", argmax.len())?;
     let mut bad = gpu.upload(&[u64::MAX])?;
     let cfg = elems(gpu, argmax.len());
     let mut args = vec![argmax.arg()];
@@ -158,30 +175,26 @@ pub fn max_pool2d_backward(
     args.push(bad.arg_mut());
     gpu.launch(&POOL, "pool_max_check", cfg, &args)?;
     let pos = gpu.download(&bad)?[0];
-    if pos != u64::MAX {
-        let pos = pos as usize;
-        let a = gpu.download(argmax)?[pos] as usize;
-        let (ohw, hw) = (s.out_h() * s.out_w(), s.h * s.w);
-        let msg = if a >= hw {
-            format!("argmax[{pos}] = {a} is outside the {}x{} plane", s.h, s.w)
-        } else {
-            let (oy, ox) = ((pos % ohw) / s.out_w(), pos % s.out_w());
-            format!(
-                "argmax[{pos}] = {a} (row {}, column {}) is outside the {}x{} window of output \
-                 ({oy}, {ox})",
-                a / s.w,
-                a % s.w,
-                s.kh,
-                s.kw
-            )
-        };
-        return Err(KernelError::new(OP, msg));
+    if pos == u64::MAX {
+        return Ok(());
     }
-    let cfg = elems(gpu, dx.len());
-    let mut args = vec![argmax.arg(), dy.arg()];
-    args.extend(geometry(s));
-    args.push(dx.arg_mut());
-    gpu.launch(&POOL, "pool_max_backward", cfg, &args)
+    let pos = pos as usize;
+    let a = gpu.download(argmax)?[pos] as usize;
+    let (ohw, hw) = (s.out_h() * s.out_w(), s.h * s.w);
+    let msg = if a >= hw {
+        format!("argmax[{pos}] = {a} is outside the {}x{} plane", s.h, s.w)
+    } else {
+        let (oy, ox) = ((pos % ohw) / s.out_w(), pos % s.out_w());
+        format!(
+            "argmax[{pos}] = {a} (row {}, column {}) is outside the {}x{} window of output \
+             ({oy}, {ox})",
+            a / s.w,
+            a % s.w,
+            s.kh,
+            s.kw
+        )
+    };
+    Err(KernelError::new(OP, msg))
 }
 
 /// Global average pooling: y [n·c] = mean over hw of x [n, c, hw].

@@ -1,9 +1,11 @@
 //! CUDA twin of [`crate::cpu::upsample`]: bilinear (align_corners = false) and nearest 2-D
 //! upsampling of NCHW images, forward and backward (kernels/upsample.cu).
 //!
-//! The taps come from the host with the CPU's own f32 index arithmetic and are uploaded with
-//! each call (a few hundred bytes); the backward passes gather over the output ranges that
+//! The taps come from the host with the CPU's own f32 index arithmetic and are uploaded once
+//! per handle and shape ([`Gpu::constant`]: a training step uploads none); the backward passes gather over the output ranges that
 //! touch each input, so there are no atomics and the results equal the CPU's bit for bit.
+
+use std::sync::Arc;
 
 use super::buffer::{Arg, GpuBuffer};
 use super::gpu::Gpu;
@@ -30,6 +32,9 @@ fn ranges<'a>(input: usize, taps: impl Iterator<Item = (usize, &'a [usize])>) ->
         })
         .collect()
 }
+
+/// A shared device table.
+type Table<T> = Arc<GpuBuffer<T>>;
 
 /// The validated sizes of one call.
 #[derive(Clone, Copy)]
@@ -72,8 +77,22 @@ impl Dims {
         ]
     }
 
-    /// The bilinear tables (see kernels/upsample.cu): index pairs and input ranges, weights.
-    fn bilinear_tables(&self, gpu: &Gpu) -> Result<(GpuBuffer<i32>, GpuBuffer<f32>)> {
+    /// The sizes the tables depend on (the cache key).
+    fn table_key(&self) -> [usize; 4] {
+        [self.h, self.w, self.oh, self.ow]
+    }
+
+    /// The bilinear tables (see kernels/upsample.cu): index pairs and input ranges, weights;
+    /// built and uploaded on the first call for these sizes.
+    fn bilinear_tables(&self, gpu: &Gpu) -> Result<(Table<i32>, Table<f32>)> {
+        let key = self.table_key();
+        let idx = gpu.constant("upsample bilinear taps", &key, || self.bilinear_host().0)?;
+        let wts = gpu.constant("upsample bilinear weights", &key, || self.bilinear_host().1)?;
+        Ok((idx, wts))
+    }
+
+    /// The host side of [`Dims::bilinear_tables`].
+    fn bilinear_host(&self) -> (Vec<i32>, Vec<f32>) {
         let (ty, tx) = (
             bilinear_taps(self.h, self.oh),
             bilinear_taps(self.w, self.ow),
@@ -90,11 +109,19 @@ impl Dims {
             .chain(&tx)
             .flat_map(|&(_, _, l0, l1)| [l0, l1])
             .collect();
-        Ok((gpu.upload(&idx)?, gpu.upload(&wts)?))
+        (idx, wts)
     }
 
-    /// The nearest table (see kernels/upsample.cu): taps, then input ranges.
-    fn nearest_table(&self, gpu: &Gpu) -> Result<GpuBuffer<i32>> {
+    /// The nearest table (see kernels/upsample.cu): taps, then input ranges; built and uploaded
+    /// on the first call for these sizes.
+    fn nearest_table(&self, gpu: &Gpu) -> Result<Table<i32>> {
+        gpu.constant("upsample nearest taps", &self.table_key(), || {
+            self.nearest_host()
+        })
+    }
+
+    /// The host side of [`Dims::nearest_table`].
+    fn nearest_host(&self) -> Vec<i32> {
         let (ty, tx) = (nearest_taps(self.h, self.oh), nearest_taps(self.w, self.ow));
         let mut idx: Vec<i32> = ty.iter().chain(&tx).map(|&i| i as i32).collect();
         idx.extend(ranges(
@@ -105,7 +132,7 @@ impl Dims {
             self.w,
             tx.iter().map(std::slice::from_ref).enumerate(),
         ));
-        gpu.upload(&idx)
+        idx
     }
 }
 
@@ -256,7 +283,7 @@ fn run(
     let mut args = vec![src.arg()];
     args.extend(d.args());
     args.push(idx.arg());
-    args.extend(wts.as_ref().map(GpuBuffer::arg));
+    args.extend(wts.as_ref().map(|w| w.arg()));
     args.push(dst.arg_mut());
     gpu.launch(&UPSAMPLE, kernel, cfg, &args)
 }

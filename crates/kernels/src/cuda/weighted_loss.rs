@@ -1,7 +1,15 @@
 //! CUDA twin of [`crate::cpu::weighted_loss`]: same meaning, inputs in device memory.
 //!
-//! Three launches (count valid samples, one warp per row for losses and gradients, a
-//! fixed-order per-task reduction) and one synchronisation to read back the T losses and counts.
+//! Four launches (count valid samples, one warp per row for losses and gradients, a
+//! fixed-order per-task reduction, the task means and weighted total) and one small upload
+//! (the head offsets and task weights in one table).
+//!
+//! Two entry points: [`weighted_ce_loss_device`] / [`weighted_bce_loss_device`] leave the
+//! losses on the device and read nothing back (a read-back is a full stream synchronisation):
+//! the training path, whose caller checks and counts the host targets first
+//! ([`check_ce_targets`], [`check_bce_targets`]). [`weighted_ce_loss`] / [`weighted_bce_loss`]
+//! check device targets on the device and read the verdict and the results back (tests,
+//! benchmarks, callers that want host numbers).
 
 use cudarc::driver::LaunchConfig;
 
@@ -94,13 +102,119 @@ fn blocks(n: usize, per: usize, op: &'static str) -> Result<u32> {
         .map_err(|_| KernelError::new(op, format!("{n} rows need too many blocks")))
 }
 
-/// Fused softmax cross-entropy on the GPU; writes the gradient into `dlogits` when given.
-/// On error the contents of `dlogits` are unspecified.
-pub fn weighted_ce_loss(
+/// The device results of a fused weighted loss: nothing has been read back.
+#[derive(Debug)]
+pub struct DeviceLossOutput {
+    /// Mean loss of each task over its valid samples (0 for a task with none), [T].
+    pub task_loss: GpuBuffer<f32>,
+    /// The weighted loss Σ_t p_t · task_loss_t, [1].
+    pub total: GpuBuffer<f32>,
+    /// Number of valid samples n_t of each task, [T] (counted by the device).
+    pub counts: GpuBuffer<i32>,
+}
+
+/// The host's CE target check and count: the valid samples n_t of each task (target not
+/// `ignore_index`, mask nonzero), or the CPU's error for the first (row, task) whose valid
+/// target lies outside its head. Run it on the host targets before uploading them for
+/// [`weighted_ce_loss_device`]; it reads nothing from the device.
+pub fn check_ce_targets(
+    layout: &TaskLayout,
+    n: usize,
+    targets: &[i64],
+    mask: Option<&[u8]>,
+    ignore_index: i64,
+) -> Result<Vec<usize>> {
+    const OP: &str = "weighted_ce_loss";
+    let t_count = layout.num_tasks();
+    check_len(OP, "targets", targets.len(), n * t_count)?;
+    if let Some(m) = mask {
+        check_len(OP, "mask", m.len(), n * t_count)?;
+    }
+    let mut counts = vec![0usize; t_count];
+    for (i, row) in targets.chunks_exact(t_count.max(1)).enumerate() {
+        for (t, &y) in row.iter().enumerate() {
+            let k = i * t_count + t;
+            if y == ignore_index || mask.is_some_and(|m| m[k] == 0) {
+                continue;
+            }
+            let c = layout.range(t).len();
+            if y < 0 || y as u64 >= c as u64 {
+                return Err(KernelError::new(
+                    OP,
+                    format!(
+                        "targets[row {i}, task {t}] = {y} is outside [0, {c}) and is not the \
+                         ignore_index {ignore_index}"
+                    ),
+                ));
+            }
+            counts[t] += 1;
+        }
+    }
+    Ok(counts)
+}
+
+/// The host's BCE target check and count: the samples of each task with a nonzero mask entry
+/// (all n without a mask), or the CPU's error for the first target outside [0, 1] (NaN
+/// included). Run it before uploading the targets for [`weighted_bce_loss_device`].
+pub fn check_bce_targets(
+    layout: &TaskLayout,
+    n: usize,
+    targets: &[f32],
+    mask: Option<&[u8]>,
+) -> Result<Vec<usize>> {
+    const OP: &str = "weighted_bce_loss";
+    let (t_count, width) = (layout.num_tasks(), layout.width());
+    check_len(OP, "targets", targets.len(), n * width)?;
+    if let Some(m) = mask {
+        check_len(OP, "mask", m.len(), n * t_count)?;
+    }
+    if let Some(k) = targets.iter().position(|y| !(0.0..=1.0).contains(y)) {
+        return Err(KernelError::new(
+            OP,
+            format!(
+                "targets[row {}, column {}] = {} is outside [0, 1]",
+                k / width,
+                k % width,
+                targets[k]
+            ),
+        ));
+    }
+    let mut counts = vec![0usize; t_count];
+    for i in 0..n {
+        for (t, c) in counts.iter_mut().enumerate() {
+            *c += usize::from(mask.is_none_or(|m| m[i * t_count + t] != 0));
+        }
+    }
+    Ok(counts)
+}
+
+/// The head offsets and the task weights (their f32 bits) in one i32 table: one upload per
+/// call instead of two. The kernels get `offsets` at 0 and `weights` at T + 1.
+fn upload_table(gpu: &Gpu, layout: &TaskLayout, weights: &[f32]) -> Result<GpuBuffer<i32>> {
+    let table: Vec<i32> = (layout.offsets().iter().map(|&o| o as i32))
+        .chain(weights.iter().map(|w| w.to_bits() as i32))
+        .collect();
+    gpu.upload(&table)
+}
+
+/// Fused softmax cross-entropy on the GPU, results left on the device; writes the gradient
+/// into `dlogits` when given. The targets are not checked here (the caller checked the host
+/// copy with [`check_ce_targets`]); one outside its head would count as not valid.
+pub fn weighted_ce_loss_device(
     gpu: &Gpu,
     input: &CudaCeInput<'_>,
     dlogits: Option<&mut GpuBuffer<f32>>,
-) -> Result<WeightedLossOutput> {
+) -> Result<DeviceLossOutput> {
+    ce_launches(gpu, input, dlogits, None)
+}
+
+/// Checks, then the launches of the CE variant; `bad` gets the device target check's flag.
+fn ce_launches(
+    gpu: &Gpu,
+    input: &CudaCeInput<'_>,
+    dlogits: Option<&mut GpuBuffer<f32>>,
+    bad: Option<&mut GpuBuffer<u64>>,
+) -> Result<DeviceLossOutput> {
     const OP: &str = "cuda::weighted_ce_loss";
     let layout = input.layout;
     let n = input.n;
@@ -115,14 +229,10 @@ pub fn weighted_ce_loss(
     )?;
     let t = layout.num_tasks();
     check_len(OP, "targets", input.targets.len(), n * t)?;
-    let offsets: Vec<i32> = layout.offsets().iter().map(|&o| o as i32).collect();
-    let d_offsets = gpu.upload(&offsets)?;
-    let d_weights = gpu.upload(input.weights)?;
+    let table = upload_table(gpu, layout, input.weights)?;
     let mut counts = gpu.zeros::<i32>(t)?;
-    let mut bad = gpu.zeros::<u64>(1)?;
     // row_loss is fully written by wl_ce_rows before wl_reduce reads it.
     let mut row_loss = gpu.alloc::<f32>(n * t)?;
-    let mut task_sum = gpu.zeros::<f64>(t)?;
     let n64 = n as i64;
 
     gpu.launch(
@@ -132,12 +242,12 @@ pub fn weighted_ce_loss(
         &[
             input.targets.arg(),
             input.mask.into(),
-            d_offsets.arg(),
+            table.arg(),
             Arg::i64(n64),
             Arg::i32(t32),
             Arg::i64(input.ignore_index),
             counts.arg_mut(),
-            bad.arg_mut(),
+            bad.map_or_else(Arg::null, GpuBuffer::arg_mut),
         ],
     )?;
     gpu.launch(
@@ -148,8 +258,8 @@ pub fn weighted_ce_loss(
             input.logits.arg(),
             input.targets.arg(),
             input.mask.into(),
-            d_offsets.arg(),
-            d_weights.arg(),
+            table.arg(),
+            table.arg_at(t + 1),
             counts.arg(),
             Arg::i64(n64),
             Arg::i32(w32),
@@ -159,13 +269,26 @@ pub fn weighted_ce_loss(
             dlogits.map_or_else(Arg::null, GpuBuffer::arg_mut),
         ],
     )?;
+    reduce_and_finish(gpu, &row_loss, n64, t32, &table, counts, false)
+}
 
-    reduce(gpu, &row_loss, n64, t32, &mut task_sum)?;
+/// Fused softmax cross-entropy on the GPU; writes the gradient into `dlogits` when given.
+/// Checks the device targets on the device and reads the verdict and the T losses and counts
+/// back (one synchronisation). On error the contents of `dlogits` are unspecified.
+pub fn weighted_ce_loss(
+    gpu: &Gpu,
+    input: &CudaCeInput<'_>,
+    dlogits: Option<&mut GpuBuffer<f32>>,
+) -> Result<WeightedLossOutput> {
+    const OP: &str = "cuda::weighted_ce_loss";
+    let mut bad = gpu.zeros::<u64>(1)?;
+    let out = ce_launches(gpu, input, dlogits, Some(&mut bad))?;
     let bad_idx = gpu.download(&bad)?[0];
     if bad_idx != 0 {
+        let t = input.layout.num_tasks();
         let k = (bad_idx - 1) as usize;
         let (row, task) = (k / t, k % t);
-        let c = layout.range(task).len();
+        let c = input.layout.range(task).len();
         return Err(KernelError::new(
             OP,
             format!(
@@ -175,16 +298,27 @@ pub fn weighted_ce_loss(
             ),
         ));
     }
-    finish(gpu, &counts, &task_sum, input.weights, |_| 1)
+    to_host(gpu, &out)
 }
 
-/// Fused sigmoid binary cross-entropy on the GPU; writes the gradient when `dlogits` is given.
-/// On error the contents of `dlogits` are unspecified.
-pub fn weighted_bce_loss(
+/// Fused sigmoid binary cross-entropy on the GPU, results left on the device; writes the
+/// gradient when `dlogits` is given. The targets are not checked here (the caller checked the
+/// host copy with [`check_bce_targets`]).
+pub fn weighted_bce_loss_device(
     gpu: &Gpu,
     input: &CudaBceInput<'_>,
     dlogits: Option<&mut GpuBuffer<f32>>,
-) -> Result<WeightedLossOutput> {
+) -> Result<DeviceLossOutput> {
+    bce_launches(gpu, input, dlogits, None)
+}
+
+/// Checks, then the launches of the BCE variant; `bad` gets the device target check's flag.
+fn bce_launches(
+    gpu: &Gpu,
+    input: &CudaBceInput<'_>,
+    dlogits: Option<&mut GpuBuffer<f32>>,
+    bad: Option<&mut GpuBuffer<u64>>,
+) -> Result<DeviceLossOutput> {
     const OP: &str = "cuda::weighted_bce_loss";
     let layout = input.layout;
     let n = input.n;
@@ -199,14 +333,10 @@ pub fn weighted_bce_loss(
     )?;
     let t = layout.num_tasks();
     check_len(OP, "targets", input.targets.len(), n * layout.width())?;
-    let offsets: Vec<i32> = layout.offsets().iter().map(|&o| o as i32).collect();
-    let d_offsets = gpu.upload(&offsets)?;
-    let d_weights = gpu.upload(input.weights)?;
+    let table = upload_table(gpu, layout, input.weights)?;
     let mut counts = gpu.zeros::<i32>(t)?;
-    let mut bad = gpu.zeros::<u64>(1)?;
     // row_loss is fully written by wl_bce_rows before wl_reduce reads it.
     let mut row_loss = gpu.alloc::<f32>(n * t)?;
-    let mut task_sum = gpu.zeros::<f64>(t)?;
     let n64 = n as i64;
 
     gpu.launch(
@@ -228,30 +358,51 @@ pub fn weighted_bce_loss(
             input.logits.arg(),
             input.targets.arg(),
             input.mask.into(),
-            d_offsets.arg(),
-            d_weights.arg(),
+            table.arg(),
+            table.arg_at(t + 1),
             counts.arg(),
             Arg::i64(n64),
             Arg::i32(w32),
             Arg::i32(t32),
             row_loss.arg_mut(),
             dlogits.map_or_else(Arg::null, GpuBuffer::arg_mut),
-            bad.arg_mut(),
+            bad.map_or_else(Arg::null, GpuBuffer::arg_mut),
         ],
     )?;
+    reduce_and_finish(gpu, &row_loss, n64, t32, &table, counts, true)
+}
 
-    reduce(gpu, &row_loss, n64, t32, &mut task_sum)?;
+/// Fused sigmoid binary cross-entropy on the GPU; writes the gradient when `dlogits` is given.
+/// Checks the device targets on the device and reads the verdict and the results back. On
+/// error the contents of `dlogits` are unspecified.
+pub fn weighted_bce_loss(
+    gpu: &Gpu,
+    input: &CudaBceInput<'_>,
+    dlogits: Option<&mut GpuBuffer<f32>>,
+) -> Result<WeightedLossOutput> {
+    const OP: &str = "cuda::weighted_bce_loss";
+    let mut bad = gpu.zeros::<u64>(1)?;
+    let out = bce_launches(gpu, input, dlogits, Some(&mut bad))?;
     let bad_idx = gpu.download(&bad)?[0];
     if bad_idx != 0 {
         let k = (bad_idx - 1) as usize;
-        let w = layout.width();
+        let w = input.layout.width();
         return Err(KernelError::new(
             OP,
             format!("targets[row {}, column {}] is outside [0, 1]", k / w, k % w),
         ));
     }
-    finish(gpu, &counts, &task_sum, input.weights, |t| {
-        layout.range(t).len()
+    to_host(gpu, &out)
+}
+
+/// Reads device results back into the host output.
+fn to_host(gpu: &Gpu, out: &DeviceLossOutput) -> Result<WeightedLossOutput> {
+    Ok(WeightedLossOutput {
+        task_loss: gpu.download(&out.task_loss)?,
+        counts: (gpu.download(&out.counts)?.into_iter())
+            .map(|c| c.max(0) as usize)
+            .collect(),
+        total: gpu.download(&out.total)?[0],
     })
 }
 
@@ -273,61 +424,55 @@ fn row_cfg(n: usize, op: &'static str) -> Result<LaunchConfig> {
     })
 }
 
-/// Per-task fixed-order sum of the row losses.
-fn reduce(
+/// Per-task fixed-order sum of the row losses, then the task means and the weighted total
+/// on the device (BCE divides each task's sum by its head's width too).
+fn reduce_and_finish(
     gpu: &Gpu,
     row_loss: &GpuBuffer<f32>,
     n64: i64,
     t32: i32,
-    task_sum: &mut GpuBuffer<f64>,
-) -> Result<()> {
+    table: &GpuBuffer<i32>,
+    counts: GpuBuffer<i32>,
+    per_column: bool,
+) -> Result<DeviceLossOutput> {
+    let t = t32 as usize;
+    // Fully written by wl_reduce (one block per task) and wl_finish before anyone reads them.
+    let mut task_sum = gpu.alloc::<f64>(t)?;
+    let mut task_loss = gpu.alloc::<f32>(t)?;
+    let mut total = gpu.alloc::<f32>(1)?;
     gpu.launch(
         &WEIGHTED_LOSS,
         "wl_reduce",
-        task_cfg(t32 as usize)?,
+        task_cfg(t)?,
         &[
             row_loss.arg(),
             Arg::i64(n64),
             Arg::i32(t32),
             task_sum.arg_mut(),
         ],
-    )
-}
-
-/// Reads back counts and sums and forms the output exactly as the CPU side does.
-fn finish(
-    gpu: &Gpu,
-    counts: &GpuBuffer<i32>,
-    task_sum: &GpuBuffer<f64>,
-    weights: &[f32],
-    cols: impl Fn(usize) -> usize,
-) -> Result<WeightedLossOutput> {
-    let counts: Vec<usize> = gpu
-        .download(counts)?
-        .into_iter()
-        .map(|c| c.max(0) as usize)
-        .collect();
-    let sums = gpu.download(task_sum)?;
-    let task_loss: Vec<f64> = sums
-        .iter()
-        .zip(&counts)
-        .enumerate()
-        .map(|(t, (&sum, &c))| {
-            if c == 0 {
-                0.0
-            } else {
-                sum / (c as f64 * cols(t) as f64)
-            }
-        })
-        .collect();
-    let total = task_loss
-        .iter()
-        .zip(weights)
-        .map(|(&l, &w)| l * w as f64)
-        .sum::<f64>() as f32;
-    Ok(WeightedLossOutput {
-        task_loss: task_loss.iter().map(|&l| l as f32).collect(),
-        counts,
+    )?;
+    gpu.launch(
+        &WEIGHTED_LOSS,
+        "wl_finish",
+        LaunchConfig {
+            grid_dim: (1, 1, 1),
+            block_dim: (32, 1, 1),
+            shared_mem_bytes: 0,
+        },
+        &[
+            task_sum.arg(),
+            counts.arg(),
+            table.arg(),
+            table.arg_at(t + 1),
+            Arg::i32(t32),
+            Arg::i32(i32::from(per_column)),
+            task_loss.arg_mut(),
+            total.arg_mut(),
+        ],
+    )?;
+    Ok(DeviceLossOutput {
+        task_loss,
         total,
+        counts,
     })
 }
