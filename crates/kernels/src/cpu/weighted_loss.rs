@@ -1080,38 +1080,12 @@ mod avx512 {
         })
     }
 
-    /// exp of 16 lanes that are <= 0, -inf or NaN (softmax and BCE arguments): the reduction
-    /// and polynomial of [`exp16n`] without its clamps (where the result is kept, x >= -87.3
-    /// and so k >= -126), so equal to [`exp16`] there; 0 below -87.3 and for -inf, NaN stays
-    /// NaN. Four operations fewer than [`exp16`] on the loss kernels' hottest path.
+    /// 2^t of 16 lanes: round(t), a degree-5 minimax polynomial of 2^f on [-1/2, 1/2]
+    /// (relative error 1e-7) and vscalefps. 0 where t < -125 (and for t = -inf; the result
+    /// stays a normal float), NaN stays NaN.
     #[inline]
     #[target_feature(enable = "avx512f")]
-    pub(super) fn exp_nonpos16(x: __m512) -> __m512 {
-        const LN2_HI: f32 = 0.693_145_75;
-        const LN2_LO: f32 = 1.428_606_8e-6;
-        let k = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
-            _mm512_mul_ps(x, splat(std::f32::consts::LOG2_E)),
-        );
-        let r = _mm512_fnmadd_ps(k, splat(LN2_HI), x);
-        let r = _mm512_fnmadd_ps(k, splat(LN2_LO), r);
-        let mut p = splat(1.388_974_4e-3);
-        for c in [8.333_452e-3, 4.166_666_8e-2, 1.666_666_7e-1, 0.5, 1.0, 1.0] {
-            p = _mm512_fmadd_ps(p, r, splat(c));
-        }
-        // Not less than -87.3, or NaN.
-        let keep = _mm512_cmp_ps_mask::<_CMP_NLT_UQ>(x, splat(-87.3));
-        _mm512_maskz_scalef_ps(keep, p, k)
-    }
-
-    /// 2^(x log2(e) - b) of 16 lanes (exp(x - m) when b = m log2(e), up to a common factor
-    /// that the softmax kernel cancels): t = x log2(e) - b in one fused operation, 2^t from
-    /// round(t), a degree-5 minimax polynomial of 2^f on [-1/2, 1/2] (relative error 1e-7) and
-    /// vscalefps. 0 where t < -125 (and for t = -inf), NaN stays NaN. The rounding of t costs
-    /// a relative error of about 6e-8 |x - m|, negligible against the terms near the maximum.
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    pub(super) fn exp2_fms16(x: __m512, b: __m512) -> __m512 {
-        let t = _mm512_fmsub_ps(x, splat(std::f32::consts::LOG2_E), b);
+    pub(super) fn exp2_16(t: __m512) -> __m512 {
         let k = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(t);
         let f = _mm512_sub_ps(t, k);
         let mut p = splat(1.327_647_2e-3);
@@ -1124,9 +1098,51 @@ mod avx512 {
         ] {
             p = _mm512_fmadd_ps(p, f, splat(c));
         }
-        // Not less than -125 (the result is a normal float), or NaN.
+        // Not less than -125, or NaN.
         let keep = _mm512_cmp_ps_mask::<_CMP_NLT_UQ>(t, splat(-125.0));
         _mm512_maskz_scalef_ps(keep, p, k)
+    }
+
+    /// 2^(x log2(e) - b) of 16 lanes (exp(x - m) when b = m log2(e), up to a common factor
+    /// that the softmax kernel cancels): t = x log2(e) - b in one fused operation, then
+    /// [`exp2_16`]. The rounding of t costs a relative error of about 6e-8 |x - m|, negligible
+    /// against the terms near the maximum.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn exp2_fms16(x: __m512, b: __m512) -> __m512 {
+        exp2_16(_mm512_fmsub_ps(x, splat(std::f32::consts::LOG2_E), b))
+    }
+
+    /// exp(-|x|) of 16 lanes (the BCE kernel's e): [`exp2_16`] of -|x log2(e)|, the sign set
+    /// with an integer or (AVX-512F has no float or). Relative error about 6e-8 |x| + 1e-7;
+    /// 0 for |x| = inf, NaN stays NaN.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn exp_neg_abs16(x: __m512) -> __m512 {
+        let t = _mm512_mul_ps(x, splat(std::f32::consts::LOG2_E));
+        let t = _mm512_or_si512(_mm512_castps_si512(t), _mm512_set1_epi32(i32::MIN));
+        exp2_16(_mm512_castsi512_ps(t))
+    }
+
+    /// ln(1 + e) for e in [0, 1], 16 lanes: e q(e) with q a degree-8 minimax polynomial of
+    /// ln(1 + e) / e (relative error 2e-7, none of it lost for tiny e); no division.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn ln1p_unit16_poly(e: __m512) -> __m512 {
+        let mut q = splat(5.232_694e-3);
+        for c in [
+            -2.950_523_8e-2,
+            7.822_596e-2,
+            -1.366_324_6e-1,
+            1.910_600_7e-1,
+            -2.484_298_2e-1,
+            3.331_909_8e-1,
+            -4.999_949_3e-1,
+            9.999_999_4e-1,
+        ] {
+            q = _mm512_fmadd_ps(q, e, splat(c));
+        }
+        _mm512_mul_ps(e, q)
     }
 
     /// Natural log of 16 positive normal lanes (Cephes logf: mantissa in [sqrt(1/2), sqrt(2)),
@@ -1178,21 +1194,6 @@ mod avx512 {
             p = std::array::from_fn(|i| _mm512_fmadd_ps(p[i], u2[i], splat(c)));
         }
         std::array::from_fn(|i| _mm512_mul_ps(_mm512_add_ps(u[i], u[i]), p[i]))
-    }
-
-    /// ln(1 + e) for e in [0, 1], 16 lanes: the series of [`super::ln1p_unit`] with
-    /// u = e / (2 + e) from a division (the BCE kernel's divider is otherwise idle; rcp14 and a
-    /// Newton step cost three operations more).
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    pub(super) fn ln1p_unit16_div(e: __m512) -> __m512 {
-        let u = _mm512_div_ps(e, _mm512_add_ps(splat(2.0), e));
-        let u2 = _mm512_mul_ps(u, u);
-        let mut p = splat(1.0 / 13.0);
-        for c in [1.0 / 11.0, 1.0 / 9.0, 1.0 / 7.0, 1.0 / 5.0, 1.0 / 3.0, 1.0] {
-            p = _mm512_fmadd_ps(p, u2, splat(c));
-        }
-        _mm512_mul_ps(_mm512_add_ps(u, u), p)
     }
 
     /// Mask of the first k lanes (k <= 16).
@@ -2012,7 +2013,6 @@ mod avx512 {
             assert!(d.as_deref().is_none_or(|d| d.len() == len));
             let d = d.map(|d| d.as_mut_ptr());
             let (zero, one) = (_mm512_setzero_ps(), splat(1.0));
-            let sign = _mm512_set1_epi32(i32::MIN);
             let nv = len.div_ceil(16);
             let group = BCE_F32_PERIODS * phases;
             let mut part = [zero; super::BCE_MAX_PHASES];
@@ -2074,14 +2074,10 @@ mod avx512 {
                         }
                     }
                     // loss = max(x, 0) - x y + ln(1 + e^-|x|), zero where invalid.
-                    // -|x|: the sign bit set with an integer or (AVX-512F has no float or).
-                    let e: [__m512; 4] = std::array::from_fn(|u| {
-                        exp_nonpos16(_mm512_castsi512_ps(_mm512_or_si512(
-                            _mm512_castps_si512(x[u]),
-                            sign,
-                        )))
-                    });
-                    let l1p = e.map(|v| ln1p_unit16_div(v));
+                    // e = exp(-|x|), and ln(1 + e) as a polynomial: no division (one in ln1p
+                    // made the kernel about 15% slower), the gradient's sigmoid has the divider.
+                    let e = x.map(|v| exp_neg_abs16(v));
+                    let l1p = e.map(|v| ln1p_unit16_poly(v));
                     for u in 0..4 {
                         let base = _mm512_fnmadd_ps(x[u], y[u], _mm512_max_ps(x[u], zero));
                         let loss = _mm512_maskz_add_ps(vk[u], base, l1p[u]);
@@ -2664,7 +2660,7 @@ mod tests {
         let exp = |v| unsafe { avx512::exp16(v) };
         let ln = |v| unsafe { avx512::ln16(v) };
         let ln1p = |v| unsafe { avx512::ln1p_unit16n([v])[0] };
-        let ln1p_div = |v| unsafe { avx512::ln1p_unit16_div(v) };
+        let ln1p_poly = |v| unsafe { avx512::ln1p_unit16_poly(v) };
         let (mut worst_exp, mut worst_ln, mut worst_ln1p) = (0.0f64, 0.0f64, 0.0f64);
         for step in 0..2000 {
             let xs: [f32; 16] = std::array::from_fn(|l| -87.0 + (step * 16 + l) as f32 * 0.0054);
@@ -2682,7 +2678,7 @@ mod tests {
                 let want = (*e as f64).ln_1p();
                 worst_ln1p = worst_ln1p.max((l as f64 - want).abs() / want.max(1e-30));
             }
-            for (e, l) in es.iter().zip(lanes(&ln1p_div, &es)) {
+            for (e, l) in es.iter().zip(lanes(&ln1p_poly, &es)) {
                 let want = (*e as f64).ln_1p();
                 worst_ln1p = worst_ln1p.max((l as f64 - want).abs() / want.max(1e-30));
             }
@@ -2715,15 +2711,24 @@ mod tests {
         assert!(e[6].is_nan());
         assert_eq!(lanes(&ln, &[1.0; 16]), [0.0; 16]);
         assert_eq!(lanes(&ln1p, &[0.0; 16]), [0.0; 16]);
-        // exp_nonpos16 equals exp16 wherever it is used (x <= 0), and keeps its edge cases.
-        let exp_np = |v| unsafe { avx512::exp_nonpos16(v) };
+        // exp_neg_abs16 is exp(-|x|): within 8e-7 for |x| <= 10.9 (see exp2_fms16), 0 for
+        // infinite x, NaN kept.
+        let exp_na = |v| unsafe { avx512::exp_neg_abs16(v) };
+        let mut worst = 0.0f64;
         for step in 0..2000 {
-            let xs: [f32; 16] = std::array::from_fn(|l| (step * 16 + l) as f32 * -0.0028);
-            assert_eq!(lanes(&exp_np, &xs), lanes(&exp, &xs), "{xs:?}");
+            let xs: [f32; 16] = std::array::from_fn(|l| {
+                (step * 16 + l) as f32 * 0.00034 * (1 - 2 * (l % 2)) as f32
+            });
+            for (x, e) in xs.iter().zip(lanes(&exp_na, &xs)) {
+                let want = (-(*x as f64).abs()).exp();
+                worst = worst.max((e as f64 - want).abs() / want);
+            }
         }
-        let e = lanes(&exp_np, &edge);
-        assert_eq!(&e[..4], &[0.0, 0.0, 0.0, 1.0]);
-        assert!(e[6].is_nan() && e[8] == 1.0);
+        assert!(worst <= 8e-7, "exp_neg_abs16 rel err {worst}");
+        let e = lanes(&exp_na, &edge);
+        assert_eq!(&e[..3], &[0.0, 0.0, 0.0]);
+        assert!(e[4] < 1e-38 && e[5] == 0.0 && e[6].is_nan() && (e[8] - 1.0).abs() <= 2e-7);
+        assert_eq!(lanes(&exp_na, &[f32::INFINITY; 16]), [0.0; 16]);
         // exp2_fms16 with b = 0 is exp: relative error within 8e-7 on [-10.9, 0] (the rounding
         // of t = x log2 e grows with |x|), 0 below, NaN kept.
         let exp2 = |v| unsafe { avx512::exp2_fms16(v, _mm512_setzero_ps()) };
@@ -3242,5 +3247,17 @@ mod tests {
             std::hint::black_box(weighted_bce_loss(&input, Some(&mut grad)).unwrap());
         });
         report("bce 16384 x 40 grad", n, n * t * 13, secs);
+        let n = 1024;
+        let input = WeightedBceInput {
+            n,
+            logits: &x[..n * t],
+            targets: &ys[..n * t],
+            mask: Some(&mask[..n * t]),
+            ..input
+        };
+        let secs = min_secs(&mut || {
+            std::hint::black_box(weighted_bce_loss(&input, Some(&mut grad[..n * t])).unwrap());
+        });
+        report("bce 1024 x 40 grad", n, n * t * 13, secs);
     }
 }
