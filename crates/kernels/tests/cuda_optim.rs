@@ -1,8 +1,11 @@
-//! The fused device optimizer steps (kernels/optim.cu) against references written here from
-//! the CPU optimizer's rules, crates/nn/src/optim/sgd.rs (`SgdConfig::update`) and
-//! crates/nn/src/optim/adamw.rs (`AdamWConfig::update`), over several steps in a row with
-//! random parameters and gradients, odd tensor sizes, tensors that miss a step (no gradient),
-//! tensors without weight decay and AdamW tensors at different step counts:
+//! The multi-tensor device optimizer (kernels/optim.cu, `cuda::optim::MultiTensor`) against
+//! references written here from the CPU optimizer's rules, crates/nn/src/optim/sgd.rs
+//! (`SgdConfig::update`), crates/nn/src/optim/adamw.rs (`AdamWConfig::update`) and
+//! crates/nn/src/optim/clip.rs (`clip_grad_norm`), over several steps in a row with random
+//! parameters and gradients, tensors of very different sizes (1 element to several chunks)
+//! each in its own allocation, gradients alternately in one flat buffer at offsets and in
+//! separate buffers, a clip factor on some steps, tensors that miss a step (no gradient, no
+//! row), tensors without weight decay and AdamW tensors at different step counts:
 //! - an independent f64 reference (state kept in f64 across steps), within 1e-5 relative;
 //! - an f32 transcription of the CPU code, bit for bit: the kernels use non-contracting,
 //!   correctly rounded operations in the CPU's order, so GPU and CPU training take identical
@@ -14,7 +17,7 @@
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use scalarize_kernels::cuda::optim::{
-    AdamWHyper, AdamWSegment, FlatSegments, SgdHyper, SgdSegment, adamw_step, sgd_step,
+    AdamWHyper, AdamWSegment, MultiOptim, MultiTensor, SgdHyper, SgdSegment, TensorAddrs,
 };
 use scalarize_kernels::cuda::{DeviceElem, Gpu, GpuBuffer};
 
@@ -138,13 +141,73 @@ fn sgd_f64(hp: &SgdHyper, decay: bool, r: &mut SgdRef, grad: &[f32]) {
     }
 }
 
-/// Runs STEPS SGD steps on the device and on both references; returns the device params and
-/// momentum after the last step.
+/// The clip factor of step s (1 = not clipping).
+fn scale_at(s: usize) -> f32 {
+    [1.0, 0.37, 0.81, 1.0][s % 4]
+}
+
+/// The gradients as the CPU's clip_grad_norm leaves them: scaled in f32 when clipping.
+fn clipped(grads: &[f32], c: f32) -> Vec<f32> {
+    grads
+        .iter()
+        .map(|&g| if c < 1.0 { g * c } else { g })
+        .collect()
+}
+
+/// A step's gradients on the device: one flat buffer with tensors at offsets (even steps, as
+/// `Model::step_flat_device` passes them) or one buffer per tensor (odd steps, as backward's).
+enum DevGrads {
+    Flat(GpuBuffer<f32>),
+    Split(Vec<GpuBuffer<f32>>),
+}
+
+impl DevGrads {
+    fn new(gpu: &Gpu, grads: &[f32], s: usize) -> Self {
+        if s.is_multiple_of(2) {
+            DevGrads::Flat(up(gpu, grads))
+        } else {
+            DevGrads::Split(ranges().into_iter().map(|r| up(gpu, &grads[r])).collect())
+        }
+    }
+
+    /// Tensor k's gradient address.
+    fn addr(&self, k: usize) -> u64 {
+        match self {
+            DevGrads::Flat(b) => b.device_address() + 4 * ranges()[k].start as u64,
+            DevGrads::Split(v) => v[k].device_address(),
+        }
+    }
+}
+
+/// Σ g² in f64 over the active tensors of step s (the norm kernel's reference).
+fn sq_norm_ref(grads: &[f32], s: usize) -> f64 {
+    ranges()
+        .into_iter()
+        .enumerate()
+        .filter(|&(k, _)| active(k, s))
+        .flat_map(|(_, r)| grads[r].iter().map(|&g| g as f64 * g as f64))
+        .sum()
+}
+
+/// Checks the norm launch against the f64 reference (relative 1e-12: only the summation
+/// order differs) and that a second launch gives the same bits (the ticket counter resets).
+fn check_norm(gpu: &Gpu, table: &mut MultiTensor, grads: &[f32], s: usize, what: &str) {
+    let want = sq_norm_ref(grads, s);
+    let got = table.grad_sq_norm(gpu).unwrap();
+    assert!(
+        (got - want).abs() <= 1e-12 * want,
+        "{what}: sum of squares {got} f64 reference {want}"
+    );
+    let again = table.grad_sq_norm(gpu).unwrap();
+    assert_eq!(got.to_bits(), again.to_bits(), "{what}: second norm launch");
+}
+
+/// Runs STEPS SGD steps on the device (one launch for all tensors) and on both references;
+/// returns the device params and momentum after the last step.
 fn run_sgd(gpu: &Gpu, base: SgdHyper, seed: u64) -> (Vec<f32>, Option<Vec<f32>>) {
     let mut rng = StdRng::seed_from_u64(seed);
     let rs = ranges();
     let n: usize = LENS.iter().sum();
-    let layout = FlatSegments::from_lens(gpu, LENS).unwrap();
     let p0 = random_vec(&mut rng, n, -1.0, 1.0);
     let mut refs: Vec<SgdRef> = rs
         .iter()
@@ -155,64 +218,86 @@ fn run_sgd(gpu: &Gpu, base: SgdHyper, seed: u64) -> (Vec<f32>, Option<Vec<f32>>)
             b64: None,
         })
         .collect();
-    let mut params = up(gpu, &p0);
+    let mut params: Vec<GpuBuffer<f32>> = rs.iter().map(|r| up(gpu, &p0[r.clone()])).collect();
     let uses_momentum = base.momentum != 0.0;
-    // Nobody has written the momentum buffer yet: the first step of each tensor must not read it.
-    let mut momentum = uses_momentum.then(|| up(gpu, &vec![f32::NAN; n]));
+    // Nobody has written the momentum buffers yet: the first step of each tensor must not
+    // read them.
+    let mut momentum: Vec<Option<GpuBuffer<f32>>> = LENS
+        .iter()
+        .map(|&l| uses_momentum.then(|| up(gpu, &vec![f32::NAN; l])))
+        .collect();
     let mut has_momentum = vec![false; LENS.len()];
+    let mut table = MultiTensor::new(gpu).unwrap();
     for s in 0..STEPS {
         let hp = SgdHyper {
             lr: lr_at(base.lr, s),
             ..base
         };
         let grads = random_vec(&mut rng, n, -1.0, 1.0);
-        let before_p = gpu.download(&params).unwrap();
-        let before_m = momentum.as_ref().map(|m| gpu.download(m).unwrap());
-        let segs: Vec<SgdSegment> = (0..LENS.len())
-            .map(|k| SgdSegment {
-                active: active(k, s),
+        let dg = DevGrads::new(gpu, &grads, s);
+        let before_p: Vec<Vec<f32>> = params.iter().map(|b| gpu.download(b).unwrap()).collect();
+        let before_m: Vec<Option<Vec<f32>>> = momentum
+            .iter()
+            .map(|m| m.as_ref().map(|m| gpu.download(m).unwrap()))
+            .collect();
+        table.begin(MultiOptim::Sgd(hp)).unwrap();
+        for k in (0..LENS.len()).filter(|&k| active(k, s)) {
+            let t = TensorAddrs {
+                param: params[k].device_address_mut(),
+                grad: dg.addr(k),
+                state: [
+                    momentum[k].as_mut().map_or(0, |m| m.device_address_mut()),
+                    0,
+                ],
+                len: LENS[k],
+            };
+            let seg = SgdSegment {
                 decay: decays(k),
                 has_momentum: has_momentum[k],
-            })
-            .collect();
-        let dg = up(gpu, &grads);
-        sgd_step(
+            };
+            // SAFETY: every buffer is a distinct live allocation of LENS[k] elements (the
+            // gradient: a slice of the flat buffer) that outlives the launches below.
+            unsafe { table.push_sgd(t, seg) }.unwrap();
+        }
+        check_norm(
             gpu,
-            &hp,
-            &layout,
-            &segs,
-            &mut params,
-            &dg,
-            momentum.as_mut(),
-        )
-        .unwrap();
-        let got_p = gpu.download(&params).unwrap();
-        let got_m = momentum.as_ref().map(|m| gpu.download(m).unwrap());
+            &mut table,
+            &grads,
+            s,
+            &format!("sgd {base:?} step {s}"),
+        );
+        table.step(gpu, scale_at(s)).unwrap();
+        let g_used = clipped(&grads, scale_at(s));
         for (k, r) in rs.iter().enumerate() {
             let what = format!("sgd {base:?} step {s} tensor {k}");
+            let got_p = gpu.download(&params[k]).unwrap();
+            let got_m = momentum[k].as_ref().map(|m| gpu.download(m).unwrap());
             if !active(k, s) {
-                assert_bits(&got_p[r.clone()], &before_p[r.clone()], &what);
-                if let (Some(a), Some(b)) = (&got_m, &before_m) {
-                    assert_bits(&a[r.clone()], &b[r.clone()], &what);
+                assert_bits(&got_p, &before_p[k], &what);
+                if let (Some(a), Some(b)) = (&got_m, &before_m[k]) {
+                    assert_bits(a, b, &what);
                 }
                 continue;
             }
             has_momentum[k] = uses_momentum;
-            let g = &grads[r.clone()];
+            let g = &g_used[r.clone()];
             sgd_cpu_f32(&hp, decays(k), &mut refs[k], g);
             sgd_f64(&hp, decays(k), &mut refs[k], g);
-            assert_bits(&got_p[r.clone()], &refs[k].p32, &what);
-            assert_close(&got_p[r.clone()], &refs[k].p64, hp.lr as f64, &what);
+            assert_bits(&got_p, &refs[k].p32, &what);
+            assert_close(&got_p, &refs[k].p64, hp.lr as f64, &what);
             if let Some(m) = &got_m {
-                assert_bits(&m[r.clone()], refs[k].b32.as_ref().unwrap(), &what);
-                assert_close(&m[r.clone()], refs[k].b64.as_ref().unwrap(), 1.0, &what);
+                assert_bits(m, refs[k].b32.as_ref().unwrap(), &what);
+                assert_close(m, refs[k].b64.as_ref().unwrap(), 1.0, &what);
             }
         }
     }
-    (
-        gpu.download(&params).unwrap(),
-        momentum.map(|m| gpu.download(&m).unwrap()),
-    )
+    let flat = |bufs: Vec<&GpuBuffer<f32>>| -> Vec<f32> {
+        bufs.into_iter()
+            .flat_map(|b| gpu.download(b).unwrap())
+            .collect()
+    };
+    let m = uses_momentum.then(|| flat(momentum.iter().flatten().collect()));
+    (flat(params.iter().collect()), m)
 }
 
 #[test]
@@ -337,7 +422,6 @@ fn run_adamw(gpu: &Gpu, base: AdamWHyper, seed: u64) -> Vec<f32> {
     let mut rng = StdRng::seed_from_u64(seed);
     let rs = ranges();
     let n: usize = LENS.iter().sum();
-    let layout = FlatSegments::from_lens(gpu, LENS).unwrap();
     let p0 = random_vec(&mut rng, n, -1.0, 1.0);
     let m0 = random_vec(&mut rng, n, -0.1, 0.1);
     let v0 = random_vec(&mut rng, n, 0.0, 0.05);
@@ -350,16 +434,14 @@ fn run_adamw(gpu: &Gpu, base: AdamWHyper, seed: u64) -> Vec<f32> {
         .enumerate()
         .map(|(k, r)| {
             let fresh = start_steps[k] == 0;
-            let m: Vec<f32> = if fresh {
-                vec![0.0; r.len()]
-            } else {
-                m0[r.clone()].to_vec()
+            let pick = |src: &[f32]| {
+                if fresh {
+                    vec![0.0; r.len()]
+                } else {
+                    src[r.clone()].to_vec()
+                }
             };
-            let v: Vec<f32> = if fresh {
-                vec![0.0; r.len()]
-            } else {
-                v0[r.clone()].to_vec()
-            };
+            let (m, v) = (pick(&m0), pick(&v0));
             AdamRef {
                 step: start_steps[k],
                 p32: p0[r.clone()].to_vec(),
@@ -371,71 +453,74 @@ fn run_adamw(gpu: &Gpu, base: AdamWHyper, seed: u64) -> Vec<f32> {
             }
         })
         .collect();
-    let mut params = up(gpu, &p0);
-    let mut exp_avg = up(
-        gpu,
-        &refs.iter().flat_map(|r| r.m32.clone()).collect::<Vec<_>>(),
-    );
-    let mut exp_avg_sq = up(
-        gpu,
-        &refs.iter().flat_map(|r| r.v32.clone()).collect::<Vec<_>>(),
-    );
+    // Per tensor: [param, exp_avg, exp_avg_sq], each its own allocation.
+    let mut bufs: Vec<[GpuBuffer<f32>; 3]> = refs
+        .iter()
+        .map(|r| [up(gpu, &r.p32), up(gpu, &r.m32), up(gpu, &r.v32)])
+        .collect();
+    let mut table = MultiTensor::new(gpu).unwrap();
     for s in 0..STEPS {
         let hp = AdamWHyper {
             lr: lr_at(base.lr, s),
             ..base
         };
         let grads = random_vec(&mut rng, n, -1.0, 1.0);
-        let before: Vec<Vec<f32>> = [&params, &exp_avg, &exp_avg_sq]
-            .iter()
-            .map(|b| gpu.download(b).unwrap())
-            .collect();
-        let segs: Vec<AdamWSegment> = (0..LENS.len())
-            .map(|k| AdamWSegment {
-                active: active(k, s),
+        let dg = DevGrads::new(gpu, &grads, s);
+        let down = |b: &[GpuBuffer<f32>; 3]| -> Vec<Vec<f32>> {
+            b.iter().map(|x| gpu.download(x).unwrap()).collect()
+        };
+        let before: Vec<Vec<Vec<f32>>> = bufs.iter().map(down).collect();
+        table.begin(MultiOptim::AdamW(hp)).unwrap();
+        for k in (0..LENS.len()).filter(|&k| active(k, s)) {
+            let [p, m, v] = &mut bufs[k];
+            let t = TensorAddrs {
+                param: p.device_address_mut(),
+                grad: dg.addr(k),
+                state: [m.device_address_mut(), v.device_address_mut()],
+                len: LENS[k],
+            };
+            let seg = AdamWSegment {
                 decay: decays(k),
-                step: refs[k].step + u64::from(active(k, s)),
-            })
-            .collect();
-        let dg = up(gpu, &grads);
-        adamw_step(
+                step: refs[k].step + 1,
+            };
+            // SAFETY: as in run_sgd.
+            unsafe { table.push_adamw(t, seg) }.unwrap();
+        }
+        check_norm(
             gpu,
-            &hp,
-            &layout,
-            &segs,
-            &mut params,
-            &dg,
-            &mut exp_avg,
-            &mut exp_avg_sq,
-        )
-        .unwrap();
-        let got: Vec<Vec<f32>> = [&params, &exp_avg, &exp_avg_sq]
-            .iter()
-            .map(|b| gpu.download(b).unwrap())
-            .collect();
+            &mut table,
+            &grads,
+            s,
+            &format!("adamw {base:?} step {s}"),
+        );
+        table.step(gpu, scale_at(s)).unwrap();
+        let g_used = clipped(&grads, scale_at(s));
         for (k, r) in rs.iter().enumerate() {
             let what = format!("adamw {base:?} step {s} tensor {k}");
+            let got = down(&bufs[k]);
             if !active(k, s) {
-                for (a, b) in got.iter().zip(&before) {
-                    assert_bits(&a[r.clone()], &b[r.clone()], &what);
+                for (a, b) in got.iter().zip(&before[k]) {
+                    assert_bits(a, b, &what);
                 }
                 continue;
             }
             let rf = &mut refs[k];
             rf.step += 1;
-            let g = &grads[r.clone()];
+            let g = &g_used[r.clone()];
             adamw_cpu_f32(&hp, decays(k), rf, g);
             adamw_f64(&hp, decays(k), rf, g);
-            assert_bits(&got[0][r.clone()], &rf.p32, &what);
-            assert_bits(&got[1][r.clone()], &rf.m32, &what);
-            assert_bits(&got[2][r.clone()], &rf.v32, &what);
+            assert_bits(&got[0], &rf.p32, &what);
+            assert_bits(&got[1], &rf.m32, &what);
+            assert_bits(&got[2], &rf.v32, &what);
             // Each step moves a parameter by about lr: compare relative to that scale.
-            assert_close(&got[0][r.clone()], &rf.p64, hp.lr as f64, &what);
-            assert_close(&got[1][r.clone()], &rf.m64, 1e-2, &what);
-            assert_close(&got[2][r.clone()], &rf.v64, 1e-3, &what);
+            assert_close(&got[0], &rf.p64, hp.lr as f64, &what);
+            assert_close(&got[1], &rf.m64, 1e-2, &what);
+            assert_close(&got[2], &rf.v64, 1e-3, &what);
         }
     }
-    gpu.download(&params).unwrap()
+    bufs.iter()
+        .flat_map(|b| gpu.download(&b[0]).unwrap())
+        .collect()
 }
 
 #[test]
@@ -478,29 +563,69 @@ fn adamw_matches_cpu_rules() {
     }
 }
 
+/// The norm of many tiny tensors (more chunks than the last block has threads, so its final
+/// loop strides) against the f64 reference, bit-identical on repeat; an empty table is 0.
+#[test]
+fn grad_norm_of_many_tensors() {
+    let Some(gpu) = Gpu::for_tests("optim_grad_norm_many") else {
+        return;
+    };
+    let mut rng = StdRng::seed_from_u64(300);
+    let lens: Vec<usize> = (0..300).map(|k| 1 + k % 5).collect();
+    let mut params: Vec<GpuBuffer<f32>> = lens.iter().map(|&l| up(&gpu, &vec![0.5; l])).collect();
+    let grads: Vec<Vec<f32>> = lens
+        .iter()
+        .map(|&l| random_vec(&mut rng, l, -3.0, 3.0))
+        .collect();
+    let dgrads: Vec<GpuBuffer<f32>> = grads.iter().map(|g| up(&gpu, g)).collect();
+    let mut table = MultiTensor::new(&gpu).unwrap();
+    let hp = SgdHyper {
+        lr: 0.1,
+        momentum: 0.0,
+        dampening: 0.0,
+        nesterov: false,
+        weight_decay: 0.0,
+    };
+    table.begin(MultiOptim::Sgd(hp)).unwrap();
+    assert_eq!(table.grad_sq_norm(&gpu).unwrap(), 0.0, "empty table");
+    for (k, p) in params.iter_mut().enumerate() {
+        let t = TensorAddrs {
+            param: p.device_address_mut(),
+            grad: dgrads[k].device_address(),
+            state: [0, 0],
+            len: lens[k],
+        };
+        let seg = SgdSegment {
+            decay: false,
+            has_momentum: false,
+        };
+        // SAFETY: distinct live buffers of lens[k] elements that outlive the launches.
+        unsafe { table.push_sgd(t, seg) }.unwrap();
+    }
+    assert_eq!(table.len(), 300);
+    let want: f64 = grads.iter().flatten().map(|&g| g as f64 * g as f64).sum();
+    let got = table.grad_sq_norm(&gpu).unwrap();
+    assert!((got - want).abs() <= 1e-12 * want, "{got} vs {want}");
+    for _ in 0..2 {
+        assert_eq!(table.grad_sq_norm(&gpu).unwrap().to_bits(), got.to_bits());
+    }
+    // Plain SGD with a clip factor: p - lr * (g * c) per element, in f32.
+    table.step(&gpu, 0.5).unwrap();
+    for (k, p) in params.iter().enumerate() {
+        let want: Vec<f32> = grads[k].iter().map(|&g| 0.5 + -0.1 * (g * 0.5)).collect();
+        assert_bits(&gpu.download(p).unwrap(), &want, &format!("tensor {k}"));
+    }
+}
+
 #[test]
 fn optim_rejects_bad_input() {
     let Some(gpu) = Gpu::for_tests("optim_rejects_bad_input") else {
         return;
     };
-    let e = FlatSegments::new(&gpu, &[]).unwrap_err();
-    assert!(e.to_string().contains("empty"), "{e}");
-    let e = FlatSegments::new(&gpu, &[3, 3]).unwrap_err();
-    assert!(e.to_string().contains("segment_ends[1]"), "{e}");
-    let e = FlatSegments::from_lens(&gpu, &[2, 0]).unwrap_err();
-    assert!(e.to_string().contains("segment_ends[1]"), "{e}");
-
-    let layout = FlatSegments::from_lens(&gpu, &[2, 3]).unwrap();
-    assert_eq!((layout.len(), layout.num_segments()), (5, 2));
     let mut p = up(&gpu, &[1.0f32; 5]);
     let g = up(&gpu, &[1.0f32; 5]);
     let mut m = up(&gpu, &[0.0f32; 5]);
-    let mut short = up(&gpu, &[0.0f32; 4]);
-    let seg = SgdSegment {
-        active: true,
-        decay: true,
-        has_momentum: false,
-    };
+    let mut v = up(&gpu, &[0.0f32; 5]);
     let hp = SgdHyper {
         lr: 0.1,
         momentum: 0.9,
@@ -508,28 +633,6 @@ fn optim_rejects_bad_input() {
         nesterov: false,
         weight_decay: 0.0,
     };
-    let e = sgd_step(&gpu, &hp, &layout, &[seg; 2], &mut short, &g, Some(&mut m)).unwrap_err();
-    assert!(e.to_string().contains("`params`"), "{e}");
-    let e = sgd_step(&gpu, &hp, &layout, &[seg; 2], &mut p, &g, Some(&mut short)).unwrap_err();
-    assert!(e.to_string().contains("`momentum`"), "{e}");
-    let e = sgd_step(&gpu, &hp, &layout, &[seg; 3], &mut p, &g, Some(&mut m)).unwrap_err();
-    assert!(e.to_string().contains("`segments`"), "{e}");
-    let e = sgd_step(&gpu, &hp, &layout, &[seg; 2], &mut p, &g, None).unwrap_err();
-    assert!(e.to_string().contains("needs a momentum buffer"), "{e}");
-    let bad = SgdHyper {
-        nesterov: true,
-        dampening: 0.1,
-        ..hp
-    };
-    let e = sgd_step(&gpu, &bad, &layout, &[seg; 2], &mut p, &g, Some(&mut m)).unwrap_err();
-    assert!(e.to_string().contains("Nesterov"), "{e}");
-    let bad = SgdHyper {
-        momentum: -0.5,
-        ..hp
-    };
-    let e = sgd_step(&gpu, &bad, &layout, &[seg; 2], &mut p, &g, Some(&mut m)).unwrap_err();
-    assert!(e.to_string().contains("momentum must be >= 0"), "{e}");
-
     let ahp = AdamWHyper {
         lr: 1e-3,
         beta1: 0.9,
@@ -537,51 +640,68 @@ fn optim_rejects_bad_input() {
         eps: 1e-8,
         weight_decay: 0.01,
     };
-    let mut v = up(&gpu, &[0.0f32; 5]);
+    let seg = SgdSegment {
+        decay: true,
+        has_momentum: false,
+    };
     let aseg = AdamWSegment {
-        active: true,
         decay: true,
         step: 1,
     };
-    let zero = AdamWSegment { step: 0, ..aseg };
-    let e = adamw_step(
-        &gpu,
-        &ahp,
-        &layout,
-        &[aseg, zero],
-        &mut p,
-        &g,
-        &mut m,
-        &mut v,
-    )
-    .unwrap_err();
-    assert!(e.to_string().contains("segments[1].step = 0"), "{e}");
-    let e = adamw_step(
-        &gpu, &ahp, &layout, &[aseg; 2], &mut p, &g, &mut m, &mut short,
-    )
-    .unwrap_err();
-    assert!(e.to_string().contains("`exp_avg_sq`"), "{e}");
-    let bad = AdamWHyper { beta2: 1.0, ..ahp };
-    let e = adamw_step(&gpu, &bad, &layout, &[aseg; 2], &mut p, &g, &mut m, &mut v).unwrap_err();
-    assert!(e.to_string().contains("betas"), "{e}");
-    // An inactive tensor needs no valid step count.
-    let idle = AdamWSegment {
-        active: false,
-        decay: false,
-        step: 0,
+    let t = TensorAddrs {
+        param: p.device_address_mut(),
+        grad: g.device_address(),
+        state: [m.device_address_mut(), v.device_address_mut()],
+        len: 5,
     };
-    adamw_step(
-        &gpu,
-        &ahp,
-        &layout,
-        &[idle, aseg],
-        &mut p,
-        &g,
-        &mut m,
-        &mut v,
-    )
-    .unwrap();
-    let p_host = gpu.download(&p).unwrap();
-    assert_eq!(&p_host[..2], &[1.0, 1.0]);
-    assert!(p_host[2..].iter().all(|&x| x < 1.0));
+    let mut table = MultiTensor::new(&gpu).unwrap();
+    let err = |r: Result<(), scalarize_kernels::KernelError>, want: &str| {
+        let e = r.unwrap_err().to_string();
+        assert!(e.contains(want), "expected `{want}` in: {e}");
+    };
+    // SAFETY (every push below): p, g, m and v are live 5-element buffers that outlive the
+    // launches; the rejected pushes launch nothing.
+    err(unsafe { table.push_sgd(t, seg) }, "not begun for SGD");
+    err(table.step(&gpu, 1.0), "no step begun");
+    let bad = SgdHyper {
+        nesterov: true,
+        dampening: 0.1,
+        ..hp
+    };
+    err(table.begin(MultiOptim::Sgd(bad)), "Nesterov");
+    let bad = SgdHyper {
+        momentum: -0.5,
+        ..hp
+    };
+    err(table.begin(MultiOptim::Sgd(bad)), "momentum must be >= 0");
+    let bad = AdamWHyper { beta2: 1.0, ..ahp };
+    err(table.begin(MultiOptim::AdamW(bad)), "betas");
+    table.begin(MultiOptim::Sgd(hp)).unwrap();
+    err(unsafe { table.push_adamw(t, aseg) }, "not begun for AdamW");
+    let no_state = TensorAddrs { state: [0, 0], ..t };
+    err(unsafe { table.push_sgd(no_state, seg) }, "state[0] address");
+    let odd = TensorAddrs {
+        grad: t.grad + 2,
+        ..t
+    };
+    err(unsafe { table.push_sgd(odd, seg) }, "grad address");
+    table.begin(MultiOptim::AdamW(ahp)).unwrap();
+    let zero = AdamWSegment { step: 0, ..aseg };
+    err(unsafe { table.push_adamw(t, zero) }, "step = 0");
+    let half = TensorAddrs {
+        state: [t.state[0], 0],
+        ..t
+    };
+    err(unsafe { table.push_adamw(half, aseg) }, "state[1] address");
+    // Nothing was pushed by the failed calls; a length-0 tensor adds no row.
+    let empty = TensorAddrs { len: 0, ..no_state };
+    unsafe { table.push_adamw(empty, aseg) }.unwrap();
+    assert!(table.is_empty());
+    unsafe { table.push_adamw(t, aseg) }.unwrap();
+    assert_eq!(table.len(), 1);
+    err(table.step(&gpu, f32::NAN), "grad_scale must be finite");
+    table.step(&gpu, 1.0).unwrap();
+    assert!(gpu.download(&p).unwrap().iter().all(|&x| x < 1.0));
+    // A step ends the table: its addresses are never launched again.
+    err(table.step(&gpu, 1.0), "no step begun");
 }

@@ -327,3 +327,82 @@ fn step_flat_device_rejects_bad_inputs() {
     assert!(e.contains("GPU"), "{e}");
     assert_eq!(dev.store().flat_values(), before, "nothing changed");
 }
+
+/// `Model::step` on the device with clipping takes the CPU's clipped step bit for bit: the
+/// device gradients, read back, drive the host rule (`clip_grad_norm`, then
+/// `Optimizer::update` per parameter that has a gradient). The first step's loss uses head 0
+/// only, so head 1 has no gradient and must be skipped (no decay, no state).
+#[test]
+fn clipped_device_step_equals_the_clipped_cpu_step() {
+    let Some(gpu) = Gpu::for_tests("model_clipped_device_step") else {
+        return;
+    };
+    let configs = [
+        OptimizerConfig::Sgd(SgdConfig {
+            momentum: 0.9,
+            nesterov: true,
+            weight_decay: 5e-4,
+            ..Default::default()
+        }),
+        OptimizerConfig::AdamW(AdamWConfig::default()),
+    ];
+    let spec = &specs(&gpu)[1];
+    for config in configs {
+        let (mut cpu, mut dev) = pair(spec, &gpu);
+        let r = cpu.spec().resolution;
+        let (x, labels) = batch(4, r, 14);
+        let xd = x.to_gpu(&gpu).unwrap();
+        let (mut oc, mut od) = (
+            Optimizer::new(config, true).unwrap(),
+            Optimizer::new(config, true).unwrap(),
+        );
+        let max_norm = 0.5f32;
+        for step in 0..2 {
+            let what = format!("{config:?} step {step}");
+            let out = dev.forward(&xd, &Routing::AllHeads).unwrap();
+            let heads = if step == 0 { 1 } else { 2 };
+            let losses: Vec<Tensor> = out.outputs[..heads]
+                .iter()
+                .zip(&labels)
+                .map(|(o, l)| {
+                    let h = &dev.heads().0[o.head];
+                    head_loss(h, &o.output, &Target::Classes(l.clone())).unwrap()
+                })
+                .collect();
+            let loss = weighted_sum(&losses, &vec![1.0; heads]).unwrap();
+            let gd = loss.backward().unwrap();
+            drop((out, losses, loss));
+            // The host rule on the same gradients.
+            let mut present: Vec<(String, Vec<f32>)> = dev
+                .store()
+                .trainable()
+                .filter_map(|e| {
+                    let g = dev.store().grad(&gd, e.name()).unwrap()?;
+                    Some((e.name().to_string(), g.to_vec()))
+                })
+                .collect();
+            let n_trainable = dev.store().trainable().count();
+            assert_eq!(
+                present.len() < n_trainable,
+                step == 0,
+                "{what}: head 1 has no gradient on the first step only"
+            );
+            let mut views: Vec<&mut [f32]> = present.iter_mut().map(|(_, g)| &mut g[..]).collect();
+            let want = scalarize_nn::optim::clip_grad_norm(&mut views, max_norm).unwrap();
+            assert!(want > max_norm, "{what}: the clip must act (norm {want})");
+            for (name, g) in &present {
+                let kind = cpu.kind_of(name).unwrap();
+                let v = cpu.store_mut().values_mut(name).unwrap();
+                oc.update(name, kind, v, g, 0.05).unwrap();
+            }
+            let norm = dev.step(&mut od, &gd, 0.05, Some(max_norm)).unwrap();
+            assert_eq!(norm, want, "{what}: norm");
+            bits(
+                &dev.store().flat_values(),
+                &cpu.store().flat_values(),
+                &format!("{what}: parameters"),
+            );
+            same_state(&od, &oc, &what);
+        }
+    }
+}

@@ -80,6 +80,20 @@ impl<T: DeviceElem> GpuBuffer<T> {
         }
     }
 
+    /// The device address of element 0, for tables of pointers a kernel reads from device
+    /// memory (multi-tensor launches); for a buffer a kernel only reads. On the emulator it is
+    /// the host address of the data, which emulated kernels dereference. Valid while the
+    /// buffer lives: whoever puts it in a table must keep the buffer until the launch is queued.
+    pub fn device_address(&self) -> u64 {
+        self.address()
+    }
+
+    /// [`GpuBuffer::device_address`] for a buffer a kernel writes (on a GPU it orders the write
+    /// after the buffer's pending work, as [`GpuBuffer::arg_mut`] does).
+    pub fn device_address_mut(&mut self) -> u64 {
+        self.address_mut()
+    }
+
     /// The buffer as a kernel argument the kernel only reads.
     pub fn arg(&self) -> Arg<'_> {
         Arg::ptr(self.address())

@@ -1,27 +1,34 @@
-//! CUDA fused optimizer updates (SGD with momentum, AdamW) (kernels/optim.cu): one launch
-//! updates every parameter of a model held in flat device buffers.
+//! CUDA multi-tensor optimizer kernels (kernels/optim.cu): the global gradient norm and the
+//! SGD-momentum / AdamW updates of every parameter tensor of a model, one launch each, through
+//! a table of per-tensor device addresses (PyTorch's `multi_tensor_apply`).
 //!
 //! There is no CPU twin in this crate: the rules are those of `crates/nn/src/optim/{sgd,adamw}.rs`
 //! (PyTorch semantics), which this crate cannot depend on, so the hyperparameters come as plain
 //! structs ([`SgdHyper`], [`AdamWHyper`]) and the per-tensor state the CPU optimizer keeps in its
-//! maps (gradient present this step, weight decay, momentum buffer created, AdamW step count)
-//! comes per segment ([`SgdSegment`], [`AdamWSegment`]). The host computes the per-segment
-//! coefficients with the CPU code's own expressions (bias corrections in f64), and the kernels
-//! use non-contracting round-to-nearest arithmetic in the CPU's order, so a step matches the CPU
-//! optimizer bit for bit.
+//! maps (weight decay, momentum buffer created, AdamW step count) comes per tensor
+//! ([`SgdSegment`], [`AdamWSegment`]). The host computes the per-tensor coefficients with the
+//! CPU code's own expressions (bias corrections in f64), and the kernels use non-contracting
+//! round-to-nearest arithmetic in the CPU's order, so a step matches the CPU optimizer bit for
+//! bit.
+//!
+//! A step with [`MultiTensor`]: [`MultiTensor::begin`] with the hyperparameters, one
+//! `push_*` per tensor that has a gradient, then optionally [`MultiTensor::grad_sq_norm`] (one
+//! launch, one 8-byte read-back) and [`MultiTensor::step`] with the clip factor (one launch).
+//! The table goes to the device once per step, into a buffer reused across steps.
 
 use cudarc::driver::LaunchConfig;
 
 use super::buffer::{Arg, GpuBuffer};
 use super::gpu::Gpu;
 use super::sources::OPTIM;
-use crate::cpu::grad_gram::check_segments;
-use crate::error::{KernelError, Result, check_len};
+use crate::error::{KernelError, Result};
 
 /// Threads per block (OPT_THREADS in kernels/optim.cu).
 const THREADS: u32 = 256;
-/// Flat elements per block (OPT_CHUNK in kernels/optim.cu).
+/// Elements per block (OPT_CHUNK in kernels/optim.cu).
 const CHUNK: usize = 256 * 8;
+/// u64 words per table row (sizeof(OptEntry) / 8 in kernels/optim.cu).
+const ROW: usize = 8;
 
 /// Hyperparameters of `torch.optim.SGD` for one step (mirrors `scalarize_nn::optim::SgdConfig`
 /// plus the scheduled learning rate).
@@ -55,12 +62,19 @@ pub struct AdamWHyper {
     pub weight_decay: f32,
 }
 
-/// What the SGD step does to one parameter tensor (segment).
+/// The optimizer of a multi-tensor step.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum MultiOptim {
+    /// SGD with momentum.
+    Sgd(SgdHyper),
+    /// AdamW.
+    AdamW(AdamWHyper),
+}
+
+/// What the SGD step does to one tensor that has a gradient (a tensor without one gets no row
+/// and is left untouched, as PyTorch does for a parameter whose `.grad` is None).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SgdSegment {
-    /// The tensor has a gradient this step; when false it is left untouched (no decay, no
-    /// momentum step), as PyTorch does for a parameter whose `.grad` is None.
-    pub active: bool,
     /// Weight decay applies to this tensor.
     pub decay: bool,
     /// The momentum buffer already holds a value; when false the step initialises it with the
@@ -68,90 +82,326 @@ pub struct SgdSegment {
     pub has_momentum: bool,
 }
 
-/// What the AdamW step does to one parameter tensor (segment).
+/// What the AdamW step does to one tensor that has a gradient.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AdamWSegment {
-    /// The tensor has a gradient this step; when false it is left untouched.
-    pub active: bool,
     /// Weight decay applies to this tensor.
     pub decay: bool,
-    /// The tensor's step count including this update (1 on its first update); ignored when
-    /// inactive.
+    /// The tensor's step count including this update (1 on its first update).
     pub step: u64,
 }
 
-/// The tensor layout of a flat parameter buffer, with its segment table on the device; build it
-/// once per model and reuse it every step.
-#[derive(Debug)]
-pub struct FlatSegments {
-    ends: Vec<usize>,
-    d_ends: GpuBuffer<i64>,
+/// Device addresses of one tensor's buffers (from [`GpuBuffer::device_address`] /
+/// [`GpuBuffer::device_address_mut`], plus `4 * offset` for a gradient inside a flat buffer).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TensorAddrs {
+    /// The parameter values (read and written).
+    pub param: u64,
+    /// The gradient or update direction (read).
+    pub grad: u64,
+    /// Optimizer state (read and written): SGD `[momentum, 0]` (`[0, 0]` when momentum is 0),
+    /// AdamW `[exp_avg, exp_avg_sq]`.
+    pub state: [u64; 2],
+    /// Elements of each buffer from its address.
+    pub len: usize,
 }
 
-impl FlatSegments {
-    /// Segments with cumulative ends `segment_ends` (strictly increasing, one per tensor; the
-    /// last is the total element count).
-    pub fn new(gpu: &Gpu, segment_ends: &[usize]) -> Result<Self> {
-        const OP: &str = "cuda::FlatSegments::new";
-        let Some(&n) = segment_ends.last() else {
-            return Err(KernelError::new(
-                OP,
-                "segment_ends is empty, expected at least one segment",
-            ));
-        };
-        check_segments(OP, n, segment_ends)?;
-        i32::try_from(segment_ends.len())
-            .map_err(|_| KernelError::new(OP, "more than i32::MAX segments"))?;
-        let ends64: Vec<i64> = segment_ends.iter().map(|&e| e as i64).collect();
+/// A step's table of tensors and the device buffers it reuses from step to step (table,
+/// norm partials, ticket counter). Keep one per model and device handle.
+#[derive(Debug)]
+pub struct MultiTensor {
+    optim: Option<MultiOptim>,
+    /// Host rows, ROW words each (the layout of OptEntry).
+    rows: Vec<u64>,
+    /// Chunks (blocks) of the rows so far.
+    chunks: usize,
+    /// Whether `table` holds `rows`.
+    uploaded: bool,
+    table: Option<GpuBuffer<u64>>,
+    partials: Option<GpuBuffer<f64>>,
+    /// Blocks of the norm launch that finished; 0 between launches (the last block resets it).
+    counter: GpuBuffer<u32>,
+    sum: GpuBuffer<f64>,
+}
+
+impl MultiTensor {
+    /// An empty table for launches on `gpu`'s device.
+    pub fn new(gpu: &Gpu) -> Result<Self> {
         Ok(Self {
-            ends: segment_ends.to_vec(),
-            d_ends: gpu.upload(&ends64)?,
+            optim: None,
+            rows: Vec::new(),
+            chunks: 0,
+            uploaded: false,
+            table: None,
+            partials: None,
+            counter: gpu.zeros::<u32>(1)?,
+            sum: gpu.zeros::<f64>(1)?,
         })
     }
 
-    /// Segments of the given (non-zero) lengths, in order.
-    pub fn from_lens(gpu: &Gpu, lens: &[usize]) -> Result<Self> {
-        let mut ends = Vec::with_capacity(lens.len());
-        let mut acc = 0usize;
-        for &l in lens {
-            acc = acc.checked_add(l).ok_or_else(|| {
-                KernelError::new("cuda::FlatSegments::from_lens", "total length overflows")
-            })?;
-            ends.push(acc);
+    /// Starts a step with `optim` (validated like the CPU optimizer's config): forgets the rows
+    /// of the previous step, keeps the device buffers.
+    pub fn begin(&mut self, optim: MultiOptim) -> Result<()> {
+        const OP: &str = "cuda::MultiTensor::begin";
+        match &optim {
+            MultiOptim::Sgd(hp) => check_sgd(OP, hp)?,
+            MultiOptim::AdamW(hp) => check_adamw(OP, hp)?,
         }
-        Self::new(gpu, &ends)
+        self.optim = Some(optim);
+        self.rows.clear();
+        self.chunks = 0;
+        self.uploaded = false;
+        Ok(())
     }
 
-    /// Total number of elements.
+    /// Number of tensors in the table.
     pub fn len(&self) -> usize {
-        *self.ends.last().expect("at least one segment")
+        self.rows.len() / ROW
     }
 
-    /// Always false: every segment holds at least one element.
+    /// True when no tensor has been pushed since [`MultiTensor::begin`].
     pub fn is_empty(&self) -> bool {
-        false
+        self.rows.is_empty()
     }
 
-    /// Number of segments (tensors).
-    pub fn num_segments(&self) -> usize {
-        self.ends.len()
+    /// Adds a tensor to an SGD step (after `begin(MultiOptim::Sgd(..))`). A tensor of length 0
+    /// adds nothing.
+    ///
+    /// # Safety
+    /// See [`MultiTensor::push_adamw`].
+    pub unsafe fn push_sgd(&mut self, t: TensorAddrs, seg: SgdSegment) -> Result<()> {
+        const OP: &str = "cuda::MultiTensor::push_sgd";
+        let Some(MultiOptim::Sgd(hp)) = self.optim else {
+            return Err(KernelError::new(
+                OP,
+                "the table was not begun for SGD (call begin(MultiOptim::Sgd(..)) first)",
+            ));
+        };
+        let uses_momentum = hp.momentum != 0.0;
+        check_addrs(OP, &t, [uses_momentum, false])?;
+        let wd = if seg.decay { hp.weight_decay } else { 0.0 };
+        let first = if seg.has_momentum { 0.0 } else { 1.0 };
+        self.push_row(&t, [wd, first, 0.0, 0.0])
     }
 
-    /// Cumulative segment ends.
-    pub fn ends(&self) -> &[usize] {
-        &self.ends
+    /// Adds a tensor to an AdamW step (after `begin(MultiOptim::AdamW(..))`). A tensor of
+    /// length 0 adds nothing.
+    ///
+    /// # Safety
+    /// Every address of `t` the optimizer uses (param, grad and the states it keeps) points to
+    /// at least `t.len` f32 inside one live allocation of the device whose [`Gpu`] handle runs
+    /// this table (the emulator: an emulated allocation), and stays allocated until the
+    /// launches of this step are queued: the kernels run on that handle's stream, in order,
+    /// and buffers dropped after the launch are freed in stream order after it (the emulator
+    /// runs launches synchronously). The param and state ranges of the rows do not overlap
+    /// each other or any grad range: the kernels write them without synchronisation.
+    pub unsafe fn push_adamw(&mut self, t: TensorAddrs, seg: AdamWSegment) -> Result<()> {
+        const OP: &str = "cuda::MultiTensor::push_adamw";
+        let Some(MultiOptim::AdamW(hp)) = self.optim else {
+            return Err(KernelError::new(
+                OP,
+                "the table was not begun for AdamW (call begin(MultiOptim::AdamW(..)) first)",
+            ));
+        };
+        check_addrs(OP, &t, [true, true])?;
+        if seg.step == 0 {
+            return Err(KernelError::new(
+                OP,
+                "step = 0, expected the count including this update (>= 1)",
+            ));
+        }
+        // The expressions of AdamWConfig::update, in the same precisions.
+        let (b1, b2, t_f) = (hp.beta1 as f64, hp.beta2 as f64, seg.step as f64);
+        let keep = if seg.decay && hp.weight_decay != 0.0 {
+            (1.0 - hp.lr as f64 * hp.weight_decay as f64) as f32
+        } else {
+            1.0
+        };
+        let bias1 = 1.0 - b1.powf(t_f);
+        let bias2_sqrt = (1.0 - b2.powf(t_f)).sqrt() as f32;
+        let step_size = (hp.lr as f64 / bias1) as f32;
+        self.push_row(&t, [keep, step_size, bias2_sqrt, 0.0])
+    }
+
+    fn push_row(&mut self, t: &TensorAddrs, c: [f32; 4]) -> Result<()> {
+        const OP: &str = "cuda::MultiTensor::push";
+        if t.len == 0 {
+            return Ok(());
+        }
+        if self.len() >= i32::MAX as usize {
+            return Err(KernelError::new(OP, "more than i32::MAX tensors"));
+        }
+        let chunks = self
+            .chunks
+            .checked_add(t.len.div_ceil(CHUNK))
+            .filter(|&c| c <= i32::MAX as usize)
+            .ok_or_else(|| KernelError::new(OP, "the tensors need more than 2^31 - 1 blocks"))?;
+        let pack = |a: f32, b: f32| u64::from(a.to_bits()) | (u64::from(b.to_bits()) << 32);
+        self.rows.extend([
+            t.param,
+            t.grad,
+            t.state[0],
+            t.state[1],
+            t.len as u64,
+            self.chunks as u64,
+            pack(c[0], c[1]),
+            pack(c[2], c[3]),
+        ]);
+        self.chunks = chunks;
+        self.uploaded = false;
+        Ok(())
+    }
+
+    /// Copies the rows to the device table (one host-to-device copy), padded to the buffer's
+    /// capacity with rows no block selects (len 0, first chunk past the last block).
+    fn upload(&mut self, gpu: &Gpu) -> Result<()> {
+        if self.uploaded {
+            return Ok(());
+        }
+        let n = self.rows.len();
+        match &mut self.table {
+            Some(t) if t.len() >= n => {
+                let pad = [0, 0, 0, 0, 0, self.chunks as u64, 0, 0];
+                while self.rows.len() < t.len() {
+                    self.rows.extend(pad);
+                }
+                let r = gpu.write(&self.rows, t);
+                self.rows.truncate(n);
+                r?;
+            }
+            _ => self.table = Some(gpu.upload(&self.rows)?),
+        }
+        self.uploaded = true;
+        Ok(())
+    }
+
+    fn table_args(&self) -> (Arg<'_>, Arg<'_>) {
+        let table = self.table.as_ref().expect("uploaded before every launch");
+        (table.arg(), Arg::i32(self.len() as i32))
+    }
+
+    /// Σ g² over the gradients of every row in f64 (deterministic), in one launch and one
+    /// read-back of 8 bytes (so it waits for the work queued before). 0 for an empty table.
+    pub fn grad_sq_norm(&mut self, gpu: &Gpu) -> Result<f64> {
+        if self.is_empty() {
+            return Ok(0.0);
+        }
+        self.upload(gpu)?;
+        if self.partials.as_ref().is_none_or(|p| p.len() < self.chunks) {
+            // Every block writes its partial before the last block reads them.
+            self.partials = Some(gpu.alloc::<f64>(self.chunks)?);
+        }
+        let table = self.table.as_ref().expect("uploaded above");
+        let partials = self.partials.as_mut().expect("allocated above");
+        gpu.launch(
+            &OPTIM,
+            "optim_grad_sq_norm",
+            launch_cfg(self.chunks),
+            &[
+                table.arg(),
+                Arg::i32((self.rows.len() / ROW) as i32),
+                partials.arg_mut(),
+                self.counter.arg_mut(),
+                self.sum.arg_mut(),
+            ],
+        )?;
+        Ok(gpu.download(&self.sum)?[0])
+    }
+
+    /// The update of every row in one launch, each gradient element multiplied by
+    /// `grad_scale` (the clip factor; 1 when not clipping) as it is read. Ends the step: the
+    /// rows are forgotten, the next step starts with [`MultiTensor::begin`]. Does not
+    /// synchronise.
+    pub fn step(&mut self, gpu: &Gpu, grad_scale: f32) -> Result<()> {
+        const OP: &str = "cuda::MultiTensor::step";
+        let Some(optim) = self.optim else {
+            return Err(KernelError::new(OP, "no step begun (call begin first)"));
+        };
+        if !grad_scale.is_finite() {
+            return Err(KernelError::new(
+                OP,
+                format!("grad_scale must be finite, got {grad_scale}"),
+            ));
+        }
+        if !self.is_empty() {
+            self.upload(gpu)?;
+            let (table, l) = self.table_args();
+            let gs = Arg::f32(grad_scale);
+            let cfg = launch_cfg(self.chunks);
+            match optim {
+                MultiOptim::Sgd(hp) => gpu.launch(
+                    &OPTIM,
+                    "optim_sgd",
+                    cfg,
+                    &[
+                        table,
+                        l,
+                        gs,
+                        Arg::f32(hp.lr),
+                        Arg::f32(hp.momentum),
+                        // Same f32 expression as SgdConfig::update.
+                        Arg::f32(1.0 - hp.dampening),
+                        Arg::i32(i32::from(hp.nesterov)),
+                    ],
+                )?,
+                MultiOptim::AdamW(hp) => gpu.launch(
+                    &OPTIM,
+                    "optim_adamw",
+                    cfg,
+                    &[
+                        table,
+                        l,
+                        gs,
+                        Arg::f32(hp.beta2),
+                        Arg::f32(1.0 - hp.beta1),
+                        Arg::f32(1.0 - hp.beta2),
+                        Arg::f32(hp.eps),
+                    ],
+                )?,
+            }
+        }
+        // The addresses may dangle once the caller's borrows end: never launch them again.
+        self.optim = None;
+        self.rows.clear();
+        self.chunks = 0;
+        self.uploaded = false;
+        Ok(())
     }
 }
 
-/// One block per CHUNK flat elements.
-fn launch_cfg(op: &'static str, n: usize) -> Result<LaunchConfig> {
-    let blocks = u32::try_from(n.div_ceil(CHUNK))
-        .map_err(|_| KernelError::new(op, format!("{n} elements need too many blocks")))?;
-    Ok(LaunchConfig {
-        grid_dim: (blocks, 1, 1),
+/// Non-null, f32-aligned addresses for the buffers the optimizer uses (`states[k]`: whether
+/// state k is used); a tensor of length 0 needs none.
+fn check_addrs(op: &'static str, t: &TensorAddrs, states: [bool; 2]) -> Result<()> {
+    if t.len == 0 {
+        return Ok(());
+    }
+    let check = |name: &str, a: u64| {
+        if a == 0 || !a.is_multiple_of(4) {
+            Err(KernelError::new(
+                op,
+                format!("{name} address {a:#x} is null or not f32-aligned"),
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    check("param", t.param)?;
+    check("grad", t.grad)?;
+    for (k, used) in states.into_iter().enumerate() {
+        if used {
+            check(&format!("state[{k}]"), t.state[k])?;
+        }
+    }
+    Ok(())
+}
+
+/// One block per CHUNK elements (`blocks` is at most i32::MAX, checked when pushing).
+fn launch_cfg(blocks: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (blocks as u32, 1, 1),
         block_dim: (THREADS, 1, 1),
         shared_mem_bytes: 0,
-    })
+    }
 }
 
 /// Same checks as `SgdConfig::validate` in crates/nn (PyTorch's constraints), plus the rate.
@@ -205,139 +455,4 @@ fn check_adamw(op: &'static str, hp: &AdamWHyper) -> Result<()> {
         ));
     }
     Ok(())
-}
-
-/// One SGD step (`torch.optim.SGD`) of every tensor of the flat `params` in one launch, with
-/// the flat gradient `grads` and momentum buffer `momentum` (same layout; may be None only when
-/// `hp.momentum == 0`). `segments[k]` says what happens to tensor k. The caller records the
-/// momentum buffers created by this step (`has_momentum` becomes true for active tensors).
-/// Does not synchronise.
-pub fn sgd_step(
-    gpu: &Gpu,
-    hp: &SgdHyper,
-    layout: &FlatSegments,
-    segments: &[SgdSegment],
-    params: &mut GpuBuffer<f32>,
-    grads: &GpuBuffer<f32>,
-    momentum: Option<&mut GpuBuffer<f32>>,
-) -> Result<()> {
-    const OP: &str = "cuda::sgd_step";
-    check_sgd(OP, hp)?;
-    let n = layout.len();
-    check_len(OP, "params", params.len(), n)?;
-    check_len(OP, "grads", grads.len(), n)?;
-    check_len(OP, "segments", segments.len(), layout.num_segments())?;
-    match &momentum {
-        Some(m) => check_len(OP, "momentum", m.len(), n)?,
-        None if hp.momentum != 0.0 => {
-            return Err(KernelError::new(
-                OP,
-                format!(
-                    "momentum = {} needs a momentum buffer, got None",
-                    hp.momentum
-                ),
-            ));
-        }
-        None => {}
-    }
-    let mut coef = Vec::with_capacity(segments.len() * 2);
-    for s in segments {
-        let mode = match (s.active, s.has_momentum) {
-            (false, _) => 0.0f32,
-            (true, false) => 1.0,
-            (true, true) => 2.0,
-        };
-        coef.push(mode);
-        coef.push(if s.decay { hp.weight_decay } else { 0.0 });
-    }
-    let d_coef = gpu.upload(&coef)?;
-    gpu.launch(
-        &OPTIM,
-        "optim_sgd",
-        launch_cfg(OP, n)?,
-        &[
-            params.arg_mut(),
-            grads.arg(),
-            momentum.map_or_else(Arg::null, GpuBuffer::arg_mut),
-            layout.d_ends.arg(),
-            d_coef.arg(),
-            Arg::i32(layout.num_segments() as i32),
-            Arg::i64(n as i64),
-            Arg::f32(hp.lr),
-            Arg::f32(hp.momentum),
-            // Same f32 expression as SgdConfig::update.
-            Arg::f32(1.0 - hp.dampening),
-            Arg::i32(i32::from(hp.nesterov)),
-        ],
-    )
-}
-
-/// One AdamW step (`torch.optim.AdamW`, no amsgrad) of every tensor of the flat `params` in one
-/// launch, with the flat gradient `grads` and moments `exp_avg`, `exp_avg_sq` (same layout;
-/// zeros before a tensor's first step). `segments[k]` says what happens to tensor k, including
-/// its own step count. Does not synchronise.
-#[allow(clippy::too_many_arguments)]
-pub fn adamw_step(
-    gpu: &Gpu,
-    hp: &AdamWHyper,
-    layout: &FlatSegments,
-    segments: &[AdamWSegment],
-    params: &mut GpuBuffer<f32>,
-    grads: &GpuBuffer<f32>,
-    exp_avg: &mut GpuBuffer<f32>,
-    exp_avg_sq: &mut GpuBuffer<f32>,
-) -> Result<()> {
-    const OP: &str = "cuda::adamw_step";
-    check_adamw(OP, hp)?;
-    let n = layout.len();
-    check_len(OP, "params", params.len(), n)?;
-    check_len(OP, "grads", grads.len(), n)?;
-    check_len(OP, "exp_avg", exp_avg.len(), n)?;
-    check_len(OP, "exp_avg_sq", exp_avg_sq.len(), n)?;
-    check_len(OP, "segments", segments.len(), layout.num_segments())?;
-    let (b1, b2) = (hp.beta1 as f64, hp.beta2 as f64);
-    let mut coef = Vec::with_capacity(segments.len() * 4);
-    for (k, s) in segments.iter().enumerate() {
-        if !s.active {
-            coef.extend([0.0f32, 1.0, 0.0, 1.0]);
-            continue;
-        }
-        if s.step == 0 {
-            return Err(KernelError::new(
-                OP,
-                format!("segments[{k}].step = 0, expected the count including this update (>= 1)"),
-            ));
-        }
-        // The expressions of AdamWConfig::update, in the same precisions.
-        let t = s.step as f64;
-        let keep = if s.decay && hp.weight_decay != 0.0 {
-            (1.0 - hp.lr as f64 * hp.weight_decay as f64) as f32
-        } else {
-            1.0
-        };
-        let bias1 = 1.0 - b1.powf(t);
-        let bias2_sqrt = (1.0 - b2.powf(t)).sqrt() as f32;
-        let step_size = (hp.lr as f64 / bias1) as f32;
-        coef.extend([1.0, keep, step_size, bias2_sqrt]);
-    }
-    let d_coef = gpu.upload(&coef)?;
-    gpu.launch(
-        &OPTIM,
-        "optim_adamw",
-        launch_cfg(OP, n)?,
-        &[
-            params.arg_mut(),
-            grads.arg(),
-            exp_avg.arg_mut(),
-            exp_avg_sq.arg_mut(),
-            layout.d_ends.arg(),
-            d_coef.arg(),
-            Arg::i32(layout.num_segments() as i32),
-            Arg::i64(n as i64),
-            Arg::f32(hp.beta2),
-            Arg::f32(1.0 - hp.beta1),
-            Arg::f32(1.0 - hp.beta2),
-            Arg::f32(hp.eps),
-        ],
-    )
 }

@@ -19,7 +19,7 @@ use crate::checkpoint::{LoadedCheckpoint, load_checkpoint, read_checkpoint_meta,
 use crate::error::{NnError, Result};
 use crate::init::init_values;
 use crate::layout::{InitOptions, Layout, ParamKind};
-use crate::optim::{Optimizer, clip_grad_norm};
+use crate::optim::{DeviceParam, Optimizer, clip_grad_norm};
 use crate::spec::{Family, HeadsSpec, ModelSpec};
 
 pub use routing::{Routing, Segment};
@@ -302,20 +302,17 @@ impl Model {
             .trainable()
             .map(|e| e.name().to_string())
             .collect();
-        let mut offset = 0;
         if matches!(self.device(), Device::Cuda(_)) {
-            // The combined direction comes from the host (the MTO methods' T x T algebra):
-            // each tensor's slice is uploaded and applied by the device optimizer.
-            for name in names {
-                let kind = self.kind_of(&name).unwrap_or(ParamKind::Weight);
-                let value = self.store.cuda_mut(&name)?;
-                let len = value.buf.len();
-                let g = value.gpu.upload(&flat[offset..offset + len])?;
-                opt.update_device(&name, kind, value, &g, lr)?;
-                offset += len;
-            }
+            // The combined direction comes from the host (the MTO methods' T x T algebra): one
+            // upload, then the device step (no norm needed: step_flat does not clip).
+            let Some(gpu) = self.gpu() else {
+                return Ok(());
+            };
+            let d = gpu.upload(flat)?;
+            self.step_flat_on_device(&gpu, opt, &d, lr, None, false)?;
             return Ok(());
         }
+        let mut offset = 0;
         for name in names {
             let kind = self.kind_of(&name).unwrap_or(ParamKind::Weight);
             let value = self.store.values_mut(&name)?;
@@ -356,39 +353,80 @@ impl Model {
                 ),
             ));
         }
+        let Some(gpu) = self.gpu() else {
+            if let Some(m) = max_grad_norm {
+                crate::optim::clip_coef(0.0, m)?;
+            }
+            return Ok(0.0);
+        };
+        let norm = self.step_flat_on_device(&gpu, opt, flat, lr, max_grad_norm, true)?;
+        Ok(norm.unwrap_or(0.0))
+    }
+
+    /// The handle of the model's device (that of its first trainable parameter), None for a
+    /// model without trainable parameters on the device.
+    fn gpu(&self) -> Option<Arc<Gpu>> {
+        let e = self.store.trainable().next()?;
+        e.tensor().cuda().map(|c| c.gpu.clone())
+    }
+
+    /// The device values of trainable parameter `name` (its address for the multi-tensor
+    /// table, its length), checked to be on the handle `gpu`.
+    fn device_value(&mut self, gpu: &Arc<Gpu>, name: &str) -> Result<(u64, usize)> {
+        let value = self.store.cuda_mut(name)?;
+        if !Arc::ptr_eq(&value.gpu, gpu) {
+            return Err(NnError::invalid(
+                "optimizer step",
+                format!("parameter `{name}` is on another device handle than the model's first"),
+            ));
+        }
+        Ok((value.buf.device_address_mut(), value.buf.len()))
+    }
+
+    /// The device step from a flat direction already on `gpu` (length checked by the caller).
+    fn step_flat_on_device(
+        &mut self,
+        gpu: &Arc<Gpu>,
+        opt: &mut Optimizer,
+        flat: &GpuBuffer<f32>,
+        lr: f32,
+        max_grad_norm: Option<f32>,
+        want_norm: bool,
+    ) -> Result<Option<f32>> {
         let names: Vec<String> = self
             .store
             .trainable()
             .map(|e| e.name().to_string())
             .collect();
-        let Some(first) = names.first() else {
-            return Ok(0.0);
-        };
-        let gpu = self.store.cuda_mut(first)?.gpu.clone();
-        let mut sq = gpu.alloc::<f64>(1)?;
-        scalarize_kernels::cuda::grad_gram_device(&gpu, flat, 1, expected, &[expected], &mut sq)?;
-        let norm = gpu.download(&sq)?[0].sqrt();
-        let mut scaled = None;
-        if let Some(m) = max_grad_norm {
-            let coef = crate::optim::clip_coef(norm, m)?;
-            if coef < 1.0 {
-                let mut s = gpu.alloc::<f32>(expected)?;
-                scalarize_kernels::cuda::elementwise::scale(&gpu, flat, coef, &mut s)?;
-                scaled = Some(s);
-            }
-        }
-        let dir = scaled.as_ref().unwrap_or(flat);
-        let mut offset = 0;
-        for name in names {
-            let kind = self.kind_of(&name).unwrap_or(ParamKind::Weight);
-            let value = self.store.cuda_mut(&name)?;
-            let len = value.buf.len();
-            let mut g = gpu.alloc::<f32>(len)?;
-            gpu.copy(dir, offset, &mut g, 0, len)?;
-            opt.update_device(&name, kind, value, &g, lr)?;
+        let base = flat.device_address();
+        let mut addrs = Vec::with_capacity(names.len());
+        let mut offset = 0usize;
+        for name in &names {
+            let (value, len) = self.device_value(gpu, name)?;
+            addrs.push((
+                value,
+                len,
+                base + (offset * std::mem::size_of::<f32>()) as u64,
+            ));
             offset += len;
         }
-        Ok(norm as f32)
+        let params: Vec<DeviceParam<'_>> = names
+            .iter()
+            .zip(addrs)
+            .map(|(name, (value, len, grad))| DeviceParam {
+                name,
+                kind: self.kind_of(name).unwrap_or(ParamKind::Weight),
+                value,
+                len,
+                grad,
+                grad_len: len,
+            })
+            .collect();
+        // SAFETY: each value address is that of a distinct parameter buffer of the store,
+        // uniquely owned (cuda_mut copies shared storage) and kept alive by `&mut self` until
+        // this call returns; each grad address is a slice of `flat` within its length
+        // (offsets sum to flat.len(), checked by the caller), borrowed for the call.
+        unsafe { opt.step_device(gpu, &params, lr, max_grad_norm, want_norm) }
     }
 
     /// Applies one optimizer update from backward's gradients, clipping the global gradient
@@ -464,7 +502,8 @@ impl Model {
         Ok(self.store.to_gpu(gpu)?)
     }
 
-    /// [`Model::step`] for a model on a GPU: device gradients, device norm, device updates.
+    /// [`Model::step`] for a model on a GPU: device gradients, one norm launch, one update
+    /// launch for all parameters (the optimizer's multi-tensor step).
     fn step_device(
         &mut self,
         opt: &mut Optimizer,
@@ -472,7 +511,7 @@ impl Model {
         lr: f32,
         max_grad_norm: Option<f32>,
     ) -> Result<f32> {
-        let mut present: Vec<(String, Tensor)> = self
+        let present: Vec<(String, Tensor)> = self
             .store
             .trainable()
             .filter_map(|e| {
@@ -481,50 +520,47 @@ impl Model {
                     .map(|g| (e.name().to_string(), g.clone()))
             })
             .collect();
-        // Σ‖g‖² in f64 with the Gram kernel (T = 1), one read of each gradient; the per-tensor
-        // sums are gathered on the device and read back once (one synchronisation per step).
-        let mut slots: Option<(Arc<Gpu>, scalarize_kernels::cuda::GpuBuffer<f64>)> = None;
-        for (i, (name, g)) in present.iter().enumerate() {
-            let c = g.cuda().ok_or_else(|| {
-                NnError::invalid(
-                    "optimizer step",
-                    format!("gradient of `{name}` is on {}", g.device()),
-                )
-            })?;
-            if slots.is_none() {
-                slots = Some((c.gpu.clone(), c.gpu.alloc::<f64>(present.len())?));
+        let Some(gpu) = self.gpu() else {
+            if let Some(m) = max_grad_norm {
+                crate::optim::clip_coef(0.0, m)?;
             }
-            let (_, all) = slots.as_mut().expect("set above");
-            let n = c.buf.len();
-            let mut one = c.gpu.alloc::<f64>(1)?;
-            scalarize_kernels::cuda::grad_gram_device(&c.gpu, &c.buf, 1, n, &[n], &mut one)?;
-            c.gpu.copy(&one, 0, all, i, 1)?;
-        }
-        let sq: f64 = match &slots {
-            Some((g, all)) => g.download(all)?.iter().sum(),
-            None => 0.0,
+            return Ok(0.0);
         };
-        let norm = sq.sqrt();
-        if let Some(m) = max_grad_norm {
-            let coef = crate::optim::clip_coef(norm, m)?;
-            if coef < 1.0 {
-                for (_, g) in &mut present {
-                    *g = g.scale(coef)?;
-                }
-            }
-        }
+        let mut addrs = Vec::with_capacity(present.len());
         for (name, g) in &present {
-            let kind = self.kind_of(name).unwrap_or(ParamKind::Weight);
-            let Some(c) = g.cuda() else {
-                return Err(NnError::invalid(
-                    "optimizer step",
-                    format!("gradient of `{name}` left the device"),
-                ));
-            };
-            let value = self.store.cuda_mut(name)?;
-            opt.update_device(name, kind, value, &c.buf, lr)?;
+            let c = g
+                .cuda()
+                .filter(|c| Arc::ptr_eq(&c.gpu, &gpu))
+                .ok_or_else(|| {
+                    NnError::invalid(
+                        "optimizer step",
+                        format!(
+                            "gradient of `{name}` is on {}, not the model's device handle",
+                            g.device()
+                        ),
+                    )
+                })?;
+            let (value, len) = self.device_value(&gpu, name)?;
+            addrs.push((value, len, c.buf.device_address(), c.buf.len()));
         }
-        Ok(norm as f32)
+        let params: Vec<DeviceParam<'_>> = present
+            .iter()
+            .zip(addrs)
+            .map(|((name, _), (value, len, grad, grad_len))| DeviceParam {
+                name,
+                kind: self.kind_of(name).unwrap_or(ParamKind::Weight),
+                value,
+                len,
+                grad,
+                grad_len,
+            })
+            .collect();
+        // SAFETY: each value address is that of a distinct parameter buffer of the store,
+        // uniquely owned (cuda_mut copies storage shared with a gradient or a graph) and kept
+        // alive by `&mut self` until this call returns; each grad address is a whole gradient
+        // buffer held by `present` for the call (lengths checked by the optimizer).
+        let norm = unsafe { opt.step_device(&gpu, &params, lr, max_grad_norm, true) }?;
+        Ok(norm.unwrap_or(0.0))
     }
 
     /// Saves parameters, BN statistics, optimizer state and `step` atomically.

@@ -4,6 +4,8 @@
 mod adamw;
 mod clip;
 mod device;
+
+pub(crate) use device::DeviceParam;
 mod schedule;
 mod sgd;
 
@@ -148,68 +150,77 @@ impl Optimizer {
         Ok(())
     }
 
-    /// Updates one parameter held in device memory with its device gradient (same rule as
-    /// [`Optimizer::update`]); the state of this parameter moves to the device.
-    pub fn update_device(
+    /// One update of every parameter in `params` (each with its device gradient, same rules
+    /// as [`Optimizer::update`]) in one multi-tensor launch on `gpu`, clipping the gradients'
+    /// global norm to `max_grad_norm` if given as [`clip_grad_norm`] does. Returns the norm
+    /// before clipping when it was computed (with clipping or `want_norm`; one launch and one
+    /// read-back). The state of these parameters moves to the device. Nothing changes on an
+    /// error found before the launch (bad lengths, a non-finite norm when clipping).
+    ///
+    /// # Safety
+    /// Every `value` and `grad` address of `params` points to `len` f32 inside one live
+    /// allocation of `gpu`'s device, allocated until this call returns (the launches are
+    /// queued on `gpu`'s stream before it returns, and buffers dropped later are freed in
+    /// stream order after them); no `value` range overlaps another `value` or any `grad`
+    /// range (the kernel writes them without synchronisation); names are distinct.
+    pub(crate) unsafe fn step_device(
         &mut self,
-        name: &str,
-        kind: ParamKind,
-        value: &mut scalarize_autograd::CudaStorage,
-        grad: &scalarize_kernels::cuda::GpuBuffer<f32>,
+        gpu: &std::sync::Arc<scalarize_kernels::cuda::Gpu>,
+        params: &[device::DeviceParam<'_>],
         lr: f32,
-    ) -> Result<()> {
-        check_update(name, kind, value.buf.len(), grad.len())?;
+        max_grad_norm: Option<f32>,
+        want_norm: bool,
+    ) -> Result<Option<f32>> {
+        for p in params {
+            check_update(p.name, p.kind, p.len, p.grad_len)?;
+            // The kernel writes the state through raw addresses: every held buffer (host or
+            // device) must have the parameter's length.
+            let (d, n) = (&self.device, p.name);
+            let lens: Vec<usize> = match self.config {
+                OptimizerConfig::Sgd(_) => {
+                    let host = self.momentum.get(n).map(Vec::len);
+                    host.into_iter()
+                        .chain(d.momentum.get(n).map(|b| b.len()))
+                        .collect()
+                }
+                OptimizerConfig::AdamW(_) => {
+                    let host = self
+                        .adamw
+                        .get(n)
+                        .map(|s| [s.exp_avg.len(), s.exp_avg_sq.len()]);
+                    let dev = d
+                        .adamw
+                        .get(n)
+                        .map(|s| [s.exp_avg.len(), s.exp_avg_sq.len()]);
+                    host.into_iter().chain(dev).flatten().collect()
+                }
+            };
+            if let Some(&have) = lens.iter().find(|&&l| l != p.len) {
+                return Err(state_len_err(p.name, have, p.len));
+            }
+        }
         if let Some(g) = &self.device.gpu
-            && !std::sync::Arc::ptr_eq(g, &value.gpu)
+            && !std::sync::Arc::ptr_eq(g, gpu)
             && !self.device.is_empty()
         {
             return Err(NnError::invalid(
-                format!("optimizer update of `{name}`"),
+                "optimizer step",
                 "the optimizer's device state belongs to another device handle; call to_host first",
             ));
         }
-        let decay = self.decays(kind);
-        let gpu = value.gpu.clone();
-        let named =
-            |e: NnError| NnError::invalid(format!("optimizer update of `{name}`"), e.to_string());
-        match self.config {
-            OptimizerConfig::Sgd(c) => {
-                let host = self.momentum.remove(name);
-                if let Some(b) = &host
-                    && b.len() != value.buf.len()
-                {
-                    return Err(state_len_err(name, b.len(), value.buf.len()));
-                }
-                let hp = scalarize_kernels::cuda::optim::SgdHyper {
-                    lr,
-                    momentum: c.momentum,
-                    dampening: c.dampening,
-                    nesterov: c.nesterov,
-                    weight_decay: c.weight_decay,
-                };
-                self.device
-                    .sgd(&gpu, name, hp, decay, host, &mut value.buf, grad)
-                    .map_err(named)
-            }
-            OptimizerConfig::AdamW(c) => {
-                let host = self.adamw.remove(name);
-                if let Some(h) = &host
-                    && h.exp_avg.len() != value.buf.len()
-                {
-                    return Err(state_len_err(name, h.exp_avg.len(), value.buf.len()));
-                }
-                let hp = scalarize_kernels::cuda::optim::AdamWHyper {
-                    lr,
-                    beta1: c.beta1,
-                    beta2: c.beta2,
-                    eps: c.eps,
-                    weight_decay: c.weight_decay,
-                };
-                self.device
-                    .adamw(&gpu, name, hp, decay, host, &mut value.buf, grad)
-                    .map_err(named)
-            }
-        }
+        let decays: Vec<bool> = params.iter().map(|p| self.decays(p.kind)).collect();
+        let inputs = device::StepInputs {
+            config: self.config,
+            params,
+            decays: &decays,
+            host_momentum: &mut self.momentum,
+            host_adamw: &mut self.adamw,
+            lr,
+            max_grad_norm,
+            want_norm,
+        };
+        // SAFETY: the caller's contract.
+        unsafe { self.device.step(gpu, inputs) }
     }
 
     /// The configuration.
