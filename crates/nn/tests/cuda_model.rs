@@ -249,7 +249,10 @@ fn bits(got: &[f32], want: &[f32], what: &str) {
 }
 
 /// `step_flat_device` with a device direction takes the same steps as `step_flat` on the CPU
-/// (bit for bit: the device optimizer uses the host's rounding), with and without clipping.
+/// (bit for bit: the device optimizer uses the host's rounding), with and without clipping,
+/// and so does `step_flat` with a host direction on a device model. After the first step
+/// (which creates the state), a device step moves one table to the device and reads 8 bytes
+/// back (the norm), whatever the number of parameters.
 #[test]
 fn step_flat_device_matches_step_flat_on_the_cpu() {
     let Some(gpu) = Gpu::for_tests("model_step_flat_device") else {
@@ -269,10 +272,9 @@ fn step_flat_device_matches_step_flat_on_the_cpu() {
         for clip in [None, Some(20.0f32)] {
             let what = format!("{config:?} clip {clip:?}");
             let (mut cpu, mut dev) = pair(spec, &gpu);
-            let (mut oc, mut od) = (
-                Optimizer::new(config, true).unwrap(),
-                Optimizer::new(config, true).unwrap(),
-            );
+            let (_, mut dev_host) = pair(spec, &gpu);
+            let new_opt = || Optimizer::new(config, true).unwrap();
+            let (mut oc, mut od, mut oh) = (new_opt(), new_opt(), new_opt());
             for (s, d) in directions(&cpu, 3, 40 + k as u64).iter().enumerate() {
                 let mut host = d.clone();
                 let want_norm = match clip {
@@ -286,15 +288,33 @@ fn step_flat_device_matches_step_flat_on_the_cpu() {
                 }
                 cpu.step_flat(&mut oc, &host, 0.05).unwrap();
                 let dd = gpu.upload(d).unwrap();
+                let before = gpu.transfer_stats();
                 let norm = dev.step_flat_device(&mut od, &dd, 0.05, clip).unwrap();
+                let moved = gpu.transfer_stats().since(&before);
                 assert_eq!(norm, want_norm, "{what}: norm at step {s}");
+                if s > 0 {
+                    assert_eq!(
+                        (moved.uploads, moved.downloads, moved.download_bytes),
+                        (1, 1, 8),
+                        "{what}: transfers of step {s}"
+                    );
+                }
+                if clip.is_none() {
+                    dev_host.step_flat(&mut oh, d, 0.05).unwrap();
+                }
             }
+            let want = cpu.store().flat_values();
             bits(
                 &dev.store().flat_values(),
-                &cpu.store().flat_values(),
+                &want,
                 &format!("{what}: parameters"),
             );
             same_state(&od, &oc, &what);
+            if clip.is_none() {
+                let w = format!("{what}: step_flat with a host direction");
+                bits(&dev_host.store().flat_values(), &want, &w);
+                same_state(&oh, &oc, &w);
+            }
         }
     }
 }
@@ -395,8 +415,18 @@ fn clipped_device_step_equals_the_clipped_cpu_step() {
                 let v = cpu.store_mut().values_mut(name).unwrap();
                 oc.update(name, kind, v, g, 0.05).unwrap();
             }
+            let before = gpu.transfer_stats();
             let norm = dev.step(&mut od, &gd, 0.05, Some(max_norm)).unwrap();
+            let moved = gpu.transfer_stats().since(&before);
             assert_eq!(norm, want, "{what}: norm");
+            if step > 0 {
+                // One table upload, one 8-byte norm read-back for all parameters.
+                assert_eq!(
+                    (moved.uploads, moved.downloads, moved.download_bytes),
+                    (1, 1, 8),
+                    "{what}: transfers"
+                );
+            }
             bits(
                 &dev.store().flat_values(),
                 &cpu.store().flat_values(),
