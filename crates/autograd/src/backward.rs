@@ -247,7 +247,18 @@ impl Tensor {
                 self.shape()
             )));
         }
-        let one = Tensor::from_parts(vec![1.0], self.shape().to_vec()).to_device_like(self)?;
+        let one = match self.cuda() {
+            // A device copy of the handle's constant 1 (uploaded once), not an upload per step.
+            Some(c) => {
+                let ones = c.gpu.constant("ones", &[1], || vec![1.0f32])?;
+                crate::gpu::tensor(
+                    &c.gpu,
+                    crate::gpu::copy(&c.gpu, &ones)?,
+                    self.shape().to_vec(),
+                )
+            }
+            None => Tensor::from_parts(vec![1.0], self.shape().to_vec()),
+        };
         Backward::new().root(self, &one).run()
     }
 

@@ -72,6 +72,20 @@ impl Tensor {
         Tensor::full(shape, 0.0)
     }
 
+    /// A tensor of `shape` filled with zeros on the device (and handle) of `like`: on a GPU
+    /// the zeros are set there, with no host copy to upload (e.g. in every training step).
+    pub fn zeros_like_device(shape: &[usize], like: &Tensor) -> Result<Tensor> {
+        let n = numel_of("tensor", shape)?;
+        match like.cuda() {
+            Some(c) => Ok(Tensor::from_cuda(
+                c.gpu.clone(),
+                c.gpu.zeros::<f32>(n)?,
+                shape.to_vec(),
+            )),
+            None => Tensor::zeros(shape),
+        }
+    }
+
     /// A tensor of `shape` filled with ones.
     pub fn ones(shape: &[usize]) -> Result<Tensor> {
         Tensor::full(shape, 1.0)

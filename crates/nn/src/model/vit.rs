@@ -51,9 +51,8 @@ pub fn vit_forward(store: &ParamStore, spec: &ModelSpec, x: &Tensor) -> Result<T
     let tokens = emb.reshape(&[n, d, l])?.permute(&[0, 2, 1])?;
     // Broadcast the class token over the batch: zeros [n, 1, d] + cls [1, 1, d].
     let token = p(store, "backbone.cls_token")?;
-    let cls = Tensor::zeros(&[n, 1, d])?
-        .to_device_like(&token)?
-        .add_bias(&token)?;
+    // The zeros are made on the token's device (no upload per step).
+    let cls = Tensor::zeros_like_device(&[n, 1, d], &token)?.add_bias(&token)?;
     let mut h = Tensor::concat(&[&cls, &tokens], 1)?.add_bias(&p(store, "backbone.pos_embed")?)?;
     for i in 0..depth {
         let pre = format!("backbone.blocks.{i}");
