@@ -1594,7 +1594,12 @@ mod avx512 {
             // is spread over the heads: the 16 rows are 16 streams for the hardware prefetcher.
             let x_lines = (x.len() * 4).div_ceil(64);
             let y_lines = (targets.len() * 8).div_ceil(64);
-            let per_head = (x_lines + y_lines).div_ceil(t_count);
+            // The next block's gradient lines too: fetched ahead, its stores do not wait for
+            // the lines to be read (write-allocate) at the end of the next block.
+            let d_next = d.as_deref().map(|d| d.as_ptr().wrapping_add(d.len()));
+            let d_lines = if d_next.is_some() { x_lines } else { 0 };
+            let all_lines = x_lines + y_lines + d_lines;
+            let per_head = all_lines.div_ceil(t_count);
             for t in 0..t_count {
                 let (o, c) = self.head::<C>(t);
                 assert!(o + c <= wb * 16);
@@ -1645,10 +1650,15 @@ mod avx512 {
                     _mm512_store_ps(head_p(1, t), shift);
                     _mm512_store_ps(head_p(2, t), s);
                 }
-                for l in t * per_head..((t + 1) * per_head).min(x_lines + y_lines) {
+                for l in t * per_head..((t + 1) * per_head).min(all_lines) {
                     // Prefetches never fault, so the addresses may lie past the slices.
                     let at = if l < x_lines {
                         x.as_ptr().wrapping_add(x.len() + 16 * l).cast::<i8>()
+                    } else if l >= x_lines + y_lines {
+                        let k = l - x_lines - y_lines;
+                        d_next
+                            .map_or(x.as_ptr(), |p| p.wrapping_add(16 * k))
+                            .cast::<i8>()
                     } else {
                         let k = l - x_lines;
                         targets
@@ -3150,7 +3160,8 @@ mod tests {
     /// Per-core cost of the small-head losses in cache, measured with the thread's CPU time
     /// (reliable on a shared, loaded machine): one rayon thread, min over many calls. Not a
     /// check; run with `cargo test --release -p scalarize-kernels --lib cpu_time_small_heads
-    /// -- --ignored --nocapture` and compare builds interleaved.
+    /// -- --ignored --nocapture` and compare builds interleaved. `SCALARIZE_CPU_TIME_FULL=1`
+    /// adds the benchmark's full CE size (65,536 rows, from memory; use few reps).
     #[cfg(target_os = "linux")]
     #[test]
     #[ignore = "timing report, not a check"]
@@ -3223,6 +3234,36 @@ mod tests {
             n * t * c * 4 + n * t * 8,
             secs,
         );
+        if std::env::var_os("SCALARIZE_CPU_TIME_FULL").is_some() {
+            let n = 65_536;
+            let xf: Vec<f32> = (0..n * t * c).map(|k| x[k % x.len()]).collect();
+            let yf: Vec<i64> = (0..n * t).map(|k| ys[k % ys.len()]).collect();
+            let mut gf = vec![0.0f32; n * t * c];
+            let input = WeightedCeInput {
+                n,
+                logits: &xf,
+                targets: &yf,
+                ..input
+            };
+            let secs = min_secs(&mut || {
+                std::hint::black_box(weighted_ce_loss(&input, Some(&mut gf)).unwrap());
+            });
+            report(
+                "ce 65536 x 40x10 grad (full size)",
+                n,
+                n * t * c * 8 + n * t * 8,
+                secs,
+            );
+            let secs = min_secs(&mut || {
+                std::hint::black_box(weighted_ce_loss(&input, None).unwrap());
+            });
+            report(
+                "ce 65536 x 40x10 loss-only (full size)",
+                n,
+                n * t * c * 4 + n * t * 8,
+                secs,
+            );
+        }
         // BCE, 40 attributes, 16384 rows, hard targets, 10% masked out.
         let (n, t) = (16_384, 40);
         let layout = TaskLayout::from_sizes(&[1; 40]).unwrap();
