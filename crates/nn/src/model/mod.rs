@@ -297,11 +297,6 @@ impl Model {
                 ),
             ));
         }
-        let names: Vec<String> = self
-            .store
-            .trainable()
-            .map(|e| e.name().to_string())
-            .collect();
         if matches!(self.device(), Device::Cuda(_)) {
             // The combined direction comes from the host (the MTO methods' T x T algebra): one
             // upload, then the device step (no norm needed: step_flat does not clip).
@@ -312,6 +307,11 @@ impl Model {
             self.step_flat_on_device(&gpu, opt, &d, lr, None, false)?;
             return Ok(());
         }
+        let names: Vec<String> = self
+            .store
+            .trainable()
+            .map(|e| e.name().to_string())
+            .collect();
         let mut offset = 0;
         for name in names {
             let kind = self.kind_of(&name).unwrap_or(ParamKind::Weight);
@@ -383,7 +383,7 @@ impl Model {
         Ok((value.buf.device_address_mut(), value.buf.len()))
     }
 
-    /// The device step from a flat direction already on `gpu` (length checked by the caller).
+    /// The device step from a flat direction already on `gpu`.
     fn step_flat_on_device(
         &mut self,
         gpu: &Arc<Gpu>,
@@ -409,6 +409,16 @@ impl Model {
                 base + (offset * std::mem::size_of::<f32>()) as u64,
             ));
             offset += len;
+        }
+        // The kernel reads the slices through raw addresses: they must tile `flat` exactly.
+        if offset != flat.len() {
+            return Err(NnError::invalid(
+                "optimizer step",
+                format!(
+                    "flat direction has {} elements, the trainable parameters {offset}",
+                    flat.len()
+                ),
+            ));
         }
         let params: Vec<DeviceParam<'_>> = names
             .iter()

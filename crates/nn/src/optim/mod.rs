@@ -40,7 +40,8 @@ pub const EXP_AVG_PREFIX: &str = "optim.exp_avg.";
 pub const EXP_AVG_SQ_PREFIX: &str = "optim.exp_avg_sq.";
 
 /// An optimizer with its per-parameter state (in host memory, or on the device for the
-/// parameters [`Optimizer::update_device`] has updated since the last [`Optimizer::to_host`]).
+/// parameters a device step (`Model::step` on a GPU) has updated since the last
+/// [`Optimizer::to_host`]).
 pub struct Optimizer {
     config: OptimizerConfig,
     no_decay_norm_bias: bool,
