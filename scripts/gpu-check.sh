@@ -39,6 +39,7 @@ CUDA_TESTS=(
     "scalarize-autograd:cuda_ops_shape"
     "scalarize-nn:cuda_model"
     "scalarize-nn:cuda_memory"
+    "scalarize-nn:cuda_step_transfers"
 )
 # Criterion benchmarks (root package) with a GPU group.
 GPU_BENCHES=(
