@@ -219,3 +219,40 @@ fn a_device_step_with_per_head_losses_reads_back_only_the_loss_and_the_norm() {
 fn a_device_step_with_the_fused_weighted_loss_reads_back_only_the_loss_and_the_norm() {
     check_steps(Loss::Fused);
 }
+
+/// Evaluation on the device (BN with its running statistics, no grad): the batch goes in,
+/// nothing comes back until the caller reads the logits. The eval batch norm used to read
+/// every layer's running variances back to check them; they are now checked where they enter
+/// (`ParamStore::set_values`, host statistics).
+#[test]
+fn a_device_eval_forward_reads_nothing_back() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(gpu) = Gpu::for_tests("a_device_eval_forward_reads_nothing_back") else {
+        return;
+    };
+    for spec in specs(&gpu) {
+        let mut m = Model::from_specs(&spec, "10,10", InitOptions::default(), 4).unwrap();
+        m.to_gpu(&gpu).unwrap();
+        m.set_train(false);
+        let r = m.spec().resolution;
+        let _no_grad = scalarize_autograd::no_grad();
+        for seed in [5, 6] {
+            let (x, _) = batch(r, seed);
+            let before = gpu.transfer_stats();
+            let x = x.to_gpu(&gpu).unwrap();
+            let out = m.forward(&x, &Routing::AllHeads).unwrap();
+            let d = gpu.transfer_stats().since(&before);
+            assert_eq!(
+                d,
+                TransferStats {
+                    uploads: 1,
+                    upload_bytes: f32s(N * 3 * r * r),
+                    ..TransferStats::default()
+                },
+                "{spec} eval forward {seed}: only the batch goes in"
+            );
+            let logits = out.outputs[0].output.to_host().unwrap();
+            assert!(logits.iter().all(|v| v.is_finite()), "{spec}");
+        }
+    }
+}

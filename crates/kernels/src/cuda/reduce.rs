@@ -156,7 +156,9 @@ pub(crate) fn keep_mid(
     finish(gpu, &partial, mid, chunks, 1.0, Some(y), None)
 }
 
-/// Σ x in f64 (one value read back to the host).
+/// Σ x in f64 (one value read back to the host: a synchronisation). For callers that want a
+/// host number, as the CPU twin returns one; nothing in a training step calls it (autograd's
+/// sum and mean, and the losses, reduce with `sum_axis` / `mean_axis` into device buffers).
 fn total(gpu: &Gpu, op: &'static str, x: &GpuBuffer<f32>) -> Result<f64> {
     if x.is_empty() {
         return Err(KernelError::new(op, "empty tensor: x has 0 elements"));
