@@ -9,7 +9,11 @@ use std::time::Instant;
 use anyhow::{Context, Result, anyhow, bail};
 use scalarize_autograd::{Backward, Device, Gradients, Tensor, no_grad};
 use scalarize_data::{Batch, DomainSampler, Loader, LoaderConfig, Source, TaskBatch};
-use scalarize_mto::{AggregateInput, Aggregator, ConflictRecord, Requirement, TaskGradients};
+use scalarize_kernels::cuda::combine::{combine_into, combine_segments_into};
+use scalarize_kernels::cuda::{Gpu, GpuBuffer, grad_gram};
+use scalarize_mto::{
+    AggregateInput, Aggregator, ConflictRecord, Requirement, SegmentedGram, TaskGradients,
+};
 use scalarize_nn::layout::InitOptions;
 use scalarize_nn::loss::{IGNORE_INDEX, Target, head_loss};
 use scalarize_nn::optim::{
@@ -392,7 +396,11 @@ impl Trainer {
             .conflict_every
             .is_some_and(|k| self.step.is_multiple_of(k));
         let requirement = self.method.as_ref().map(|m| m.requirement());
+        // Conflicts of the host path come as T x P gradients, those of the device path as the
+        // Gram matrices of the T x P device buffer (only they leave the device).
         let mut conflict_grads: Option<Vec<f32>> = None;
+        let mut conflict_gram: Option<SegmentedGram> = None;
+        let epoch = (self.step / self.steps_per_epoch) as usize;
         match requirement {
             None | Some(Requirement::Losses) => {
                 let w = match self.method.as_mut() {
@@ -407,7 +415,12 @@ impl Trainer {
                     }
                 };
                 if measure {
-                    conflict_grads = Some(self.task_backbone_grads(&losses)?.0);
+                    match self.gpu.clone() {
+                        Some(gpu) => {
+                            conflict_gram = Some(self.backbone_gram_device(&gpu, &losses)?)
+                        }
+                        None => conflict_grads = Some(self.task_backbone_grads(&losses)?.0),
+                    }
                 }
                 let total = weighted_total(&losses, &w)?;
                 let grads = total.backward()?;
@@ -415,11 +428,60 @@ impl Trainer {
                 drop(features);
                 self.model.step(&mut self.opt, &grads, lr, clip)?;
             }
+            Some(Requirement::SharedGradients) if self.gpu.is_some() => {
+                let gpu = self.gpu.clone().expect("checked by the guard");
+                let (p, h) = (self.segments.backbone, self.head_len());
+                let (g, heads) = self.task_grads_device(&gpu, &losses, true)?;
+                let gram = grad_gram(&gpu, &g, t, p, &self.segments.ends)?;
+                let lv = masked(&values, &losses);
+                let method = self.method.as_mut().expect("method");
+                // Only the T x T Gram matrices leave the device, unless the method needs the
+                // values themselves (none of the shared-parameter methods does today).
+                let host = if method.needs_gradient_values() {
+                    Some(gpu.download(&g)?)
+                } else {
+                    None
+                };
+                let tg = match &host {
+                    Some(v) => TaskGradients::new(v, t, p, &self.segments.ends)?,
+                    None => TaskGradients::shape_only(t, p, &self.segments.ends)?,
+                };
+                let agg = method.aggregate(
+                    &AggregateInput::from_losses(&lv)
+                        .with_grads(tg)
+                        .with_gram(&gram)
+                        .with_epoch(epoch),
+                )?;
+                let mut flat = gpu.alloc::<f32>(p + h)?;
+                match (&agg.direction, &agg.segment_weights) {
+                    (Some(d), _) => gpu.copy(&gpu.upload(d)?, 0, &mut flat, 0, p)?,
+                    (None, Some(sw)) => combine_segments_into(
+                        &gpu,
+                        &g,
+                        t,
+                        p,
+                        &self.segments.ends,
+                        sw,
+                        &mut flat,
+                        0,
+                    )?,
+                    (None, None) => combine_into(&gpu, &g, t, p, &agg.weights, &mut flat, 0)?,
+                }
+                if let Some(heads) = &heads {
+                    combine_into(&gpu, heads, t, h, &agg.weights, &mut flat, p)?;
+                }
+                if measure {
+                    conflict_gram = Some(gram);
+                }
+                drop(outputs);
+                drop(features);
+                self.model
+                    .step_flat_device(&mut self.opt, &flat, lr, clip)?;
+            }
             Some(Requirement::SharedGradients) => {
                 let (g, heads) = self.task_backbone_grads(&losses)?;
                 let p = self.segments.backbone;
                 let tg = TaskGradients::new(&g, t, p, &self.segments.ends)?;
-                let epoch = (self.step / self.steps_per_epoch) as usize;
                 let lv = masked(&values, &losses);
                 let agg = self.method.as_mut().expect("method").aggregate(
                     &AggregateInput::from_losses(&lv)
@@ -437,6 +499,66 @@ impl Trainer {
                 drop(outputs);
                 drop(features);
                 self.apply_flat(flat, lr, clip)?;
+            }
+            Some(Requirement::RepresentationGradients) if self.gpu.is_some() => {
+                let gpu = self.gpu.clone().expect("checked by the guard");
+                let pooled = features.pooled.clone();
+                let r = pooled.numel();
+                let (p, h) = (self.segments.backbone, self.head_len());
+                // Row k: objective k's gradient at the pooled features (T x R), and its head
+                // gradients (T x H); both stay on the device.
+                let mut zg = gpu.zeros::<f32>(t * r)?;
+                let mut hg = (h > 0).then(|| gpu.zeros::<f32>(t * h)).transpose()?;
+                let mut at_pooled: Vec<Option<Tensor>> = vec![None; t];
+                for (k, l) in losses.iter().enumerate() {
+                    let Some(l) = l else { continue };
+                    let one = Tensor::scalar(1.0).to_device_like(l)?;
+                    let grads = Backward::new().root(l, &one).stop_at(&pooled).run()?;
+                    if let Some(gr) = grads.get(&pooled) {
+                        gpu.copy(device_buf(gr, "pooled features")?, 0, &mut zg, k * r, r)?;
+                        at_pooled[k] = Some(gr.clone());
+                    }
+                    if let Some(hg) = hg.as_mut() {
+                        self.copy_grads_device(&gpu, &grads, None, Some((hg, k * h)))?;
+                    }
+                }
+                let lv = masked(&values, &losses);
+                let method = self.method.as_mut().expect("method");
+                let agg = if method.needs_gradient_values() {
+                    // GradDrop keeps or drops each element by its sign: the T x R values go to
+                    // the host, as on the CPU path (R = batch x features, not the parameters).
+                    let host = gpu.download(&zg)?;
+                    method.aggregate(
+                        &AggregateInput::from_losses(&lv)
+                            .with_grads(TaskGradients::whole(&host, t, r)?),
+                    )?
+                } else {
+                    let gram = grad_gram(&gpu, &zg, t, r, &[r])?;
+                    method.aggregate(
+                        &AggregateInput::from_losses(&lv)
+                            .with_grads(TaskGradients::shape_only_whole(t, r)?)
+                            .with_gram(&gram),
+                    )?
+                };
+                let cot = match agg.direction {
+                    Some(d) => Tensor::new(d, pooled.shape())?.to_device_like(&pooled)?,
+                    None => weighted_sum_device(&at_pooled, &agg.weights, &pooled)?,
+                };
+                let grads = Backward::new().root(&pooled, &cot).run()?;
+                // [backbone | heads]: the backbone from this backward (zeros where it did not
+                // reach, as flat_grads), the heads combined from their per-objective rows.
+                let mut flat = gpu.zeros::<f32>(p + h)?;
+                self.copy_grads_device(&gpu, &grads, Some((&mut flat, 0)), None)?;
+                if let Some(hg) = &hg {
+                    combine_into(&gpu, hg, t, h, &agg.weights, &mut flat, p)?;
+                }
+                if measure {
+                    conflict_gram = Some(self.backbone_gram_device(&gpu, &losses)?);
+                }
+                drop(outputs);
+                drop(features);
+                self.model
+                    .step_flat_device(&mut self.opt, &flat, lr, clip)?;
             }
             Some(Requirement::RepresentationGradients) => {
                 let pooled = features.pooled.clone();
@@ -482,6 +604,9 @@ impl Trainer {
         }
         if let Some(g) = conflict_grads {
             self.record_conflicts(&g)?;
+        }
+        if let Some(gram) = conflict_gram {
+            self.record_conflict_gram(&gram)?;
         }
         self.step += 1;
         self.log_images += n as u64;
@@ -558,6 +683,75 @@ impl Trainer {
             sink.conflict(&self.name, &rec)?;
         }
         Ok(())
+    }
+
+    /// Conflict metrics from the Gram matrices of the device T x P gradients.
+    fn record_conflict_gram(&mut self, gram: &SegmentedGram) -> Result<()> {
+        let rec = ConflictRecord::from_gram(self.step, gram, Some(&self.segments.names))?;
+        if let Some(sink) = &self.sink {
+            sink.conflict(&self.name, &rec)?;
+        }
+        Ok(())
+    }
+
+    /// Copies each trainable parameter's gradient in `grads` into device buffers: backbone
+    /// parameters to `backbone.0[backbone.1 + offset]`, head parameters to
+    /// `heads.0[heads.1 + offset - P]` (offsets in store order); parameters backward did not
+    /// reach are left as they are (zeros in a zeroed buffer, as in `flat_grads`).
+    fn copy_grads_device(
+        &self,
+        gpu: &Gpu,
+        grads: &Gradients,
+        mut backbone: Option<(&mut GpuBuffer<f32>, usize)>,
+        mut heads: Option<(&mut GpuBuffer<f32>, usize)>,
+    ) -> Result<()> {
+        let p = self.segments.backbone;
+        let mut offset = 0;
+        for e in self.model.store().trainable() {
+            let n = e.tensor().numel();
+            let dst = if offset < p {
+                backbone.as_mut().map(|(b, at)| (&mut **b, *at + offset))
+            } else {
+                heads.as_mut().map(|(b, at)| (&mut **b, *at + offset - p))
+            };
+            if let (Some((buf, at)), Some(g)) = (dst, grads.get(e.tensor())) {
+                gpu.copy(device_buf(g, e.name())?, 0, buf, at, n)?;
+            }
+            offset += n;
+        }
+        Ok(())
+    }
+
+    /// Per-objective gradients on the device: the T x P backbone buffer (row k: objective k's
+    /// gradient in store order, zeros for an objective without samples) and, if asked and the
+    /// model has head parameters, the T x H head buffer. One backward per objective, as
+    /// [`Trainer::task_backbone_grads`], with device copies instead of read-backs.
+    fn task_grads_device(
+        &self,
+        gpu: &Gpu,
+        losses: &[Option<Tensor>],
+        with_heads: bool,
+    ) -> Result<(GpuBuffer<f32>, Option<GpuBuffer<f32>>)> {
+        let (p, h, t) = (self.segments.backbone, self.head_len(), losses.len());
+        let mut g = gpu.zeros::<f32>(t * p)?;
+        let mut heads = (with_heads && h > 0)
+            .then(|| gpu.zeros::<f32>(t * h))
+            .transpose()?;
+        for (k, l) in losses.iter().enumerate() {
+            let Some(l) = l else { continue };
+            let grads = l.backward()?;
+            let hd = heads.as_mut().map(|b| (b, k * h));
+            self.copy_grads_device(gpu, &grads, Some((&mut g, k * p)), hd)?;
+        }
+        Ok((g, heads))
+    }
+
+    /// The Gram matrices (per backbone segment and total) of the per-objective backbone
+    /// gradients, computed on the device; only the T x T matrices are read back.
+    fn backbone_gram_device(&self, gpu: &Gpu, losses: &[Option<Tensor>]) -> Result<SegmentedGram> {
+        let (g, _) = self.task_grads_device(gpu, losses, false)?;
+        let (t, p) = (losses.len(), self.segments.backbone);
+        Ok(grad_gram(gpu, &g, t, p, &self.segments.ends)?)
     }
 
     fn log_train(&mut self, lr: f64) -> Result<()> {
@@ -1127,6 +1321,39 @@ fn weighted_total(losses: &[Option<Tensor>], w: &[f64]) -> Result<Tensor> {
         }
     }
     total.ok_or_else(|| anyhow!("no objective has samples in this batch"))
+}
+
+/// The device buffer of a gradient the device path expects on the model's GPU.
+fn device_buf<'a>(g: &'a Tensor, what: &str) -> Result<&'a GpuBuffer<f32>> {
+    g.cuda().map(|c| &c.buf).ok_or_else(|| {
+        anyhow!(
+            "gradient of `{what}` is on {}, expected the model's GPU",
+            g.device()
+        )
+    })
+}
+
+/// `sum_k w_k z_k` of the per-objective device gradients at the representation (skipping
+/// zero weights and objectives without a gradient), as a device tensor shaped like `like`.
+/// Device tensor ops (f32) rather than the combine kernel: a device buffer cannot be wrapped
+/// as a tensor outside the autograd crate.
+fn weighted_sum_device(z: &[Option<Tensor>], w: &[f64], like: &Tensor) -> Result<Tensor> {
+    let mut total: Option<Tensor> = None;
+    for (zk, &wk) in z.iter().zip(w) {
+        let Some(zk) = zk else { continue };
+        if wk == 0.0 {
+            continue;
+        }
+        let term = zk.scale(wk as f32)?;
+        total = Some(match total {
+            None => term,
+            Some(t) => t.add(&term)?,
+        });
+    }
+    match total {
+        Some(t) => Ok(t),
+        None => Ok(Tensor::zeros(like.shape())?.to_device_like(like)?),
+    }
 }
 
 /// `sum_k w_k h_k` of the per-objective head gradients.
