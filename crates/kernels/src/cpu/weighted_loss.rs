@@ -2725,7 +2725,8 @@ mod tests {
         let mut worst = 0.0f64;
         for step in 0..2000 {
             let xs: [f32; 16] = std::array::from_fn(|l| {
-                (step * 16 + l) as f32 * 0.00034 * (1 - 2 * (l % 2)) as f32
+                let sign = if l % 2 == 0 { 1.0 } else { -1.0 };
+                (step * 16 + l) as f32 * 0.00034 * sign
             });
             for (x, e) in xs.iter().zip(lanes(&exp_na, &xs)) {
                 let want = (-(*x as f64).abs()).exp();
@@ -3161,7 +3162,7 @@ mod tests {
     /// (reliable on a shared, loaded machine): one rayon thread, min over many calls. Not a
     /// check; run with `cargo test --release -p scalarize-kernels --lib cpu_time_small_heads
     /// -- --ignored --nocapture` and compare builds interleaved. `SCALARIZE_CPU_TIME_FULL=1`
-    /// adds the benchmark's full CE size (65,536 rows, from memory; use few reps).
+    /// adds the benchmark's full sizes (from memory; use few reps).
     #[cfg(target_os = "linux")]
     #[test]
     #[ignore = "timing report, not a check"]
@@ -3298,5 +3299,23 @@ mod tests {
             std::hint::black_box(weighted_bce_loss(&input, Some(&mut grad[..n * t])).unwrap());
         });
         report("bce 1024 x 40 grad", n, n * t * 13, secs);
+        if std::env::var_os("SCALARIZE_CPU_TIME_FULL").is_some() {
+            let n = 262_144;
+            let xf: Vec<f32> = (0..n * t).map(|k| x[k % x.len()]).collect();
+            let yf: Vec<f32> = (0..n * t).map(|k| ys[k % ys.len()]).collect();
+            let mf: Vec<u8> = (0..n * t).map(|k| mask[k % mask.len()]).collect();
+            let mut gf = vec![0.0f32; n * t];
+            let input = WeightedBceInput {
+                n,
+                logits: &xf,
+                targets: &yf,
+                mask: Some(&mf),
+                ..input
+            };
+            let secs = min_secs(&mut || {
+                std::hint::black_box(weighted_bce_loss(&input, Some(&mut gf)).unwrap());
+            });
+            report("bce 262144 x 40 grad (full size)", n, n * t * 13, secs);
+        }
     }
 }
