@@ -1407,4 +1407,46 @@ mod tests {
         // Logits > 0 predict 1: all six logits are positive, so the three 1s are right.
         assert_eq!(metric_counts(&out, &attrs, &[true; 3]).unwrap(), (4.0, 6.0));
     }
+
+    /// A tiny multi-task trainer with `method`, moved onto a stream of `gpu`, measuring
+    /// conflicts every step.
+    fn device_trainer(gpu: &Arc<Gpu>, method: &str) -> Trainer {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets");
+        let text = format!(
+            "preset = \"multimnist-mtl\"\n[data]\nroot = {root:?}\ntrain_limit = 32\neval_limit = 8\nmultimnist_train = 32\nmultimnist_test = 8\nworkers = 0\n[train]\nepochs = 1\nsteps_per_epoch = 2\nbatch_size = 8\nlog_every = 1\n"
+        );
+        let config = Config::from_toml(&text, "test").unwrap();
+        let problem = Arc::new(Problem::build(&config).unwrap());
+        let mut tr = Trainer::new("t", problem, &config, &[], method, None).unwrap();
+        let stream = gpu.new_stream().unwrap();
+        tr.model.to_gpu(&stream).unwrap();
+        tr.gpu = Some(stream);
+        tr.measure_conflicts(1);
+        tr
+    }
+
+    #[test]
+    fn device_mto_steps_read_back_no_task_gradients() {
+        let Some(gpu) = Gpu::for_tests("device_mto_steps_read_back_no_task_gradients") else {
+            return;
+        };
+        for method in ["pcgrad", "gradvac", "imtl_h"] {
+            let mut tr = device_trainer(&gpu, method);
+            let stream = tr.gpu.clone().unwrap();
+            let p = tr.segments.backbone as u64;
+            let before = stream.transfer_stats();
+            tr.train_steps(1).unwrap();
+            let d = stream.transfer_stats().since(&before);
+            // Read back: the loss values, the T x T Gram matrices (the step's, and for the
+            // representation method the conflict set's and the T x R one), the norm: far less
+            // than one backbone gradient row (4 P bytes), let alone the T x P matrix.
+            assert!(
+                d.download_bytes < p,
+                "{method}: {d:?} downloaded, a backbone gradient row is {} bytes",
+                4 * p
+            );
+            assert!(d.downloads > 0, "{method}: {d:?}");
+            assert_eq!(tr.step, 1);
+        }
+    }
 }
