@@ -1352,7 +1352,7 @@ fn weighted_sum_device(z: &[Option<Tensor>], w: &[f64], like: &Tensor) -> Result
     }
     match total {
         Some(t) => Ok(t),
-        None => Ok(Tensor::zeros(like.shape())?.to_device_like(like)?),
+        None => Ok(Tensor::zeros_like_device(like.shape(), like)?),
     }
 }
 
