@@ -253,6 +253,42 @@ fn mto_methods_train_on_multimnist() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("train.method"));
 }
 
+/// Methods with learnable parameters learn them whatever inputs they take: losses only
+/// (uncertainty), shared-parameter gradients (GradNorm's weights), representation gradients
+/// (IMTL-H's loss scales). The checkpoint's `method_params` start at 0 (log-variances,
+/// scales) or 1 (GradNorm) and must have moved after a few steps.
+#[test]
+fn method_parameters_are_learned_for_every_requirement() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tiny_config(tmp.path(), "multimnist-mtl", "epochs = 1
+");
+    for (method, start) in [("uncertainty", 0.0), ("gradnorm", 1.0), ("imtl_h", 0.0)] {
+        let out = tmp.path().join(method);
+        ok(&scalarize(&[
+            "train",
+            "--config",
+            s(&cfg),
+            "--out",
+            s(&out),
+            "--method",
+            method,
+        ]));
+        let bytes = std::fs::read(out.join("checkpoints/train.safetensors")).unwrap();
+        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+        let raw = meta
+            .metadata()
+            .as_ref()
+            .and_then(|m| m.get("method_params").cloned())
+            .unwrap_or_else(|| panic!("{method}: no method_params in the checkpoint"));
+        let p: Vec<f64> = serde_json::from_str(&raw).unwrap();
+        assert_eq!(p.len(), 2, "{method}: {raw}");
+        assert!(
+            p.iter().all(|v| v.is_finite()) && p.iter().any(|v| (v - start).abs() > 1e-6),
+            "{method}: parameters did not move from {start}: {raw}"
+        );
+    }
+}
+
 #[test]
 fn sweep_single_conflicts_pbt_and_report() {
     let tmp = tempfile::tempdir().unwrap();

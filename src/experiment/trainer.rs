@@ -410,7 +410,6 @@ impl Trainer {
                             &AggregateInput::from_losses(&masked(&values, &losses))
                                 .with_epoch((self.step / self.steps_per_epoch) as usize),
                         )?;
-                        step_method_params(m.as_mut(), lr as f64)?;
                         agg.weights
                     }
                 };
@@ -601,6 +600,11 @@ impl Trainer {
                 drop(features);
                 self.apply_flat(flat, lr, clip)?;
             }
+        }
+        // Methods with learnable parameters (uncertainty log-variances, IMTL scales, GradNorm
+        // weights) step them after every aggregation, whatever inputs the method took.
+        if let Some(m) = self.method.as_mut() {
+            step_method_params(m.as_mut(), lr as f64)?;
         }
         if let Some(g) = conflict_grads {
             self.record_conflicts(&g)?;
@@ -1368,8 +1372,8 @@ fn combine_heads(heads: &[Vec<f32>], w: &[f64]) -> Vec<f32> {
     out
 }
 
-/// One SGD step on a loss-based method's own parameters (uncertainty log-variances, IMTL-L
-/// scales) at the model's learning rate.
+/// One SGD step on a method's own parameters (uncertainty log-variances, IMTL-L/H loss
+/// scales, GradNorm weights) at the model's learning rate.
 fn step_method_params(m: &mut dyn Aggregator, lr: f64) -> Result<()> {
     let g = m.param_grads().to_vec();
     if g.is_empty() {
