@@ -31,6 +31,7 @@ CUDA_TESTS=(
     "scalarize-kernels:cuda_pool"
     "scalarize-kernels:cuda_reduce"
     "scalarize-kernels:cuda_softmax"
+    "scalarize-kernels:cuda_transfers"
     "scalarize-kernels:cuda_upsample"
     "scalarize-autograd:cuda_ops"
     "scalarize-autograd:cuda_ops_attn"
@@ -40,6 +41,7 @@ CUDA_TESTS=(
     "scalarize-nn:cuda_model"
     "scalarize-nn:cuda_memory"
     "scalarize-nn:cuda_step_transfers"
+    "scalarize-nn:cuda_syncs"
 )
 # Criterion benchmarks (root package) with a GPU group.
 GPU_BENCHES=(
@@ -115,6 +117,10 @@ step build cargo build --workspace --release --locked --all-targets
 step devices cargo run --release --locked -- devices
 # The root package's end-to-end run of `scalarize train --device cuda` (CPU vs device losses).
 step "test-train-device" cargo test --release --locked --test train training_on_a_cuda_device_follows_the_cpu -- --nocapture
+# The MTO methods' device path (T x P gradients, Gram and combination on the device) vs the CPU.
+step "test-train-mto-device" cargo test --release --locked --test train mto_methods_on_a_cuda_device_follow_the_cpu -- --nocapture
+# ... and its transfers: a device MTO step reads back no task gradients (binary's unit test).
+step "test-trainer-transfers" cargo test --release --locked --bin scalarize device_mto_steps_read_back_no_task_gradients -- --nocapture
 for entry in "${CUDA_TESTS[@]}"; do
     pkg="${entry%%:*}"
     target="${entry#*:}"

@@ -260,8 +260,7 @@ fn mto_methods_train_on_multimnist() {
 #[test]
 fn method_parameters_are_learned_for_every_requirement() {
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = tiny_config(tmp.path(), "multimnist-mtl", "epochs = 1
-");
+    let cfg = tiny_config(tmp.path(), "multimnist-mtl", "epochs = 1\n");
     for (method, start) in [("uncertainty", 0.0), ("gradnorm", 1.0), ("imtl_h", 0.0)] {
         let out = tmp.path().join(method);
         ok(&scalarize(&[
