@@ -223,36 +223,78 @@ fn weighted_ce_with(
     const OP: &str = "weighted_ce_loss";
     let vector = vector && cfg!(target_arch = "x86_64");
     let layout = input.layout;
-    let (n, t_count, width) = (input.n, layout.num_tasks(), layout.width());
-    let stream = streams(store, vector, n.saturating_mul(width));
+    let (n, t_count) = (input.n, layout.num_tasks());
     check_common(OP, n, layout, input.logits, input.mask, input.weights)?;
     check_len(OP, "targets", input.targets.len(), n * t_count)?;
-    let counts = ce_counts(OP, input)?;
+    // Layouts of heads of at most 16 classes take the row-transposed tile kernel, which reads
+    // the compact per-entry codes the counting pass writes (class index, -1 where invalid:
+    // 1 byte per entry instead of an 8-byte target and a mask byte).
+    let small = vector && (0..t_count).all(|t| layout.range(t).len() <= 16);
+    let mut codes = if small {
+        CE_CODES.with_borrow_mut(std::mem::take)
+    } else {
+        Vec::new()
+    };
+    if small {
+        // Every entry is written by the counting pass; the padding lets the tile load whole
+        // 16-entry vectors at the end of the last row.
+        codes.resize(n * t_count + CODE_PAD, -1);
+    }
+    let counts = ce_counts(OP, input, small.then(|| &mut codes[..n * t_count]));
+    let result = counts.and_then(|counts| ce_rows(input, dlogits, vector, store, counts, &codes));
+    if small && codes.capacity() <= CODES_KEEP_MAX {
+        CE_CODES.with_borrow_mut(|c| *c = codes);
+    }
+    result
+}
+
+/// Padding bytes after the codes of a CE call (one vector load of 16).
+const CODE_PAD: usize = 16;
+
+/// Largest codes buffer kept between calls (bytes).
+const CODES_KEEP_MAX: usize = 64 << 20;
+
+thread_local! {
+    /// Codes buffer of the small-head CE path, kept per calling thread between calls: a fresh
+    /// buffer of a few MB costs a page fault per 4 KiB on first touch.
+    static CE_CODES: std::cell::RefCell<Vec<i8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The row pass of [`weighted_ce_with`] once the counts are known; `codes` holds the counting
+/// pass's per-entry codes (n x T, then padding) when every head has at most 16 classes and
+/// the AVX-512 kernels run, and is empty otherwise.
+fn ce_rows(
+    input: &WeightedCeInput<'_>,
+    dlogits: Option<&mut [f32]>,
+    vector: bool,
+    store: Store,
+    counts: Vec<usize>,
+    codes: &[i8],
+) -> Result<WeightedLossOutput> {
+    const OP: &str = "weighted_ce_loss";
+    let layout = input.layout;
+    let (n, t_count, width) = (input.n, layout.num_tasks(), layout.width());
+    let stream = streams(store, vector, n.saturating_mul(width));
     let scales = grad_scales(input.weights, &counts, |_| 1);
     let targets_row = |i: usize| &input.targets[i * t_count..(i + 1) * t_count];
     let mask_row = |i: usize| input.mask.map(|m| &m[i * t_count..(i + 1) * t_count]);
     #[cfg(target_arch = "x86_64")]
     if vector {
         // Layouts of heads of at most 16 classes: the row-transposed tile kernel.
-        let small =
-            (0..t_count)
-                .all(|t| layout.range(t).len() <= 16)
-                .then_some(avx512::SmallTile {
-                    offsets: layout.offsets(),
-                    scales: &scales,
-                    ignore_index: input.ignore_index,
-                });
+        let small = (!codes.is_empty()).then_some(avx512::SmallTile {
+            offsets: layout.offsets(),
+            scales: &scales,
+        });
         let chunk = |rows: std::ops::Range<usize>, mut d: Option<&mut [f32]>, sums: &mut [f64]| {
             if let Some(st) = &small {
                 let (a, b) = (rows.start, rows.end);
-                let m = input.mask.map(|m| &m[a * t_count..b * t_count]);
-                let (xs, ys) = (
+                let (xs, cs) = (
                     &input.logits[a * width..b * width],
-                    &input.targets[a * t_count..b * t_count],
+                    &codes[a * t_count..b * t_count + CODE_PAD],
                 );
-                // SAFETY: the CPU supports AVX-512F (checked by the caller); targets of valid
-                // entries are inside their heads (checked by ce_counts).
-                unsafe { st.run(xs, ys, m, d, sums) };
+                // SAFETY: the CPU supports AVX-512F (checked by the caller); the codes of
+                // valid entries are inside their heads (checked by ce_counts).
+                unsafe { st.run(xs, cs, d, sums) };
                 return;
             }
             for (k, i) in rows.enumerate() {
@@ -504,41 +546,58 @@ const COUNT_ROWS: usize = 1024;
 /// Valid samples per task of a CE call (target not ignored, mask nonzero). The per-chunk
 /// loop is branch-free; a chunk with an out-of-range target is rescanned in order to name the
 /// first bad entry, and the first such chunk in row order wins.
-fn ce_counts(op: &'static str, input: &WeightedCeInput<'_>) -> Result<Vec<usize>> {
+/// With `codes` (n x T), also writes each entry's code: its class index, -1 where the entry is
+/// invalid (undefined where the call fails).
+fn ce_counts(
+    op: &'static str,
+    input: &WeightedCeInput<'_>,
+    codes: Option<&mut [i8]>,
+) -> Result<Vec<usize>> {
     let layout = input.layout;
     let (n, t_count) = (input.n, layout.num_tasks());
     let sizes: Vec<u64> = (0..t_count).map(|t| layout.range(t).len() as u64).collect();
-    let per_chunk: Vec<Result<Vec<usize>>> = (0..n.div_ceil(COUNT_ROWS))
-        .into_par_iter()
-        .map(|c| {
-            let rows = c * COUNT_ROWS..((c + 1) * COUNT_ROWS).min(n);
-            let ys = &input.targets[rows.start * t_count..rows.end * t_count];
-            let ms = input
-                .mask
-                .map(|m| &m[rows.start * t_count..rows.end * t_count]);
-            let (counts, bad) = count_valid(ys, ms, &sizes, input.ignore_index);
-            if !bad {
-                return Ok(counts);
-            }
-            for (r, yr) in ys.chunks_exact(t_count).enumerate() {
-                let i = rows.start + r;
-                for (t, &y) in yr.iter().enumerate() {
-                    let masked_in = input.mask.is_none_or(|m| m[i * t_count + t] != 0);
-                    if y != input.ignore_index && masked_in && y as u64 >= sizes[t] {
-                        return Err(KernelError::new(
-                            op,
-                            format!(
-                                "targets[row {i}, task {t}] = {y} is outside [0, {}) and is \
+    let chunk = |c: usize, out: Option<&mut [i8]>| {
+        let rows = c * COUNT_ROWS..((c + 1) * COUNT_ROWS).min(n);
+        let ys = &input.targets[rows.start * t_count..rows.end * t_count];
+        let ms = input
+            .mask
+            .map(|m| &m[rows.start * t_count..rows.end * t_count]);
+        let (counts, bad) = count_valid(ys, ms, &sizes, input.ignore_index, out);
+        if !bad {
+            return Ok(counts);
+        }
+        for (r, yr) in ys.chunks_exact(t_count).enumerate() {
+            let i = rows.start + r;
+            for (t, &y) in yr.iter().enumerate() {
+                let masked_in = input.mask.is_none_or(|m| m[i * t_count + t] != 0);
+                if y != input.ignore_index && masked_in && y as u64 >= sizes[t] {
+                    return Err(KernelError::new(
+                        op,
+                        format!(
+                            "targets[row {i}, task {t}] = {y} is outside [0, {}) and is \
                                  not the ignore_index {}",
-                                sizes[t], input.ignore_index
-                            ),
-                        ));
-                    }
+                            sizes[t], input.ignore_index
+                        ),
+                    ));
                 }
             }
-            unreachable!("a chunk flagged bad has a bad target")
-        })
-        .collect();
+        }
+        unreachable!("a chunk flagged bad has a bad target")
+    };
+    let per_chunk: Vec<Result<Vec<usize>>> = match codes {
+        Some(codes) => {
+            assert_eq!(codes.len(), n * t_count);
+            codes
+                .par_chunks_mut(COUNT_ROWS * t_count)
+                .enumerate()
+                .map(|(c, out)| chunk(c, Some(out)))
+                .collect()
+        }
+        None => (0..n.div_ceil(COUNT_ROWS))
+            .into_par_iter()
+            .map(|c| chunk(c, None))
+            .collect(),
+    };
     let mut counts = vec![0usize; t_count];
     for chunk in per_chunk {
         for (a, b) in counts.iter_mut().zip(chunk?) {
@@ -549,14 +608,21 @@ fn ce_counts(op: &'static str, input: &WeightedCeInput<'_>) -> Result<Vec<usize>
 }
 
 /// Valid entries per task of rows of CE targets (and mask), and whether a valid target lies
-/// outside its head.
-fn count_valid(ys: &[i64], mask: Option<&[u8]>, sizes: &[u64], ignore: i64) -> (Vec<usize>, bool) {
+/// outside its head. With `codes` (as long as `ys`), writes each entry's code: the target
+/// as i8 where valid, -1 elsewhere (only meaningful when no target is out of range).
+fn count_valid(
+    ys: &[i64],
+    mask: Option<&[u8]>,
+    sizes: &[u64],
+    ignore: i64,
+    codes: Option<&mut [i8]>,
+) -> (Vec<usize>, bool) {
     #[cfg(target_arch = "x86_64")]
     if has_avx512() {
         // SAFETY: the CPU supports AVX-512F (checked just above).
-        return unsafe { avx512::count_valid(ys, mask, sizes, ignore) };
+        return unsafe { avx512::count_valid(ys, mask, sizes, ignore, codes) };
     }
-    count_valid_scalar(ys, mask, sizes, ignore)
+    count_valid_scalar(ys, mask, sizes, ignore, codes)
 }
 
 /// The portable body of [`count_valid`].
@@ -565,6 +631,7 @@ fn count_valid_scalar(
     mask: Option<&[u8]>,
     sizes: &[u64],
     ignore: i64,
+    mut codes: Option<&mut [i8]>,
 ) -> (Vec<usize>, bool) {
     let t_count = sizes.len();
     let mut counts = vec![0usize; t_count];
@@ -576,6 +643,9 @@ fn count_valid_scalar(
             let ok = y != ignore && mr.is_none_or(|m| m[t] != 0);
             counts[t] += usize::from(ok);
             bad |= ok & (y as u64 >= sizes[t]);
+            if let Some(c) = codes.as_deref_mut() {
+                c[r * t_count + t] = if ok { y as i8 } else { -1 };
+            }
         }
     }
     (counts, bad)
@@ -1392,35 +1462,33 @@ mod avx512 {
         pub offsets: &'a [usize],
         /// Gradient scale p_t / n_t per task.
         pub scales: &'a [f32],
-        /// Target value meaning "no label".
-        pub ignore_index: i64,
     }
 
     impl SmallTile<'_> {
         /// Rows of a block: adds each valid head's loss to `sums` (T) and writes the rows'
         /// gradient (zeros for invalid heads) into `d` if asked.
         ///
+        /// `codes` holds T codes per row (the class index of a valid entry, -1 for an invalid
+        /// one; see `count_valid`) and then [`super::CODE_PAD`] bytes of any value.
+        ///
         /// # Safety
-        /// AVX-512F; `x` (and `d`) hold whole rows of the layout, `targets` (and `mask`) T
-        /// entries per row; the target of every valid head lies inside it (checked by the
-        /// counting pass).
+        /// AVX-512F; `x` (and `d`) hold whole rows of the layout; the code of every valid
+        /// entry lies inside its head (checked by the counting pass).
         #[target_feature(enable = "avx512f")]
         pub(super) unsafe fn run(
             &self,
             x: &[f32],
-            targets: &[i64],
-            mask: Option<&[u8]>,
+            codes: &[i8],
             mut d: Option<&mut [f32]>,
             sums: &mut [f64],
         ) {
             let t_count = self.offsets.len() - 1;
             let w = self.offsets[t_count];
             let rows = x.len() / w;
-            assert!(x.len() == rows * w && targets.len() == rows * t_count);
-            assert!(mask.is_none_or(|m| m.len() == rows * t_count));
+            assert!(x.len() == rows * w && codes.len() == rows * t_count + super::CODE_PAD);
             assert!(d.as_deref().is_none_or(|d| d.len() == x.len()));
             assert!(sums.len() == t_count && self.scales.len() == t_count);
-            let need = w.div_ceil(16) * 16 + 7 * t_count.div_ceil(16) * 16;
+            let need = w.div_ceil(16) * 16 + 6 * t_count.div_ceil(16) * 16;
             // Heads all of one size get a build of the block with that size fixed: the class
             // loops unroll and the per-class constants are hoisted.
             let c0 = self.offsets[1];
@@ -1429,8 +1497,7 @@ mod avx512 {
             let block: unsafe fn(
                 &Self,
                 &[f32],
-                &[i64],
-                Option<&[u8]>,
+                &[i8],
                 Option<&mut [f32]>,
                 &mut [f64],
                 &mut [Lanes],
@@ -1457,8 +1524,7 @@ mod avx512 {
                         block(
                             self,
                             &x[r0 * w..r1 * w],
-                            &targets[r0 * t_count..r1 * t_count],
-                            mask.map(|m| &m[r0 * t_count..r1 * t_count]),
+                            &codes[r0 * t_count..r1 * t_count + super::CODE_PAD],
                             dr,
                             sums,
                             tile,
@@ -1482,7 +1548,7 @@ mod avx512 {
         // The head loops index the offsets, the scales, the sums and the tile by task.
         #[allow(clippy::needless_range_loop)]
         /// Up to 16 rows (see [`SmallTile::run`]); `tile` holds at least
-        /// `ceil16(W) + 7 ceil16(T)` vectors.
+        /// `ceil16(W) + 6 ceil16(T)` vectors.
         ///
         /// `C` > 0: every head has C classes (loops of compile-time length); 0: any sizes.
         ///
@@ -1492,8 +1558,7 @@ mod avx512 {
         unsafe fn block<const C: usize>(
             &self,
             x: &[f32],
-            targets: &[i64],
-            mask: Option<&[u8]>,
+            codes: &[i8],
             d: Option<&mut [f32]>,
             sums: &mut [f64],
             tile: &mut [Lanes],
@@ -1501,17 +1566,14 @@ mod avx512 {
             let t_count = self.offsets.len() - 1;
             let w = self.offsets[t_count];
             let nr = x.len() / w;
-            assert!((1..=16).contains(&nr));
+            assert!((1..=16).contains(&nr) && codes.len() == nr * t_count + super::CODE_PAD);
             let (wb, tb) = (w.div_ceil(16), t_count.div_ceil(16));
-            // Tile layout: W columns (16 rows each), then each row's T targets as i32 (-1 for
-            // an invalid entry), then the T targets transposed (16 rows each), then four
-            // vectors per head (see the phases below).
-            let (cols, rest) = tile.split_at_mut(wb * 16);
-            let (yrows, ycols) = rest.split_at_mut(16 * tb);
+            // Tile layout: W columns (16 rows each), then the T codes as i32, transposed (16
+            // rows each), then five vectors per head (see the phases below).
+            let (cols, ycols) = tile.split_at_mut(wb * 16);
             let ycols = &mut ycols[..6 * tb * 16];
             // Raw pointers into the tile (all indices below are inside the parts just split).
             let cols_p = cols.as_mut_ptr().cast::<f32>();
-            let yrows_p = yrows.as_mut_ptr().cast::<i32>();
             let ycols_p = ycols.as_mut_ptr().cast::<i32>();
             let col = |j: usize| cols_p.wrapping_add(16 * j);
             let last = nr - 1;
@@ -1533,47 +1595,20 @@ mod avx512 {
                     unsafe { _mm512_store_ps(col(c0 + j), *c) };
                 }
             }
-            let ignore = _mm512_set1_epi64(self.ignore_index);
-            let yrow = |r: usize| yrows_p.wrapping_add(16 * r * tb);
-            for r in 0..16 {
-                let at = r.min(last) * t_count;
-                for t0 in (0..t_count).step_by(8) {
-                    let k = (t_count - t0).min(8);
-                    let m8 = first(k) as __mmask8;
-                    // SAFETY: the mask covers targets at..at + t0 + k of this row.
-                    let y = unsafe { _mm512_maskz_loadu_epi64(m8, targets.as_ptr().add(at + t0)) };
-                    let mut ok = m8 & _mm512_cmpneq_epi64_mask(y, ignore);
-                    if let Some(m) = mask {
-                        let mb = &m[at + t0..at + t0 + k];
-                        ok &= if k == 8 {
-                            let b = u64::from_le_bytes(mb.try_into().expect("8 bytes"));
-                            _mm512_cmpneq_epi64_mask(
-                                _mm512_cvtepu8_epi64(_mm_cvtsi64_si128(b as i64)),
-                                _mm512_setzero_si512(),
-                            )
-                        } else {
-                            mb.iter()
-                                .enumerate()
-                                .fold(0, |acc, (l, &b)| acc | (u8::from(b != 0) << l))
-                        };
-                    }
-                    if r > last {
-                        ok = 0;
-                    }
-                    let y32 = _mm512_mask_cvtepi64_epi32(_mm256_set1_epi32(-1), ok, y);
-                    // SAFETY: t0 + 8 <= tb * 16: inside row r's tb vectors.
-                    unsafe { _mm256_storeu_si256(yrow(r).add(t0).cast(), y32) };
-                }
-            }
+            // Codes of 16 tasks of the 16 rows widened to i32 and transposed: vector t then holds
+            // task t's code in every row. Rows past the block get -1 (invalid); a load at the
+            // end of a row reads the next row's codes or the padding, for tasks past T (unused).
             for b in 0..tb {
-                let mut v = [_mm512_setzero_ps(); 16];
-                for (r, vr) in v.iter_mut().enumerate() {
-                    // SAFETY: row r's vector b lies in yrows (16 * tb vectors).
-                    *vr = unsafe { _mm512_load_ps(yrow(r).add(16 * b).cast()) };
+                let mut v = [_mm512_castsi512_ps(_mm512_set1_epi32(-1)); 16];
+                for (r, vr) in v.iter_mut().enumerate().take(nr) {
+                    // SAFETY: r T + 16 b + 16 <= (nr - 1) T + 16 tb <= nr T + 15 < codes.len().
+                    let c =
+                        unsafe { _mm_loadu_si128(codes.as_ptr().add(r * t_count + 16 * b).cast()) };
+                    *vr = _mm512_castsi512_ps(_mm512_cvtepi8_epi32(c));
                 }
                 let t = transpose16(v);
                 for (j, c) in t.iter().enumerate() {
-                    // SAFETY: b * 16 + j < tb * 16 = ycols.len().
+                    // SAFETY: b * 16 + j < tb * 16, inside ycols.
                     unsafe { _mm512_store_ps(ycols_p.add(16 * (b * 16 + j)).cast(), *c) };
                 }
             }
@@ -1590,10 +1625,10 @@ mod avx512 {
             // The phases run over all heads in turn rather than head by head: a head's steps
             // form one long dependency chain (max, exps, sum, log), and the out-of-order core
             // only overlaps consecutive heads when they are independent work in one loop.
-            // Software prefetch of the next block's logits and targets (contiguous after these)
+            // Software prefetch of the next block's logits and codes (contiguous after these)
             // is spread over the heads: the 16 rows are 16 streams for the hardware prefetcher.
             let x_lines = (x.len() * 4).div_ceil(64);
-            let y_lines = (targets.len() * 8).div_ceil(64);
+            let y_lines = (nr * t_count).div_ceil(64);
             // The next block's gradient lines too: fetched ahead, its stores do not wait for
             // the lines to be read (write-allocate) at the end of the next block.
             let d_next = d.as_deref().map(|d| d.as_ptr().wrapping_add(d.len()));
@@ -1661,10 +1696,7 @@ mod avx512 {
                             .cast::<i8>()
                     } else {
                         let k = l - x_lines;
-                        targets
-                            .as_ptr()
-                            .wrapping_add(targets.len() + 8 * k)
-                            .cast::<i8>()
+                        codes.as_ptr().wrapping_add(nr * t_count + 64 * k)
                     };
                     _mm_prefetch::<_MM_HINT_T1>(at);
                 }
@@ -1908,9 +1940,12 @@ mod avx512 {
         mask: Option<&[u8]>,
         sizes: &[u64],
         ignore: i64,
+        mut codes: Option<&mut [i8]>,
     ) -> (Vec<usize>, bool) {
         let t_count = sizes.len();
         assert!(ys.len().is_multiple_of(t_count) && mask.is_none_or(|m| m.len() == ys.len()));
+        assert!(codes.as_deref().is_none_or(|c| c.len() == ys.len()));
+        let minus1 = _mm_set1_epi8(-1);
         let blocks = t_count.div_ceil(8);
         let mut cnt = vec![_mm512_setzero_si512(); blocks];
         let size_v: Vec<__m512i> = (0..blocks)
@@ -1949,6 +1984,20 @@ mod avx512 {
                 cnt[b] = _mm512_mask_add_epi64(cnt[b], ok, cnt[b], one);
                 // Unsigned: a negative target is out of range too.
                 bad |= ok & _mm512_cmpge_epu64_mask(y, size_v[b]);
+                if let Some(c) = codes.as_deref_mut() {
+                    // The 8 targets narrowed to bytes, -1 where invalid.
+                    let c8 = _mm512_mask_cvtepi64_epi8(minus1, ok, y);
+                    let out = &mut c[at..at + k];
+                    if k == 8 {
+                        // SAFETY: out holds 8 bytes.
+                        unsafe { _mm_storel_epi64(out.as_mut_ptr().cast(), c8) };
+                    } else {
+                        let mut tmp = [0i8; 16];
+                        // SAFETY: 16-byte array.
+                        unsafe { _mm_storeu_si128(tmp.as_mut_ptr().cast(), c8) };
+                        out.copy_from_slice(&tmp[..k]);
+                    }
+                }
             }
         }
         let mut counts = vec![0usize; t_count];
@@ -3026,9 +3075,10 @@ mod tests {
         assert!(bits(&grad) == bits(&default));
     }
 
-    /// The vector counting pass agrees with the scalar one: counts, and the out-of-range flag
-    /// (negative or too large, only where the entry is valid), for 1..=19 tasks (partial
-    /// 8-task vectors), with and without a mask.
+    /// The vector counting pass agrees with the scalar one: counts, the out-of-range flag
+    /// (negative or too large, only where the entry is valid) and the per-entry codes (class
+    /// index, -1 where invalid), for 1..=19 tasks (partial 8-task vectors), with and without
+    /// a mask.
     #[test]
     fn vector_counts_match_scalar() {
         if !has_avx512() {
@@ -3052,9 +3102,22 @@ mod tests {
                 }
                 for m in [None, Some(&mask[..])] {
                     // SAFETY: AVX-512F checked above.
-                    let got = unsafe { avx512::count_valid(&ys, m, &sizes, -100) };
-                    let want = count_valid_scalar(&ys, m, &sizes, -100);
+                    let mut got_codes = vec![7i8; ys.len()];
+                    let mut want_codes = vec![9i8; ys.len()];
+                    let got =
+                        unsafe { avx512::count_valid(&ys, m, &sizes, -100, Some(&mut got_codes)) };
+                    let want = count_valid_scalar(&ys, m, &sizes, -100, Some(&mut want_codes));
                     assert_eq!(got, want, "t {t} bad {bad_at:?} mask {}", m.is_some());
+                    // SAFETY: AVX-512F checked above.
+                    let plain = unsafe { avx512::count_valid(&ys, m, &sizes, -100, None) };
+                    assert_eq!(plain, want, "t {t} without codes");
+                    if bad_at.is_none() {
+                        assert_eq!(got_codes, want_codes, "t {t} mask {}", m.is_some());
+                        for (k, &c) in want_codes.iter().enumerate() {
+                            let ok = ys[k] != -100 && m.is_none_or(|m| m[k] != 0);
+                            assert_eq!(c, if ok { ys[k] as i8 } else { -1 }, "t {t} entry {k}");
+                        }
+                    }
                     if m.is_none() {
                         assert_eq!(got.1, bad_at.is_some(), "t {t}");
                     }
