@@ -5,7 +5,9 @@ use super::checks::{Numel, buf, numel, same_len};
 use super::softmax::per_row;
 use crate::error::{KernelError, Result};
 
-fn check_targets(
+/// Checks every target against `classes` (or `ignore_index`) and returns how many rows count;
+/// the CUDA side calls it on the host before its one upload of the targets.
+pub(crate) fn check_targets(
     op: &'static str,
     classes: usize,
     targets: &[i64],

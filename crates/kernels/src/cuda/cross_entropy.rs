@@ -35,7 +35,12 @@ impl CeTargets {
     /// row), counts the rows that are not `ignore_index` and uploads them (one host->device
     /// copy, no synchronisation).
     pub fn upload(gpu: &Gpu, classes: usize, targets: &[i64], ignore_index: i64) -> Result<Self> {
-        let valid = count_valid("cuda::cross_entropy", classes, targets, ignore_index)?;
+        let valid = crate::cpu::cross_entropy::check_targets(
+            "cuda::cross_entropy",
+            classes,
+            targets,
+            ignore_index,
+        )?;
         Ok(Self {
             buf: gpu.upload(targets)?,
             classes,
@@ -73,32 +78,6 @@ impl CeTargets {
     pub fn buffer(&self) -> &GpuBuffer<i64> {
         &self.buf
     }
-}
-
-/// The rows of `targets` that are not `ignore_index`, or the CPU's error for the first row
-/// whose target is outside `[0, classes)`.
-fn count_valid(
-    op: &'static str,
-    classes: usize,
-    targets: &[i64],
-    ignore_index: i64,
-) -> Result<usize> {
-    let mut valid = 0;
-    for (row, &t) in targets.iter().enumerate() {
-        if t == ignore_index {
-            continue;
-        }
-        if t < 0 || t as u64 >= classes as u64 {
-            return Err(KernelError::new(
-                op,
-                format!(
-                    "target {t} of row {row} is outside [0, {classes}) and is not ignore_index {ignore_index}"
-                ),
-            ));
-        }
-        valid += 1;
-    }
-    Ok(valid)
 }
 
 /// The targets must have been checked against the op's own number of classes.
