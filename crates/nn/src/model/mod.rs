@@ -454,13 +454,9 @@ impl Model {
             return self.step_device(opt, grads, lr, max_grad_norm);
         }
         let mut present: Vec<(String, Vec<f32>)> = self
-            .store
-            .trainable()
-            .filter_map(|e| {
-                grads
-                    .get(e.tensor())
-                    .map(|g| (e.name().to_string(), g.to_vec()))
-            })
+            .reached(grads)
+            .into_iter()
+            .map(|(name, g)| (name, g.to_vec()))
             .collect();
         let norm = {
             let mut views: Vec<&mut [f32]> = present.iter_mut().map(|(_, g)| &mut g[..]).collect();
@@ -475,6 +471,14 @@ impl Model {
             opt.update(name, kind, value, g, lr)?;
         }
         Ok(norm)
+    }
+
+    /// The trainable parameters backward reached, in store order, with their gradients.
+    fn reached<'g>(&self, grads: &'g Gradients) -> Vec<(String, &'g Tensor)> {
+        self.store
+            .trainable()
+            .filter_map(|e| grads.get(e.tensor()).map(|g| (e.name().to_string(), g)))
+            .collect()
     }
 
     /// Copies every parameter and BN statistic from `other` (PBT's in-memory exploit); the
@@ -521,15 +525,7 @@ impl Model {
         lr: f32,
         max_grad_norm: Option<f32>,
     ) -> Result<f32> {
-        let present: Vec<(String, Tensor)> = self
-            .store
-            .trainable()
-            .filter_map(|e| {
-                grads
-                    .get(e.tensor())
-                    .map(|g| (e.name().to_string(), g.clone()))
-            })
-            .collect();
+        let present = self.reached(grads);
         let Some(gpu) = self.gpu() else {
             if let Some(m) = max_grad_norm {
                 crate::optim::clip_coef(0.0, m)?;
