@@ -1273,6 +1273,26 @@ mod avx512 {
         ((1u32 << k) - 1) as __mmask16
     }
 
+    /// `$op` over the first `$n` vectors of the array `$v` as a pairwise tree: neighbours first,
+    /// an odd last one carried up. A macro rather than a function taking a closure: the
+    /// closure would not inherit the caller's target features and would not inline.
+    macro_rules! tree {
+        ($v:expr, $n:expr, $op:ident) => {{
+            let mut v = $v;
+            let mut n = $n;
+            while n > 1 {
+                for i in 0..n / 2 {
+                    v[i] = $op(v[2 * i], v[2 * i + 1]);
+                }
+                if n % 2 == 1 {
+                    v[n / 2] = v[n - 1];
+                }
+                n = n.div_ceil(2);
+            }
+            v[0]
+        }};
+    }
+
     /// One row of the fused softmax cross-entropy over all heads.
     pub(super) struct CeRow<'a> {
         /// The layout's T + 1 offsets.
@@ -1488,7 +1508,7 @@ mod avx512 {
             assert!(x.len() == rows * w && codes.len() == rows * t_count + super::CODE_PAD);
             assert!(d.as_deref().is_none_or(|d| d.len() == x.len()));
             assert!(sums.len() == t_count && self.scales.len() == t_count);
-            let need = w.div_ceil(16) * 16 + 6 * t_count.div_ceil(16) * 16;
+            let need = w.div_ceil(16) * 16 + 4 * t_count.div_ceil(16) * 16;
             // Heads all of one size get a build of the block with that size fixed: the class
             // loops unroll and the per-class constants are hoisted.
             let c0 = self.offsets[1];
@@ -1548,7 +1568,7 @@ mod avx512 {
         // The head loops index the offsets, the scales, the sums and the tile by task.
         #[allow(clippy::needless_range_loop)]
         /// Up to 16 rows (see [`SmallTile::run`]); `tile` holds at least
-        /// `ceil16(W) + 6 ceil16(T)` vectors.
+        /// `ceil16(W) + 4 ceil16(T)` vectors.
         ///
         /// `C` > 0: every head has C classes (loops of compile-time length); 0: any sizes.
         ///
@@ -1569,9 +1589,9 @@ mod avx512 {
             assert!((1..=16).contains(&nr) && codes.len() == nr * t_count + super::CODE_PAD);
             let (wb, tb) = (w.div_ceil(16), t_count.div_ceil(16));
             // Tile layout: W columns (16 rows each), then the T codes as i32, transposed (16
-            // rows each), then five vectors per head (see the phases below).
+            // rows each), then three vectors per head (see the phases below).
             let (cols, ycols) = tile.split_at_mut(wb * 16);
-            let ycols = &mut ycols[..6 * tb * 16];
+            let ycols = &mut ycols[..4 * tb * 16];
             // Raw pointers into the tile (all indices below are inside the parts just split).
             let cols_p = cols.as_mut_ptr().cast::<f32>();
             let ycols_p = ycols.as_mut_ptr().cast::<i32>();
@@ -1614,17 +1634,16 @@ mod avx512 {
             }
             let grad = d.is_some();
             // Per-head vectors between the phases below (part, head): 0 the rows' losses,
-            // 1 m - x[y] - delta ln 2, 2 the exp sum, 3 scale / sum; part 4 holds each head's
-            // mask of valid rows (u16).
+            // 1 m - x[y] - delta ln 2, 2 the exp sum.
             let head_p = |part: usize, t: usize| {
                 ycols_p
                     .wrapping_add(16 * (tb * 16 * (1 + part) + t))
                     .cast::<f32>()
             };
-            let valid_p = head_p(4, 0).cast::<u16>();
-            // The phases run over all heads in turn rather than head by head: a head's steps
-            // form one long dependency chain (max, exps, sum, log), and the out-of-order core
-            // only overlaps consecutive heads when they are independent work in one loop.
+            // The logs run over all heads after the exponentials rather than head by head: a
+            // head's steps form one long dependency chain (max, exps, sum, log), and the
+            // out-of-order core only overlaps consecutive heads when they are independent work
+            // in one loop.
             // Software prefetch of the next block's logits and codes (contiguous after these)
             // is spread over the heads: the 16 rows are 16 streams for the hardware prefetcher.
             let x_lines = (x.len() * 4).div_ceil(64);
@@ -1654,11 +1673,18 @@ mod avx512 {
                         unsafe { _mm512_load_ps(col(o + j)) }
                     }
                 };
-                let mut m = xj(0);
-                for j in 1..c {
-                    // NaN in the first column sticks in m; elsewhere it reaches the sum.
-                    m = _mm512_max_ps(xj(j), m);
-                }
+                // With C fixed, max and sum are pairwise trees (depth log2 C instead of a chain
+                // of C - 1): a head's steps form one dependency chain, and the chain's length
+                // is what limits the tile. A NaN anywhere reaches the sum whatever m is.
+                let m = if C > 0 {
+                    tree!(xs, C, _mm512_max_ps)
+                } else {
+                    let mut m = xj(0);
+                    for j in 1..c {
+                        m = _mm512_max_ps(xj(j), m);
+                    }
+                    m
+                };
                 // exp(x - m) as 2^(x log2 e - b) with b = m log2 e rounded: one fused op per
                 // element instead of a subtraction and a multiplication. The common factor
                 // 2^delta (delta = m log2 e - b, computed exactly) cancels in the softmax and
@@ -1668,22 +1694,49 @@ mod avx512 {
                 let yv = unsafe { _mm512_load_si512(ycols_p.add(16 * t).cast()) };
                 let mut s = _mm512_setzero_ps();
                 let mut xy = _mm512_setzero_ps();
+                // With C fixed the exponentials stay in registers until the gradient below.
+                let mut es = [_mm512_setzero_ps(); 16];
                 for j in 0..c {
                     let x = xj(j);
                     let e = exp2_fms16(x, b);
-                    if grad {
-                        // Keep the exponential in the tile for the gradient.
-                        unsafe { _mm512_store_ps(col(o + j), e) };
+                    if C > 0 {
+                        es[j] = e;
+                    } else {
+                        if grad {
+                            // Keep the exponential in the tile for the gradient.
+                            unsafe { _mm512_store_ps(col(o + j), e) };
+                        }
+                        s = _mm512_add_ps(s, e);
                     }
-                    s = _mm512_add_ps(s, e);
                     let is_y = _mm512_cmpeq_epi32_mask(yv, _mm512_set1_epi32(j as i32));
                     xy = _mm512_mask_mov_ps(xy, is_y, x);
+                }
+                if C > 0 {
+                    s = tree!(es, C, _mm512_add_ps);
                 }
                 let shift =
                     _mm512_fnmadd_ps(delta, splat(std::f32::consts::LN_2), _mm512_sub_ps(m, xy));
                 unsafe {
                     _mm512_store_ps(head_p(1, t), shift);
                     _mm512_store_ps(head_p(2, t), s);
+                }
+                if grad {
+                    // The head's gradient right away (the exponentials in registers or the tile):
+                    // (scale / s) e - scale at the target, exact zeros in invalid rows (even
+                    // with non-finite logits); invalid rows have code -1 and no one-hot lane.
+                    let valid = _mm512_cmpge_epi32_mask(yv, _mm512_setzero_si512());
+                    let k = _mm512_maskz_div_ps(valid, splat(self.scales[t]), s);
+                    let sc = splat(self.scales[t]);
+                    for j in 0..c {
+                        let e = if C > 0 {
+                            es[j]
+                        } else {
+                            unsafe { _mm512_load_ps(col(o + j)) }
+                        };
+                        let is_y = _mm512_cmpeq_epi32_mask(yv, _mm512_set1_epi32(j as i32));
+                        let g = _mm512_maskz_mul_ps(valid, e, k);
+                        unsafe { _mm512_store_ps(col(o + j), _mm512_mask_sub_ps(g, is_y, g, sc)) };
+                    }
                 }
                 for l in t * per_head..((t + 1) * per_head).min(all_lines) {
                     // Prefetches never fault, so the addresses may lie past the slices.
@@ -1709,15 +1762,7 @@ mod avx512 {
                 let valid = _mm512_cmpge_epi32_mask(yv, _mm512_setzero_si512());
                 // loss = (m - x[y]) + ln s, zero for invalid rows; summed over the rows below.
                 let loss = _mm512_maskz_add_ps(valid, shift, ln16(s));
-                unsafe {
-                    _mm512_store_ps(head_p(0, t), loss);
-                    *valid_p.add(t) = valid;
-                }
-                if grad {
-                    // Invalid rows get exact zeros (even with non-finite logits).
-                    let k = _mm512_maskz_div_ps(valid, splat(self.scales[t]), s);
-                    unsafe { _mm512_store_ps(head_p(3, t), k) };
-                }
+                unsafe { _mm512_store_ps(head_p(0, t), loss) };
             }
             // Each head's loss summed over the block's rows in f32 (16 non-negative terms),
             // 16 heads at a time: transposed, the sums are lane-wise additions; then widened
@@ -1755,19 +1800,6 @@ mod avx512 {
                 }
             }
             let Some(d) = d else { return };
-            for t in 0..t_count {
-                let (o, c) = self.head::<C>(t);
-                let sc = splat(self.scales[t]);
-                // SAFETY: as above.
-                let (k, valid) = unsafe { (_mm512_load_ps(head_p(3, t)), *valid_p.add(t)) };
-                let yv = unsafe { _mm512_load_si512(ycols_p.add(16 * t).cast()) };
-                for j in 0..c {
-                    // Invalid rows have target -1 and so no one-hot lane.
-                    let is_y = _mm512_cmpeq_epi32_mask(yv, _mm512_set1_epi32(j as i32));
-                    let g = _mm512_maskz_mul_ps(valid, unsafe { _mm512_load_ps(col(o + j)) }, k);
-                    unsafe { _mm512_store_ps(col(o + j), _mm512_mask_sub_ps(g, is_y, g, sc)) };
-                }
-            }
             for cb in 0..wb {
                 let c0 = cb * 16;
                 let k = (w - c0).min(16);
@@ -2698,6 +2730,53 @@ mod tests {
         }
     }
 
+    /// The small-head tile (heads of at most 16 classes), with every head of one size (max and
+    /// sum as trees) and of mixed sizes (chains): a NaN logit in any column of a head makes
+    /// that head's loss and its gradient in that row NaN and leaves the other head alone; a
+    /// -inf logit gets an exact zero gradient and a finite loss.
+    #[test]
+    fn small_head_tile_propagates_nan_from_any_column() {
+        for sizes in [[10usize, 10], [5, 5], [10, 7]] {
+            let layout = TaskLayout::from_sizes(&sizes).unwrap();
+            let (w, c0) = (layout.width(), sizes[0]);
+            // Row r < c0 has a NaN at column r of head 0; the last row a -inf there instead.
+            let n = c0 + 1;
+            let mut x: Vec<f32> = (0..n * w).map(|k| ((k * 7) % 11) as f32 * 0.3).collect();
+            for r in 0..c0 {
+                x[r * w + r] = f32::NAN;
+            }
+            x[c0 * w + 3] = f32::NEG_INFINITY;
+            let targets: Vec<i64> = (0..n).flat_map(|r| [((r + 1) % c0) as i64, 2]).collect();
+            for vector in paths() {
+                for r in 0..=c0 {
+                    // One row at a time, so that each NaN shows in the head's loss.
+                    let input = WeightedCeInput {
+                        layout: &layout,
+                        n: 1,
+                        logits: &x[r * w..(r + 1) * w],
+                        targets: &targets[2 * r..2 * r + 2],
+                        mask: None,
+                        weights: &[1.0, 1.0],
+                        ignore_index: -100,
+                    };
+                    let mut grad = vec![7.0f32; w];
+                    let out = weighted_ce_impl(&input, Some(&mut grad), vector).unwrap();
+                    let what = format!("sizes {sizes:?}, row {r}, vector {vector}");
+                    assert!(out.task_loss[1].is_finite(), "{what}");
+                    assert!(grad[c0..].iter().all(|g| g.is_finite()), "{what}");
+                    if r < c0 {
+                        assert!(out.task_loss[0].is_nan(), "{what}");
+                        assert!(grad[..c0].iter().all(|g| g.is_nan()), "{what}");
+                    } else {
+                        assert!(out.task_loss[0].is_finite(), "{what}");
+                        assert_eq!(grad[3], 0.0, "{what}");
+                        assert!(grad[..c0].iter().all(|g| g.is_finite()), "{what}");
+                    }
+                }
+            }
+        }
+    }
+
     /// The 16-lane exp, log and ln(1 + e) against f64, with their edge cases.
     #[cfg(target_arch = "x86_64")]
     #[test]
@@ -3225,7 +3304,8 @@ mod tests {
     /// (reliable on a shared, loaded machine): one rayon thread, min over many calls. Not a
     /// check; run with `cargo test --release -p scalarize-kernels --lib cpu_time_small_heads
     /// -- --ignored --nocapture` and compare builds interleaved. `SCALARIZE_CPU_TIME_FULL=1`
-    /// adds the benchmark's full sizes (from memory; use few reps).
+    /// adds the benchmark's full sizes (from memory; use few reps); `SCALARIZE_CPU_TIME_THREADS=2`
+    /// times that many threads by wall time (min over the reps).
     #[cfg(target_os = "linux")]
     #[test]
     #[ignore = "timing report, not a check"]
@@ -3234,18 +3314,30 @@ mod tests {
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(300);
+        // More than one thread: wall time (the other threads' CPU time would be missed).
+        let threads: usize = std::env::var("SCALARIZE_CPU_TIME_THREADS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1);
         let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(1)
+            .num_threads(threads)
             .build()
             .unwrap();
+        let clock = || {
+            if threads > 1 {
+                std::time::UNIX_EPOCH.elapsed().unwrap().as_secs_f64()
+            } else {
+                thread_cpu_secs()
+            }
+        };
         let min_secs = |f: &mut (dyn FnMut() + Send)| {
             pool.install(|| {
                 f();
                 (0..reps)
                     .map(|_| {
-                        let t0 = thread_cpu_secs();
+                        let t0 = clock();
                         f();
-                        thread_cpu_secs() - t0
+                        clock() - t0
                     })
                     .fold(f64::INFINITY, f64::min)
             })
@@ -3253,7 +3345,7 @@ mod tests {
         let mut rng = Gen(5);
         let report = |what: &str, rows: usize, bytes: usize, secs: f64| {
             println!(
-                "CPUTIME {what}: {:.2} ns/row, {:.2} GB/s per core",
+                "CPUTIME {what}: {:.2} ns/row, {:.2} GB/s on {threads} thread(s)",
                 secs * 1e9 / rows as f64,
                 bytes as f64 / secs / 1e9
             );
