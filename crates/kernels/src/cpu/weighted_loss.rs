@@ -1156,9 +1156,18 @@ mod avx512 {
     #[inline]
     #[target_feature(enable = "avx512f")]
     pub(super) fn exp2_16(t: __m512) -> __m512 {
-        let k = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(t);
-        let f = _mm512_sub_ps(t, k);
-        let mut p = splat(1.327_647_2e-3);
+        exp2_16n([t])[0]
+    }
+
+    /// [`exp2_16`] of N independent vectors, stage by stage (see [`exp16n`]).
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn exp2_16n<const N: usize>(t: [__m512; N]) -> [__m512; N] {
+        let k: [__m512; N] = std::array::from_fn(|i| {
+            _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(t[i])
+        });
+        let f: [__m512; N] = std::array::from_fn(|i| _mm512_sub_ps(t[i], k[i]));
+        let mut p = [splat(1.327_647_2e-3); N];
         for c in [
             9.675_541e-3,
             5.550_713e-2,
@@ -1166,11 +1175,13 @@ mod avx512 {
             6.931_469_4e-1,
             1.000_000_1,
         ] {
-            p = _mm512_fmadd_ps(p, f, splat(c));
+            p = std::array::from_fn(|i| _mm512_fmadd_ps(p[i], f[i], splat(c)));
         }
-        // Not less than -125, or NaN.
-        let keep = _mm512_cmp_ps_mask::<_CMP_NLT_UQ>(t, splat(-125.0));
-        _mm512_maskz_scalef_ps(keep, p, k)
+        std::array::from_fn(|i| {
+            // Not less than -125, or NaN.
+            let keep = _mm512_cmp_ps_mask::<_CMP_NLT_UQ>(t[i], splat(-125.0));
+            _mm512_maskz_scalef_ps(keep, p[i], k[i])
+        })
     }
 
     /// 2^(x log2(e) - b) of 16 lanes (exp(x - m) when b = m log2(e), up to a common factor
@@ -1183,24 +1194,29 @@ mod avx512 {
         exp2_16(_mm512_fmsub_ps(x, splat(std::f32::consts::LOG2_E), b))
     }
 
-    /// exp(-|x|) of 16 lanes (the BCE kernel's e): [`exp2_16`] of -|x log2(e)|, the sign set
-    /// with an integer or (AVX-512F has no float or). Relative error about 6e-8 |x| + 1e-7;
-    /// 0 for |x| = inf, NaN stays NaN.
+    /// exp(-|x|) of N vectors of 16 lanes (the BCE kernel's e), stage by stage: [`exp2_16`]
+    /// of -|x log2(e)|, the sign set with an integer or (AVX-512F has no float or). Relative
+    /// error about 6e-8 |x| + 1e-7; 0 for |x| = inf, NaN stays NaN.
     #[inline]
     #[target_feature(enable = "avx512f")]
-    pub(super) fn exp_neg_abs16(x: __m512) -> __m512 {
-        let t = _mm512_mul_ps(x, splat(std::f32::consts::LOG2_E));
-        let t = _mm512_or_si512(_mm512_castps_si512(t), _mm512_set1_epi32(i32::MIN));
-        exp2_16(_mm512_castsi512_ps(t))
+    pub(super) fn exp_neg_abs16n<const N: usize>(x: [__m512; N]) -> [__m512; N] {
+        exp2_16n(std::array::from_fn(|i| {
+            let t = _mm512_mul_ps(x[i], splat(std::f32::consts::LOG2_E));
+            let t = _mm512_or_si512(_mm512_castps_si512(t), _mm512_set1_epi32(i32::MIN));
+            _mm512_castsi512_ps(t)
+        }))
     }
 
-    /// a + ln(1 + e) for e in [0, 1], 16 lanes: e q(e) + a with q a degree-8 minimax
-    /// polynomial of ln(1 + e) / e (relative error 2e-7, none of it lost for tiny e), the
-    /// addition fused into the last step; no division.
+    /// a + ln(1 + e) for e in [0, 1], N vectors of 16 lanes, stage by stage: e q(e) + a with
+    /// q a degree-8 minimax polynomial of ln(1 + e) / e (relative error 2e-7, none of it lost
+    /// for tiny e), the addition fused into the last step; no division.
     #[inline]
     #[target_feature(enable = "avx512f")]
-    pub(super) fn ln1p_unit16_plus(e: __m512, a: __m512) -> __m512 {
-        let mut q = splat(5.232_694e-3);
+    pub(super) fn ln1p_unit16_plus_n<const N: usize>(
+        e: [__m512; N],
+        a: [__m512; N],
+    ) -> [__m512; N] {
+        let mut q = [splat(5.232_694e-3); N];
         for c in [
             -2.950_523_8e-2,
             7.822_596e-2,
@@ -1211,9 +1227,27 @@ mod avx512 {
             -4.999_949_3e-1,
             9.999_999_4e-1,
         ] {
-            q = _mm512_fmadd_ps(q, e, splat(c));
+            q = std::array::from_fn(|i| _mm512_fmadd_ps(q[i], e[i], splat(c)));
         }
-        _mm512_fmadd_ps(e, q, a)
+        std::array::from_fn(|i| _mm512_fmadd_ps(e[i], q[i], a[i]))
+    }
+
+    /// The BCE terms of N independent vectors, stage by stage (see [`exp16n`]): for each,
+    /// e = exp(-|x|) ([`exp_neg_abs16n`]) and the loss max(x, 0) - x y + ln(1 + e)
+    /// ([`ln1p_unit16_plus_n`]). One vector's steps form a chain of about 20 dependent
+    /// operations, longer than the floating-point scheduler lets the core overlap across
+    /// loop iterations; interleaved in program order, N chains run side by side.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn bce_terms_n<const N: usize>(
+        x: [__m512; N],
+        y: [__m512; N],
+    ) -> ([__m512; N], [__m512; N]) {
+        let e = exp_neg_abs16n(x);
+        let base: [__m512; N] = std::array::from_fn(|i| {
+            _mm512_fnmadd_ps(x[i], y[i], _mm512_max_ps(x[i], _mm512_setzero_ps()))
+        });
+        (e, ln1p_unit16_plus_n(e, base))
     }
 
     /// Natural log of 16 positive normal lanes (Cephes logf: mantissa in [sqrt(1/2), sqrt(2)),
@@ -2103,100 +2137,99 @@ mod avx512 {
             assert!((1..=super::BCE_MAX_PHASES).contains(&phases));
             assert!(self.phase_scale.len() == 16 * phases && phase_sums.len() == 16 * phases);
             assert!(d.as_deref().is_none_or(|d| d.len() == len));
-            let d = d.map(|d| d.as_mut_ptr());
+            // One build per (gradient, mask) case: the loop body then has no branch on either.
+            let q = d.map_or(std::ptr::null_mut(), |d| d.as_mut_ptr());
+            // SAFETY: the lengths are asserted above; q is null exactly when GRAD is false.
+            unsafe {
+                match (q.is_null(), self.valid) {
+                    (false, Some(val)) => self.run_with::<true, true>(q, val, phase_sums),
+                    (false, None) => self.run_with::<true, false>(q, &[], phase_sums),
+                    (true, Some(val)) => self.run_with::<false, true>(q, val, phase_sums),
+                    (true, None) => self.run_with::<false, false>(q, &[], phase_sums),
+                }
+            }
+        }
+
+        /// [`Self::run`] for a gradient pointer `q` (GRAD) and validity bytes `val` (MASK):
+        /// one vector per iteration in element order, so that the loop body is the vector
+        /// arithmetic and little else, and the out-of-order core overlaps consecutive vectors
+        /// (an earlier version interleaved four vectors by hand; the compiler rolled that back
+        /// into a loop with its vectors and bookkeeping on the stack, about twice as slow).
+        ///
+        /// # Safety
+        /// AVX-512F; `q` valid for `logits.len()` writes when GRAD; `val` as long as the
+        /// logits when MASK.
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        unsafe fn run_with<const GRAD: bool, const MASK: bool>(
+            &self,
+            q: *mut f32,
+            val: &[u8],
+            phase_sums: &mut [f64],
+        ) -> bool {
+            let len = self.logits.len();
+            let phases = self.phase_scale.len() / 16;
             let (zero, one) = (_mm512_setzero_ps(), splat(1.0));
+            let (xp, yp, sp) = (
+                self.logits.as_ptr(),
+                self.targets.as_ptr(),
+                self.phase_scale.as_ptr(),
+            );
             let nv = len.div_ceil(16);
             let group = BCE_F32_PERIODS * phases;
             let mut part = [zero; super::BCE_MAX_PHASES];
+            let part_p = part.as_mut_ptr();
             let mut bad: __mmask16 = 0;
             let mut v0 = 0;
             while v0 < nv {
                 let end = (v0 + group).min(nv);
-                let mut v = v0;
-                // Phase of vector v (v0 is a whole number of periods).
+                // Phase of vector v (v0 is a whole number of periods), counted along.
                 let mut p = 0;
+                let mut v = v0;
                 while v < end {
-                    // Four vectors at a time, stage by stage (see exp16n); past `end` a vector
-                    // gets an empty mask and a valid address.
-                    let vs: [usize; 4] = std::array::from_fn(|u| (v + u).min(end - 1));
-                    let mk: [__mmask16; 4] = std::array::from_fn(|u| {
-                        if v + u < end {
-                            first((len - 16 * (v + u)).min(16))
-                        } else {
-                            0
-                        }
-                    });
-                    // Phases counted along (a % per vector was an integer division each).
-                    let mut ph = [0usize; 4];
-                    for slot in ph.iter_mut() {
-                        *slot = p;
-                        p += 1;
-                        if p == phases {
-                            p = 0;
-                        }
+                    // BCE_LANES whole vectors at a time where they fit, else one (masked).
+                    if v + BCE_LANES <= end && 16 * (v + BCE_LANES) <= len {
+                        // SAFETY (here and below): vectors v.. v + BCE_LANES are whole and
+                        // inside the slices; every phase index is < phases.
+                        bad |= unsafe {
+                            self.lanes::<GRAD, MASK, BCE_LANES>(q, val, v, &mut p, part_p)
+                        };
+                        v += BCE_LANES;
+                        continue;
                     }
-                    // SAFETY (loads, stores): lanes under mk lie inside the slices.
-                    let x: [__m512; 4] = std::array::from_fn(|u| unsafe {
-                        _mm512_maskz_loadu_ps(mk[u], self.logits.as_ptr().add(16 * vs[u]))
-                    });
-                    let y: [__m512; 4] = std::array::from_fn(|u| unsafe {
-                        _mm512_maskz_loadu_ps(mk[u], self.targets.as_ptr().add(16 * vs[u]))
-                    });
-                    for u in 0..4 {
-                        // y in [0, 1] (-0.0 included).
-                        // Two comparisons (NaN fails both) rather than y - y^2 >= 0: they
-                        // leave the multiply-add units to the exp and log polynomials.
-                        bad |= mk[u]
-                            & (_mm512_cmp_ps_mask::<_CMP_NGE_UQ>(y[u], zero)
-                                | _mm512_cmp_ps_mask::<_CMP_NLE_UQ>(y[u], one));
-                        let mut vk = mk[u];
-                        if let Some(val) = self.valid {
-                            vk &= if mk[u] == u16::MAX {
-                                // SAFETY: 16 bytes from 16 vs[u] lie inside `val`.
-                                let b =
-                                    unsafe { _mm_loadu_si128(val.as_ptr().add(16 * vs[u]).cast()) };
-                                _mm512_cmpneq_epi32_mask(
-                                    _mm512_cvtepu8_epi32(b),
-                                    _mm512_setzero_si512(),
-                                )
-                            } else {
-                                let k = mk[u].count_ones() as usize;
-                                val[16 * vs[u]..16 * vs[u] + k]
-                                    .iter()
-                                    .enumerate()
-                                    .fold(0, |acc, (l, &b)| acc | (u16::from(b != 0) << l))
-                            };
-                        }
-                        // loss = max(x, 0) - x y + ln(1 + e^-|x|), zero where invalid.
-                        // e = exp(-|x|), and ln(1 + e) as a polynomial: no division (one in
-                        // ln1p made the kernel about 15% slower), the sigmoid has the divider.
-                        let e = exp_neg_abs16(x[u]);
-                        let base = _mm512_fnmadd_ps(x[u], y[u], _mm512_max_ps(x[u], zero));
-                        let loss = ln1p_unit16_plus(e, base);
-                        part[ph[u]] = _mm512_mask_add_ps(part[ph[u]], vk, part[ph[u]], loss);
-                        if let Some(q) = d {
-                            // sigmoid(x) from e = exp(-|x|) without overflow on either side.
-                            // A division (a separate unit, otherwise idle here) rather than
-                            // rcp14 and a Newton step (measured about 3% slower).
-                            let rc = _mm512_div_ps(one, _mm512_add_ps(one, e));
-                            let neg = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x[u], zero);
-                            let sig = _mm512_mask_mul_ps(rc, neg, e, rc);
-                            let g = _mm512_maskz_mul_ps(
-                                vk,
-                                // SAFETY: phase_scale holds 16 values from 16 ph[u].
-                                unsafe {
-                                    _mm512_loadu_ps(self.phase_scale.as_ptr().add(16 * ph[u]))
-                                },
-                                _mm512_sub_ps(sig, y[u]),
-                            );
-                            if mk[u] == u16::MAX {
-                                unsafe { _mm512_storeu_ps(q.add(16 * vs[u]), g) };
-                            } else if mk[u] != 0 {
-                                unsafe { _mm512_mask_storeu_ps(q.add(16 * vs[u]), mk[u], g) };
-                            }
-                        }
+                    let k = 16 * v;
+                    let mk = first((len - k).min(16));
+                    let (x, y) = unsafe {
+                        (
+                            _mm512_maskz_loadu_ps(mk, xp.add(k)),
+                            _mm512_maskz_loadu_ps(mk, yp.add(k)),
+                        )
+                    };
+                    bad |= mk
+                        & (_mm512_cmp_ps_mask::<_CMP_NGE_UQ>(y, zero)
+                            | _mm512_cmp_ps_mask::<_CMP_NLE_UQ>(y, one));
+                    let vk = if !MASK {
+                        mk
+                    } else {
+                        val[k..(k + 16).min(len)]
+                            .iter()
+                            .enumerate()
+                            .fold(0, |acc, (l, &b)| acc | (u16::from(b != 0) << l))
+                    };
+                    let ([e], [loss]) = bce_terms_n([x], [y]);
+                    unsafe {
+                        let acc = part_p.add(p);
+                        *acc = _mm512_mask_add_ps(*acc, vk, *acc, loss);
                     }
-                    v += 4;
+                    if GRAD {
+                        let g = bce_grad(x, y, e, unsafe { _mm512_loadu_ps(sp.add(16 * p)) }, vk);
+                        unsafe { _mm512_mask_storeu_ps(q.add(k), mk, g) };
+                    }
+                    p += 1;
+                    if p == phases {
+                        p = 0;
+                    }
+                    v += 1;
                 }
                 // Widen the group's f32 partial sums into the f64 phase sums.
                 for (p, pp) in part.iter_mut().enumerate().take(phases) {
@@ -2217,6 +2250,83 @@ mod avx512 {
                 v0 = end;
             }
             bad == 0
+        }
+    }
+
+    /// Whole vectors handled together by [`BceFlat`] (see [`bce_terms_n`]).
+    const BCE_LANES: usize = 4;
+
+    /// scale * (sigmoid(x) - y) where `vk`, 0 elsewhere, from e = exp(-|x|): sigmoid without
+    /// overflow on either side. A division (a separate unit, otherwise idle here) rather than
+    /// rcp14 and a Newton step (measured about 3% slower).
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn bce_grad(x: __m512, y: __m512, e: __m512, scale: __m512, vk: __mmask16) -> __m512 {
+        let one = splat(1.0);
+        let rc = _mm512_div_ps(one, _mm512_add_ps(one, e));
+        let neg = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, _mm512_setzero_ps());
+        let sig = _mm512_mask_mul_ps(rc, neg, e, rc);
+        _mm512_maskz_mul_ps(vk, scale, _mm512_sub_ps(sig, y))
+    }
+
+    impl BceFlat<'_> {
+        /// U whole vectors from vector v: their losses added to the phase accumulators
+        /// `part` (phases counted along in `p`) and their gradients written to `q` (GRAD).
+        /// Returns the lanes whose target is outside [0, 1] (or NaN), or-ed over the vectors.
+        ///
+        /// # Safety
+        /// AVX-512F; vectors v..v + U are whole and inside the slices (and `q`, `val`);
+        /// `part` holds the phases' accumulators.
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        unsafe fn lanes<const GRAD: bool, const MASK: bool, const U: usize>(
+            &self,
+            q: *mut f32,
+            val: &[u8],
+            v: usize,
+            p: &mut usize,
+            part: *mut __m512,
+        ) -> __mmask16 {
+            let phases = self.phase_scale.len() / 16;
+            let (xp, yp) = (self.logits.as_ptr(), self.targets.as_ptr());
+            // SAFETY: forwarded contract (whole vectors inside the slices).
+            let x: [__m512; U] =
+                std::array::from_fn(|u| unsafe { _mm512_loadu_ps(xp.add(16 * (v + u))) });
+            let y: [__m512; U] =
+                std::array::from_fn(|u| unsafe { _mm512_loadu_ps(yp.add(16 * (v + u))) });
+            let vk: [__mmask16; U] = std::array::from_fn(|u| {
+                if MASK {
+                    // SAFETY: 16 bytes from 16 (v + u) lie inside `val`.
+                    let b = unsafe { _mm_loadu_si128(val.as_ptr().add(16 * (v + u)).cast()) };
+                    _mm512_cmpneq_epi32_mask(_mm512_cvtepu8_epi32(b), _mm512_setzero_si512())
+                } else {
+                    u16::MAX
+                }
+            });
+            let mut bad = 0;
+            for yu in y {
+                // Two comparisons (NaN fails both).
+                bad |= _mm512_cmp_ps_mask::<_CMP_NGE_UQ>(yu, _mm512_setzero_ps())
+                    | _mm512_cmp_ps_mask::<_CMP_NLE_UQ>(yu, splat(1.0));
+            }
+            let (e, loss) = bce_terms_n(x, y);
+            for u in 0..U {
+                // SAFETY: *p < phases: part has entry *p, phase_scale 16 values from 16 *p.
+                unsafe {
+                    let acc = part.add(*p);
+                    *acc = _mm512_mask_add_ps(*acc, vk[u], *acc, loss[u]);
+                    if GRAD {
+                        let scale = _mm512_loadu_ps(self.phase_scale.as_ptr().add(16 * *p));
+                        let g = bce_grad(x[u], y[u], e[u], scale, vk[u]);
+                        _mm512_storeu_ps(q.add(16 * (v + u)), g);
+                    }
+                }
+                *p += 1;
+                if *p == phases {
+                    *p = 0;
+                }
+            }
+            bad
         }
     }
 
@@ -2796,7 +2906,7 @@ mod tests {
         let exp = |v| unsafe { avx512::exp16(v) };
         let ln = |v| unsafe { avx512::ln16(v) };
         let ln1p = |v| unsafe { avx512::ln1p_unit16n([v])[0] };
-        let ln1p_poly = |v| unsafe { avx512::ln1p_unit16_plus(v, _mm512_setzero_ps()) };
+        let ln1p_poly = |v| unsafe { avx512::ln1p_unit16_plus_n([v], [_mm512_setzero_ps()])[0] };
         let (mut worst_exp, mut worst_ln, mut worst_ln1p) = (0.0f64, 0.0f64, 0.0f64);
         for step in 0..2000 {
             let xs: [f32; 16] = std::array::from_fn(|l| -87.0 + (step * 16 + l) as f32 * 0.0054);
@@ -2847,9 +2957,9 @@ mod tests {
         assert!(e[6].is_nan());
         assert_eq!(lanes(&ln, &[1.0; 16]), [0.0; 16]);
         assert_eq!(lanes(&ln1p, &[0.0; 16]), [0.0; 16]);
-        // exp_neg_abs16 is exp(-|x|): within 8e-7 for |x| <= 10.9 (see exp2_fms16), 0 for
+        // exp_neg_abs16n is exp(-|x|): within 8e-7 for |x| <= 10.9 (see exp2_fms16), 0 for
         // infinite x, NaN kept.
-        let exp_na = |v| unsafe { avx512::exp_neg_abs16(v) };
+        let exp_na = |v| unsafe { avx512::exp_neg_abs16n([v])[0] };
         let mut worst = 0.0f64;
         for step in 0..2000 {
             let xs: [f32; 16] = std::array::from_fn(|l| {
@@ -2861,7 +2971,7 @@ mod tests {
                 worst = worst.max((e as f64 - want).abs() / want);
             }
         }
-        assert!(worst <= 8e-7, "exp_neg_abs16 rel err {worst}");
+        assert!(worst <= 8e-7, "exp_neg_abs16n rel err {worst}");
         let e = lanes(&exp_na, &edge);
         assert_eq!(&e[..3], &[0.0, 0.0, 0.0]);
         assert!(e[4] < 1e-38 && e[5] == 0.0 && e[6].is_nan() && (e[8] - 1.0).abs() <= 2e-7);
