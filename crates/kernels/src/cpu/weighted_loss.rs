@@ -1905,8 +1905,10 @@ mod avx512 {
         out
     }
 
-    /// Softmax of one head: returns (max, sum of exp(x - max)); writes
-    /// `scale * (softmax - onehot(y))` into `grad` when given.
+    /// Softmax of one head: returns (shift, s) with loss = shift - x[y] + ln s (shift = max
+    /// and s = sum of exp(x - max) up to 16 classes; above, both carry the common factor of
+    /// the 2^(x log2 e - b) form); writes `scale * (softmax - onehot(y))` into `grad` when
+    /// given.
     ///
     /// # Safety
     /// AVX-512F; y < x.len(); grad (if any) as long as x.
@@ -1943,18 +1945,28 @@ mod avx512 {
             _mm512_mask_loadu_ps(neg_inf, tail, p.add(full))
         });
         let m = _mm512_reduce_max_ps(mv);
-        let mvec = splat(m);
+        // exp(x - m) as 2^(x log2 e - b) with b = m log2 e rounded, as in the small-head tile:
+        // one fused operation per element instead of a subtraction and the range reduction
+        // of exp; the common factor 2^delta (delta = m log2 e - b, exact) cancels in the
+        // softmax and is taken out of the log through the returned shift.
+        let bv = _mm512_mul_ps(splat(m), splat(std::f32::consts::LOG2_E));
+        let delta = _mm512_cvtss_f32(_mm512_fmsub_ps(
+            splat(m),
+            splat(std::f32::consts::LOG2_E),
+            bv,
+        ));
         if let Some(g) = grad.as_deref() {
             assert_eq!(g.len(), c);
         }
-        // Keep exp(x - m) in the output row (in L1) to avoid a second exp pass.
+        // Keep the exponentials in the output row (in L1) to avoid a second exp pass.
         let q = grad.map(|g| g.as_mut_ptr());
         // Four vectors per step with four sums (see exp16n), summed in a fixed order.
         let mut sv = [_mm512_setzero_ps(); 4];
         let mut k = 0;
         while k + 64 <= full {
-            let e = exp16n::<4>(std::array::from_fn(|i| {
-                _mm512_sub_ps(unsafe { _mm512_loadu_ps(p.add(k + 16 * i)) }, mvec)
+            let e = exp2_16n::<4>(std::array::from_fn(|i| {
+                let x = unsafe { _mm512_loadu_ps(p.add(k + 16 * i)) };
+                _mm512_fmsub_ps(x, splat(std::f32::consts::LOG2_E), bv)
             }));
             for i in 0..4 {
                 if let Some(q) = q {
@@ -1965,7 +1977,7 @@ mod avx512 {
             k += 64;
         }
         while k < full {
-            let e = exp16(_mm512_sub_ps(unsafe { _mm512_loadu_ps(p.add(k)) }, mvec));
+            let e = exp2_fms16(unsafe { _mm512_loadu_ps(p.add(k)) }, bv);
             if let Some(q) = q {
                 unsafe { _mm512_storeu_ps(q.add(k), e) };
             }
@@ -1973,7 +1985,7 @@ mod avx512 {
             k += 16;
         }
         let v = unsafe { _mm512_mask_loadu_ps(neg_inf, tail, p.add(full)) };
-        let e = exp16(_mm512_sub_ps(v, mvec));
+        let e = exp2_fms16(v, bv);
         if let Some(q) = q {
             unsafe { _mm512_mask_storeu_ps(q.add(full), tail, e) };
         }
@@ -1992,7 +2004,7 @@ mod avx512 {
             // SAFETY: y < c (the caller's contract, asserted by indexing in CeRow::run).
             unsafe { *q.add(y) -= scale };
         }
-        (m, s)
+        (m - delta * std::f32::consts::LN_2, s)
     }
 
     /// [`super::count_valid`], eight tasks per vector (the scalar loop was a tenth of a
