@@ -14,12 +14,15 @@
 //! builds its table from it). `SCALARIZE_REQUIRE_GPU=1` makes a missing GPU an error.
 
 use std::hint::black_box;
-use std::io::Write;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
 use rayon::prelude::*;
 use scalarize_kernels::cpu::{self, TaskLayout, WeightedBceInput, WeightedCeInput};
+
+#[path = "common/kernels.rs"]
+mod common;
+use common::{median_secs, par_copy, report, report_vs_torch, torch_ms};
 
 /// Small deterministic generator (benchmarks need no statistical quality).
 struct Lcg(u64);
@@ -81,13 +84,6 @@ fn ce_bytes(n: usize, w: usize, t: usize) -> u64 {
 /// Bytes a BCE call moves: logits + targets + mask read, gradient written.
 fn bce_bytes(n: usize, w: usize, t: usize) -> u64 {
     (n * w * 4 + n * w * 4 + n * t + n * w * 4) as u64
-}
-
-/// Parallel copy: the machine's achievable bandwidth for the same access pattern.
-fn par_copy(src: &[f32], dst: &mut [f32]) {
-    dst.par_chunks_mut(1 << 16)
-        .zip(src.par_chunks(1 << 16))
-        .for_each(|(d, s)| d.copy_from_slice(s));
 }
 
 /// Parallel copy with streaming stores (whole 64-byte lines of `dst` bypass the caches and
@@ -204,104 +200,6 @@ fn report_cpu(bench: &str, shape: &str, bytes: u64, t: &Timings) {
         100.0 * bk / bs
     );
     report(bench, "cpu", shape, gbps, plain, Some(best_pct));
-}
-
-/// Median wall time of `reps` calls after one warm-up call.
-fn median_secs(reps: usize, mut f: impl FnMut()) -> f64 {
-    f();
-    let mut times: Vec<f64> = (0..reps)
-        .map(|_| {
-            let t0 = Instant::now();
-            f();
-            t0.elapsed().as_secs_f64()
-        })
-        .collect();
-    times.sort_by(f64::total_cmp);
-    times[times.len() / 2]
-}
-
-/// Prints a summary line and appends it as JSON to `SCALARIZE_BENCH_SUMMARY` if set.
-fn report(
-    bench: &str,
-    device: &str,
-    shape: &str,
-    gbps: f64,
-    copy_gbps: f64,
-    best_ratio: Option<f64>,
-) {
-    let ratio = 100.0 * gbps / copy_gbps;
-    eprintln!(
-        "SUMMARY {bench} [{device}] {shape}: {gbps:.1} GB/s, copy {copy_gbps:.1} GB/s ({ratio:.0}% of copy)"
-    );
-    if let Ok(path) = std::env::var("SCALARIZE_BENCH_SUMMARY") {
-        let best = best_ratio.map_or(String::new(), |b| format!(",\"best_ratio_pct\":{b:.1}"));
-        let line = format!(
-            "{{\"bench\":\"{bench}\",\"device\":\"{device}\",\"shape\":\"{shape}\",\"gbps\":{gbps:.3},\"copy_gbps\":{copy_gbps:.3},\"ratio_pct\":{ratio:.1}{best}}}\n"
-        );
-        let ok = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .and_then(|mut f| f.write_all(line.as_bytes()));
-        if let Err(e) = ok {
-            eprintln!("cannot append to {path}: {e}");
-        }
-    }
-}
-
-/// Runs `benches/torch_kernels.py` with `args`; returns its (name, median ms) results, or None
-/// after printing why PyTorch could not be measured.
-fn torch_ms(args: &[&str]) -> Option<Vec<(String, f64)>> {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/torch_kernels.py");
-    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_string());
-    match std::process::Command::new(&python)
-        .arg(script)
-        .args(args)
-        .output()
-    {
-        Err(e) => {
-            eprintln!("SKIPPED PyTorch comparison: cannot run {python}: {e}");
-            None
-        }
-        Ok(o) if !o.status.success() => {
-            let why = String::from_utf8_lossy(&o.stderr);
-            eprintln!("SKIPPED PyTorch comparison: {}", why.trim());
-            None
-        }
-        Ok(o) => Some(
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .filter_map(|l| {
-                    let mut it = l.split_whitespace();
-                    (it.next()? == "RESULT").then_some(())?;
-                    let name = it.next()?.to_string();
-                    let ms: f64 = it.next()?.parse().ok()?;
-                    Some((name, ms))
-                })
-                .collect(),
-        ),
-    }
-}
-
-/// Prints and records our time against a PyTorch baseline measured in the same run.
-fn report_vs_torch(bench: &str, shape: &str, ours_ms: f64, torch: &str, torch_ms: f64, goal: f64) {
-    let speedup = torch_ms / ours_ms;
-    eprintln!(
-        "SUMMARY {bench} [gpu] {shape}: {ours_ms:.3} ms vs {torch} {torch_ms:.3} ms = {speedup:.2}x (goal {goal}x)"
-    );
-    if let Ok(path) = std::env::var("SCALARIZE_BENCH_SUMMARY") {
-        let line = format!(
-            "{{\"bench\":\"{bench}\",\"device\":\"gpu\",\"shape\":\"{shape}\",\"ours_ms\":{ours_ms:.4},\"baseline\":\"{torch}\",\"baseline_ms\":{torch_ms:.4},\"speedup\":{speedup:.3},\"goal\":{goal}}}\n"
-        );
-        let ok = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .and_then(|mut f| f.write_all(line.as_bytes()));
-        if let Err(e) = ok {
-            eprintln!("cannot append to {path}: {e}");
-        }
-    }
 }
 
 fn cpu_benches(c: &mut Criterion) {
