@@ -8,14 +8,17 @@
 //! it as JSON. `SCALARIZE_REQUIRE_GPU=1` makes a missing GPU an error.
 
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{Criterion, Throughput};
 use scalarize_kernels::cpu;
 
 #[path = "common/kernels.rs"]
 mod common;
-use common::{median_secs, par_copy, report, report_vs_torch, torch_ms};
+use common::{
+    cpu_reps, fastest, interleaved, median, median_secs, par_copy, report, report_vs_torch,
+    torch_ms,
+};
 
 /// Small deterministic generator.
 struct Lcg(u64);
@@ -72,51 +75,36 @@ fn cpu_benches(c: &mut Criterion) {
         g.bench_function(format!("copy {shape}"), |b| {
             b.iter(|| par_copy(black_box(&data[..half]), &mut dst))
         });
-        // Exact, fast and copy interleaved call by call (a change in machine load hits all
-        // three alike), `SCALARIZE_BENCH_REPS` rounds (21) after one warm-up round.
-        let reps = std::env::var("SCALARIZE_BENCH_REPS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .filter(|&r: &usize| r > 0)
-            .unwrap_or(21);
-        let mut times = [Vec::new(), Vec::new(), Vec::new()];
-        for rep in 0..=reps {
-            let mut time = |k: usize, f: &mut dyn FnMut()| {
-                let t0 = Instant::now();
-                f();
-                if rep > 0 {
-                    times[k].push(t0.elapsed().as_secs_f64());
-                }
-            };
-            time(0, &mut || {
-                black_box(cpu::grad_gram(&data, t, p, &ends).expect("ok"));
-            });
-            time(1, &mut || {
-                black_box(cpu::grad_gram_fast(&data, t, p, &ends).expect("ok"));
-            });
-            time(2, &mut || par_copy(black_box(&data[..half]), &mut dst));
-        }
-        let med = |v: &[f64]| {
-            let mut v = v.to_vec();
-            v.sort_by(f64::total_cmp);
-            v[v.len() / 2]
-        };
-        let min = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
+        // Exact, fast and copy interleaved call by call.
+        let reps = cpu_reps();
+        let times = interleaved(
+            reps,
+            &mut [
+                &mut || {
+                    black_box(cpu::grad_gram(&data, t, p, &ends).expect("ok"));
+                },
+                &mut || {
+                    black_box(cpu::grad_gram_fast(&data, t, p, &ends).expect("ok"));
+                },
+                &mut || par_copy(black_box(&data[..half]), &mut dst),
+            ],
+        );
         let copy_bytes = (2 * half * 4) as f64;
         for (k, bench) in [(0, "grad_gram"), (1, "grad_gram_fast")] {
             // Fastest calls too: on a shared machine, the calls least disturbed by others.
-            let best = 100.0 * (bytes as f64 / min(&times[k])) / (copy_bytes / min(&times[2]));
+            let best =
+                100.0 * (bytes as f64 / fastest(&times[k])) / (copy_bytes / fastest(&times[2]));
             eprintln!(
                 "BEST {bench} [cpu] {shape}: fastest of {reps} calls {:.1} GB/s, copy {:.1} GB/s ({best:.0}% of copy)",
-                bytes as f64 / min(&times[k]) / 1e9,
-                copy_bytes / min(&times[2]) / 1e9,
+                bytes as f64 / fastest(&times[k]) / 1e9,
+                copy_bytes / fastest(&times[2]) / 1e9,
             );
             report(
                 bench,
                 "cpu",
                 &shape,
-                bytes as f64 / med(&times[k]) / 1e9,
-                copy_bytes / med(&times[2]) / 1e9,
+                bytes as f64 / median(&times[k]) / 1e9,
+                copy_bytes / median(&times[2]) / 1e9,
                 Some(best),
             );
         }

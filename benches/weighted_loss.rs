@@ -14,7 +14,7 @@
 //! builds its table from it). `SCALARIZE_REQUIRE_GPU=1` makes a missing GPU an error.
 
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{Criterion, Throughput};
 use rayon::prelude::*;
@@ -22,7 +22,10 @@ use scalarize_kernels::cpu::{self, TaskLayout, WeightedBceInput, WeightedCeInput
 
 #[path = "common/kernels.rs"]
 mod common;
-use common::{median_secs, par_copy, report, report_vs_torch, torch_ms};
+use common::{
+    cpu_reps, fastest, interleaved, median, median_secs, par_copy, report, report_vs_torch,
+    torch_ms,
+};
 
 /// Small deterministic generator (benchmarks need no statistical quality).
 struct Lcg(u64);
@@ -116,8 +119,7 @@ fn stream_chunk(s: &[f32], d: &mut [f32]) {
     d.copy_from_slice(s);
 }
 
-/// Seconds per call of the kernel, the plain copy and the streaming copy, `reps` rounds after
-/// one warm-up round, the three interleaved within each round.
+/// Seconds per call of the kernel, the plain copy and the streaming copy.
 struct Timings {
     kernel: Vec<f64>,
     plain: Vec<f64>,
@@ -127,56 +129,44 @@ struct Timings {
 impl Timings {
     /// Median of each series.
     fn median(&self) -> (f64, f64, f64) {
-        let med = |v: &[f64]| {
-            let mut v = v.to_vec();
-            v.sort_by(f64::total_cmp);
-            v[v.len() / 2]
-        };
-        (med(&self.kernel), med(&self.plain), med(&self.stream))
+        (
+            median(&self.kernel),
+            median(&self.plain),
+            median(&self.stream),
+        )
     }
 
-    /// Fastest call of each series: on a machine shared with other tenants, the call least
-    /// disturbed by them (the same estimator for the kernel and the copies).
+    /// Fastest call of each series.
     fn best(&self) -> (f64, f64, f64) {
-        let min = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
-        (min(&self.kernel), min(&self.plain), min(&self.stream))
+        (
+            fastest(&self.kernel),
+            fastest(&self.plain),
+            fastest(&self.stream),
+        )
     }
 }
 
-/// Rounds per CPU measurement: `SCALARIZE_BENCH_REPS`, or 21.
-fn cpu_reps() -> usize {
-    std::env::var("SCALARIZE_BENCH_REPS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|&r| r > 0)
-        .unwrap_or(21)
-}
-
-/// Times the kernel against a plain and a streaming copy moving `bytes`, interleaved round by
-/// round so that a change in machine load hits all three alike.
-fn interleaved(reps: usize, bytes: u64, mut kernel: impl FnMut()) -> Timings {
+/// Times the kernel against a plain and a streaming copy moving `bytes`, interleaved.
+fn against_copies(reps: usize, bytes: u64, mut kernel: impl FnMut()) -> Timings {
     // A copy moving `bytes` reads and writes bytes / 2 each.
     let len = (bytes / 8) as usize;
     let src = vec![1.0f32; len];
     let mut dst = vec![0.0f32; len];
-    let mut t = [Vec::new(), Vec::new(), Vec::new()];
-    for rep in 0..=reps {
-        let mut time = |k: usize, f: &mut dyn FnMut()| {
-            let t0 = Instant::now();
-            f();
-            if rep > 0 {
-                t[k].push(t0.elapsed().as_secs_f64());
-            }
-        };
-        time(0, &mut kernel);
-        time(1, &mut || par_copy(black_box(&src), &mut dst));
-        time(2, &mut || par_copy_stream(black_box(&src), &mut dst));
-    }
-    let [kernel, plain, stream] = t;
+    let mut dst2 = vec![0.0f32; len];
+    let mut t = interleaved(
+        reps,
+        &mut [
+            &mut kernel,
+            &mut || par_copy(black_box(&src), &mut dst),
+            &mut || par_copy_stream(black_box(&src), &mut dst2),
+        ],
+    )
+    .into_iter();
+    let mut next = || t.next().expect("three series");
     Timings {
-        kernel,
-        plain,
-        stream,
+        kernel: next(),
+        plain: next(),
+        stream: next(),
     }
 }
 
@@ -232,7 +222,7 @@ fn cpu_benches(c: &mut Criterion) {
         g.bench_function(format!("copy {shape}"), |b| {
             b.iter(|| par_copy(black_box(&pr.logits), &mut dst))
         });
-        let times = interleaved(cpu_reps(), bytes, || {
+        let times = against_copies(cpu_reps(), bytes, || {
             black_box(cpu::weighted_ce_loss(&input, Some(&mut grad)).expect("ok"));
         });
         report_cpu("weighted_ce", shape, bytes, &times);
@@ -260,7 +250,7 @@ fn cpu_benches(c: &mut Criterion) {
     g.bench_function("bce n=262144 40 attributes", |b| {
         b.iter(|| black_box(cpu::weighted_bce_loss(&input, Some(&mut grad)).expect("ok")))
     });
-    let times = interleaved(cpu_reps(), bytes, || {
+    let times = against_copies(cpu_reps(), bytes, || {
         black_box(cpu::weighted_bce_loss(&input, Some(&mut grad)).expect("ok"));
     });
     report_cpu("weighted_bce", "n=262144 40 attributes", bytes, &times);

@@ -42,20 +42,10 @@ pub fn report(
     eprintln!(
         "SUMMARY {bench} [{device}] {shape}: {gbps:.1} GB/s, copy {copy_gbps:.1} GB/s ({ratio:.0}% of copy)"
     );
-    if let Ok(path) = std::env::var("SCALARIZE_BENCH_SUMMARY") {
-        let best = best_ratio.map_or(String::new(), |b| format!(",\"best_ratio_pct\":{b:.1}"));
-        let line = format!(
-            "{{\"bench\":\"{bench}\",\"device\":\"{device}\",\"shape\":\"{shape}\",\"gbps\":{gbps:.3},\"copy_gbps\":{copy_gbps:.3},\"ratio_pct\":{ratio:.1}{best}}}\n"
-        );
-        let ok = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .and_then(|mut f| f.write_all(line.as_bytes()));
-        if let Err(e) = ok {
-            eprintln!("cannot append to {path}: {e}");
-        }
-    }
+    let best = best_ratio.map_or(String::new(), |b| format!(",\"best_ratio_pct\":{b:.1}"));
+    append_summary(format!(
+        "{{\"bench\":\"{bench}\",\"device\":\"{device}\",\"shape\":\"{shape}\",\"gbps\":{gbps:.3},\"copy_gbps\":{copy_gbps:.3},\"ratio_pct\":{ratio:.1}{best}}}\n"
+    ));
 }
 
 /// Runs `benches/torch_kernels.py` with `args`; returns its (name, median ms) results, or None
@@ -105,10 +95,15 @@ pub fn report_vs_torch(
     eprintln!(
         "SUMMARY {bench} [gpu] {shape}: {ours_ms:.3} ms vs {torch} {torch_ms:.3} ms = {speedup:.2}x (goal {goal}x)"
     );
+    append_summary(format!(
+        "{{\"bench\":\"{bench}\",\"device\":\"gpu\",\"shape\":\"{shape}\",\"ours_ms\":{ours_ms:.4},\"baseline\":\"{torch}\",\"baseline_ms\":{torch_ms:.4},\"speedup\":{speedup:.3},\"goal\":{goal}}}\n"
+    ));
+}
+
+/// Appends one JSON line to the file `SCALARIZE_BENCH_SUMMARY` names, if set
+/// (scripts/gpu-check.sh builds its table from it).
+fn append_summary(line: String) {
     if let Ok(path) = std::env::var("SCALARIZE_BENCH_SUMMARY") {
-        let line = format!(
-            "{{\"bench\":\"{bench}\",\"device\":\"gpu\",\"shape\":\"{shape}\",\"ours_ms\":{ours_ms:.4},\"baseline\":\"{torch}\",\"baseline_ms\":{torch_ms:.4},\"speedup\":{speedup:.3},\"goal\":{goal}}}\n"
-        );
         let ok = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -118,4 +113,42 @@ pub fn report_vs_torch(
             eprintln!("cannot append to {path}: {e}");
         }
     }
+}
+
+/// Rounds per CPU measurement: `SCALARIZE_BENCH_REPS`, or 21.
+pub fn cpu_reps() -> usize {
+    std::env::var("SCALARIZE_BENCH_REPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&r| r > 0)
+        .unwrap_or(21)
+}
+
+/// Seconds per call of each of `fs` over `reps` rounds after one warm-up round, the calls
+/// interleaved within each round so that a change in machine load hits them all alike.
+pub fn interleaved(reps: usize, fs: &mut [&mut dyn FnMut()]) -> Vec<Vec<f64>> {
+    let mut times = vec![Vec::with_capacity(reps); fs.len()];
+    for rep in 0..=reps {
+        for (f, t) in fs.iter_mut().zip(&mut times) {
+            let t0 = Instant::now();
+            f();
+            if rep > 0 {
+                t.push(t0.elapsed().as_secs_f64());
+            }
+        }
+    }
+    times
+}
+
+/// Median of a series of times.
+pub fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Fastest of a series of times: on a machine shared with other tenants, the call least
+/// disturbed by them (used for the kernel and its copy alike).
+pub fn fastest(v: &[f64]) -> f64 {
+    v.iter().copied().fold(f64::INFINITY, f64::min)
 }
