@@ -2181,12 +2181,7 @@ mod avx512 {
         ) -> bool {
             let len = self.logits.len();
             let phases = self.phase_scale.len() / 16;
-            let (zero, one) = (_mm512_setzero_ps(), splat(1.0));
-            let (xp, yp, sp) = (
-                self.logits.as_ptr(),
-                self.targets.as_ptr(),
-                self.phase_scale.as_ptr(),
-            );
+            let zero = _mm512_setzero_ps();
             let nv = len.div_ceil(16);
             let group = BCE_F32_PERIODS * phases;
             let mut part = [zero; super::BCE_MAX_PHASES];
@@ -2200,48 +2195,17 @@ mod avx512 {
                 let mut v = v0;
                 while v < end {
                     // BCE_LANES whole vectors at a time where they fit, else one (masked).
+                    // SAFETY: the lanes under the masks lie inside the slices; every phase
+                    // index is < phases.
                     if v + BCE_LANES <= end && 16 * (v + BCE_LANES) <= len {
-                        // SAFETY (here and below): vectors v.. v + BCE_LANES are whole and
-                        // inside the slices; every phase index is < phases.
                         bad |= unsafe {
                             self.lanes::<GRAD, MASK, BCE_LANES>(q, val, v, &mut p, part_p)
                         };
                         v += BCE_LANES;
-                        continue;
-                    }
-                    let k = 16 * v;
-                    let mk = first((len - k).min(16));
-                    let (x, y) = unsafe {
-                        (
-                            _mm512_maskz_loadu_ps(mk, xp.add(k)),
-                            _mm512_maskz_loadu_ps(mk, yp.add(k)),
-                        )
-                    };
-                    bad |= mk
-                        & (_mm512_cmp_ps_mask::<_CMP_NGE_UQ>(y, zero)
-                            | _mm512_cmp_ps_mask::<_CMP_NLE_UQ>(y, one));
-                    let vk = if !MASK {
-                        mk
                     } else {
-                        val[k..(k + 16).min(len)]
-                            .iter()
-                            .enumerate()
-                            .fold(0, |acc, (l, &b)| acc | (u16::from(b != 0) << l))
-                    };
-                    let ([e], [loss]) = bce_terms_n([x], [y]);
-                    unsafe {
-                        let acc = part_p.add(p);
-                        *acc = _mm512_mask_add_ps(*acc, vk, *acc, loss);
+                        bad |= unsafe { self.lanes::<GRAD, MASK, 1>(q, val, v, &mut p, part_p) };
+                        v += 1;
                     }
-                    if GRAD {
-                        let g = bce_grad(x, y, e, unsafe { _mm512_loadu_ps(sp.add(16 * p)) }, vk);
-                        unsafe { _mm512_mask_storeu_ps(q.add(k), mk, g) };
-                    }
-                    p += 1;
-                    if p == phases {
-                        p = 0;
-                    }
-                    v += 1;
                 }
                 // Widen the group's f32 partial sums into the f64 phase sums.
                 for (p, pp) in part.iter_mut().enumerate().take(phases) {
@@ -2282,13 +2246,14 @@ mod avx512 {
     }
 
     impl BceFlat<'_> {
-        /// U whole vectors from vector v: their losses added to the phase accumulators
-        /// `part` (phases counted along in `p`) and their gradients written to `q` (GRAD).
-        /// Returns the lanes whose target is outside [0, 1] (or NaN), or-ed over the vectors.
+        /// U vectors from vector v (whole when U > 1; a single one may be partial, its lanes
+        /// past the logits neither read nor written): their losses added to the phase accumulators `part`
+        /// (phases counted along in `p`) and their gradients written to `q` (GRAD). Returns
+        /// the lanes whose target is outside [0, 1] (or NaN), or-ed over the vectors.
         ///
         /// # Safety
-        /// AVX-512F; vectors v..v + U are whole and inside the slices (and `q`, `val`);
-        /// `part` holds the phases' accumulators.
+        /// AVX-512F; vector v (and, for U > 1, whole vectors v..v + U) inside the slices (and
+        /// `q`, `val`); `part` holds the phases' accumulators.
         #[inline]
         #[target_feature(enable = "avx512f")]
         unsafe fn lanes<const GRAD: bool, const MASK: bool, const U: usize>(
@@ -2299,27 +2264,46 @@ mod avx512 {
             p: &mut usize,
             part: *mut __m512,
         ) -> __mmask16 {
+            let len = self.logits.len();
             let phases = self.phase_scale.len() / 16;
             let (xp, yp) = (self.logits.as_ptr(), self.targets.as_ptr());
-            // SAFETY: forwarded contract (whole vectors inside the slices).
-            let x: [__m512; U] =
-                std::array::from_fn(|u| unsafe { _mm512_loadu_ps(xp.add(16 * (v + u))) });
-            let y: [__m512; U] =
-                std::array::from_fn(|u| unsafe { _mm512_loadu_ps(yp.add(16 * (v + u))) });
+            // Several vectors are always whole (the caller's contract): constant masks keep the
+            // mask arithmetic and its branches off the main path.
+            let mk: [__mmask16; U] = std::array::from_fn(|u| {
+                if U > 1 {
+                    u16::MAX
+                } else {
+                    first((len - 16 * (v + u)).min(16))
+                }
+            });
+            // SAFETY: forwarded contract; the masks cover only lanes inside the slices.
+            let x: [__m512; U] = std::array::from_fn(|u| unsafe {
+                _mm512_maskz_loadu_ps(mk[u], xp.add(16 * (v + u)))
+            });
+            let y: [__m512; U] = std::array::from_fn(|u| unsafe {
+                _mm512_maskz_loadu_ps(mk[u], yp.add(16 * (v + u)))
+            });
             let vk: [__mmask16; U] = std::array::from_fn(|u| {
-                if MASK {
-                    // SAFETY: 16 bytes from 16 (v + u) lie inside `val`.
-                    let b = unsafe { _mm_loadu_si128(val.as_ptr().add(16 * (v + u)).cast()) };
+                let k = 16 * (v + u);
+                if !MASK {
+                    mk[u]
+                } else if mk[u] == u16::MAX {
+                    // SAFETY: 16 bytes from k lie inside `val`.
+                    let b = unsafe { _mm_loadu_si128(val.as_ptr().add(k).cast()) };
                     _mm512_cmpneq_epi32_mask(_mm512_cvtepu8_epi32(b), _mm512_setzero_si512())
                 } else {
-                    u16::MAX
+                    val[k..len]
+                        .iter()
+                        .enumerate()
+                        .fold(0, |acc, (l, &b)| acc | (u16::from(b != 0) << l))
                 }
             });
             let mut bad = 0;
-            for yu in y {
+            for u in 0..U {
                 // Two comparisons (NaN fails both).
-                bad |= _mm512_cmp_ps_mask::<_CMP_NGE_UQ>(yu, _mm512_setzero_ps())
-                    | _mm512_cmp_ps_mask::<_CMP_NLE_UQ>(yu, splat(1.0));
+                bad |= mk[u]
+                    & (_mm512_cmp_ps_mask::<_CMP_NGE_UQ>(y[u], _mm512_setzero_ps())
+                        | _mm512_cmp_ps_mask::<_CMP_NLE_UQ>(y[u], splat(1.0)));
             }
             let (e, loss) = bce_terms_n(x, y);
             for u in 0..U {
@@ -2330,7 +2314,7 @@ mod avx512 {
                     if GRAD {
                         let scale = _mm512_loadu_ps(self.phase_scale.as_ptr().add(16 * *p));
                         let g = bce_grad(x[u], y[u], e[u], scale, vk[u]);
-                        _mm512_storeu_ps(q.add(16 * (v + u)), g);
+                        _mm512_mask_storeu_ps(q.add(16 * (v + u)), mk[u], g);
                     }
                 }
                 *p += 1;
