@@ -3481,49 +3481,40 @@ mod tests {
             weights: &weights,
             ignore_index: -100,
         };
-        let mut grad = vec![0.0f32; n * t * c];
-        let bytes = n * t * c * 8 + n * t * 8;
-        let secs = min_secs(&mut || {
-            std::hint::black_box(weighted_ce_loss(&input, Some(&mut grad)).unwrap());
-        });
-        report("ce 1024 x 40x10 grad", n, bytes, secs);
-        let secs = min_secs(&mut || {
-            std::hint::black_box(weighted_ce_loss(&input, None).unwrap());
-        });
-        report(
-            "ce 1024 x 40x10 loss-only",
-            n,
-            n * t * c * 4 + n * t * 8,
-            secs,
-        );
+        // Times the gradient and the loss-only pass of one input, reported under `label`.
+        let time_ce = |label: &str, input: &WeightedCeInput, grad: &mut [f32]| {
+            let rows = input.n;
+            let cells = input.logits.len();
+            let targets = input.targets.len() * 8;
+            let secs = min_secs(&mut || {
+                std::hint::black_box(weighted_ce_loss(input, Some(&mut *grad)).unwrap());
+            });
+            report(&format!("ce {label} grad"), rows, cells * 8 + targets, secs);
+            let secs = min_secs(&mut || {
+                std::hint::black_box(weighted_ce_loss(input, None).unwrap());
+            });
+            report(
+                &format!("ce {label} loss-only"),
+                rows,
+                cells * 4 + targets,
+                secs,
+            );
+        };
+        time_ce("1024 x 40x10", &input, &mut vec![0.0f32; n * t * c]);
         if std::env::var_os("SCALARIZE_CPU_TIME_FULL").is_some() {
             let n = 65_536;
             let xf: Vec<f32> = (0..n * t * c).map(|k| x[k % x.len()]).collect();
             let yf: Vec<i64> = (0..n * t).map(|k| ys[k % ys.len()]).collect();
-            let mut gf = vec![0.0f32; n * t * c];
             let input = WeightedCeInput {
                 n,
                 logits: &xf,
                 targets: &yf,
                 ..input
             };
-            let secs = min_secs(&mut || {
-                std::hint::black_box(weighted_ce_loss(&input, Some(&mut gf)).unwrap());
-            });
-            report(
-                "ce 65536 x 40x10 grad (full size)",
-                n,
-                n * t * c * 8 + n * t * 8,
-                secs,
-            );
-            let secs = min_secs(&mut || {
-                std::hint::black_box(weighted_ce_loss(&input, None).unwrap());
-            });
-            report(
-                "ce 65536 x 40x10 loss-only (full size)",
-                n,
-                n * t * c * 4 + n * t * 8,
-                secs,
+            time_ce(
+                "65536 x 40x10 (full size)",
+                &input,
+                &mut vec![0.0f32; n * t * c],
             );
         }
         // BCE, 40 attributes, 16384 rows, hard targets, 10% masked out.
