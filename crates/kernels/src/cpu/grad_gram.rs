@@ -11,6 +11,9 @@ use rayon::prelude::*;
 
 use crate::error::{KernelError, Result};
 
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+
 const OP: &str = "grad_gram";
 /// Columns per cache block: T rows x 2048 f32 (64 KiB at T = 8) stay in L2 across all pairs.
 const BLOCK: usize = 2048;
@@ -286,7 +289,7 @@ fn exact_block(
         add_upper(acc, scratch, t);
         return;
     }
-    block_gram_f64(g, t, p, c0, c1, acc);
+    block_gram_f64(g, t, p, c0, c1, ahead, acc);
 }
 
 /// acc += m on the upper triangle.
@@ -378,7 +381,9 @@ fn block_gram_f32(
     block_gram_f32_body::<false, 16, 2>(g, t, p, c0, c1, out);
 }
 
-/// [`block_gram_f32_body`] with AVX2: 2 x 2 row tiles of 16 f32 lanes (8 independent sums).
+/// The f32-lane block kernel with AVX2: the intrinsics of [`avx2::block_gram_f32`], or for
+/// T > 192 (rows that do not fit its L1 chunks) [`block_gram_f32_body`] with 2 x 2 row tiles
+/// of 16 f32 lanes.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn block_gram_f32_avx2(
@@ -389,7 +394,12 @@ unsafe fn block_gram_f32_avx2(
     c1: usize,
     out: &mut [f64],
 ) {
-    block_gram_f32_body::<true, 16, 2>(g, t, p, c0, c1, out);
+    if avx2::chunk_cols(t).is_some() {
+        // SAFETY: AVX2 and FMA (this function's contract); the chunk fits.
+        unsafe { avx2::block_gram_f32(g, t, p, (c0, c1), out) };
+    } else {
+        block_gram_f32_body::<true, 16, 2>(g, t, p, c0, c1, out);
+    }
 }
 
 /// The f32-lane block kernel written for the vectoriser (AVX2 and portable builds): R x R
@@ -803,7 +813,16 @@ mod avx512 {
 
 /// Adds the upper triangle of the Gram matrix of columns [c0, c1) into `acc` with exact f64
 /// products and f64 sums: the reference the f32-lane kernels fall back to.
-fn block_gram_f64(g: &[f32], t: usize, p: usize, c0: usize, c1: usize, acc: &mut [f64]) {
+/// The AVX2 kernel prefetches columns up to c1 + ahead of every row meanwhile.
+fn block_gram_f64(
+    g: &[f32],
+    t: usize,
+    p: usize,
+    c0: usize,
+    c1: usize,
+    ahead: usize,
+    acc: &mut [f64],
+) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::is_x86_feature_detected as has;
@@ -814,7 +833,7 @@ fn block_gram_f64(g: &[f32], t: usize, p: usize, c0: usize, c1: usize, acc: &mut
         }
         if has!("avx2") && has!("fma") {
             // SAFETY: the CPU supports AVX2 and FMA (checked just above).
-            unsafe { block_gram_f64_avx2(g, t, p, c0, c1, acc) };
+            unsafe { block_gram_f64_avx2(g, t, p, c0, c1, ahead, acc) };
             return;
         }
     }
@@ -840,7 +859,8 @@ unsafe fn block_gram_f64_avx512(
     }
 }
 
-/// The f64 block kernel with AVX2: 2 x 2 row tiles, 4 f64 lanes.
+/// The f64 block kernel with AVX2: the intrinsics of [`avx2::block_gram_f64`], or for T > 192
+/// [`block_gram_f64_body`] with 2 x 2 row tiles of 4 f64 lanes.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn block_gram_f64_avx2(
@@ -849,9 +869,15 @@ unsafe fn block_gram_f64_avx2(
     p: usize,
     c0: usize,
     c1: usize,
+    ahead: usize,
     acc: &mut [f64],
 ) {
-    block_gram_f64_body::<true, 4, 2>(g, t, p, c0, c1, acc);
+    if avx2::chunk_cols(t).is_some() {
+        // SAFETY: AVX2 and FMA (this function's contract); the chunk fits.
+        unsafe { avx2::block_gram_f64(g, t, p, (c0, c1), ahead, acc) };
+    } else {
+        block_gram_f64_body::<true, 4, 2>(g, t, p, c0, c1, acc);
+    }
 }
 
 /// Multiply-add, fused when the caller's target has FMA.
@@ -1005,6 +1031,8 @@ mod tests {
             (13, 1000, 17, 1000),
             (16, 77, 1, 76),
             (33, 130, 0, 130),
+            // More rows than the AVX2 chunks hold: the vectoriser's kernel.
+            (200, 37, 3, 36),
         ] {
             let g = values(12345 + t as u64, t * p);
             let exact = |i: usize, j: usize| -> f64 {
@@ -1046,7 +1074,7 @@ mod tests {
             if has!("avx2") && has!("fma") {
                 // SAFETY: features checked.
                 check_kernel(
-                    &|g, t, p, c0, c1, out| unsafe { block_gram_f64_avx2(g, t, p, c0, c1, out) },
+                    &|g, t, p, c0, c1, out| unsafe { block_gram_f64_avx2(g, t, p, c0, c1, 0, out) },
                     "avx2",
                     1e-12,
                 );
