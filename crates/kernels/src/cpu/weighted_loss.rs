@@ -10,6 +10,9 @@
 use rayon::prelude::*;
 
 use super::has_avx512;
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
 use crate::error::{KernelError, Result, check_len};
 
 /// Packed multi-head layout: task t owns columns `offsets[t]..offsets[t+1]` of each row.
@@ -229,7 +232,7 @@ fn weighted_ce_with(
     // Layouts of heads of at most 16 classes take the row-transposed tile kernel, which reads
     // the compact per-entry codes the counting pass writes (class index, -1 where invalid:
     // 1 byte per entry instead of an 8-byte target and a mask byte).
-    let small = vector && (0..t_count).all(|t| layout.range(t).len() <= 16);
+    let small = (0..t_count).all(|t| layout.range(t).len() <= 16);
     let mut codes = if small {
         CE_CODES.with_borrow_mut(std::mem::take)
     } else {
@@ -261,8 +264,8 @@ thread_local! {
 }
 
 /// The row pass of [`weighted_ce_with`] once the counts are known; `codes` holds the counting
-/// pass's per-entry codes (n x T, then padding) when every head has at most 16 classes and
-/// the AVX-512 kernels run, and is empty otherwise.
+/// pass's per-entry codes (n x T, then padding) when every head has at most 16 classes, and is
+/// empty otherwise.
 fn ce_rows(
     input: &WeightedCeInput<'_>,
     dlogits: Option<&mut [f32]>,
@@ -313,6 +316,19 @@ fn ce_rows(
             }
         };
         let sums = run_rows(OP, n, width, t_count, dlogits, stream, chunk)?;
+        return Ok(finish(sums, counts, input.weights));
+    }
+    if !codes.is_empty() {
+        // Heads of at most 16 classes: the transposed tile of the portable build.
+        let chunk = |rows: std::ops::Range<usize>, d: Option<&mut [f32]>, sums: &mut [f64]| {
+            let (a, b) = (rows.start, rows.end);
+            let (xs, cs) = (
+                &input.logits[a * width..b * width],
+                &codes[a * t_count..b * t_count],
+            );
+            ce_small_rows(layout.offsets(), &scales, xs, cs, d, sums);
+        };
+        let sums = run_rows(OP, n, width, t_count, dlogits, false, chunk)?;
         return Ok(finish(sums, counts, input.weights));
     }
     let row_loss = |i: usize, drow: Option<&mut [f32]>, sums: &mut [f64]| {
@@ -875,6 +891,207 @@ fn ce_segment_body(x: &[f32], y: usize, grad: Option<(&mut [f32], f32)>) -> f64 
         None => exp_shifted_sum(x, m),
     };
     (m - x[y]) as f64 + (s as f64).ln()
+}
+
+/// Rows per tile of [`ce_small_rows`] (one 8-lane AVX2 vector per column).
+const TILE_ROWS: usize = 8;
+
+/// CE of whole rows on the path without AVX-512 when every head has at most 16 classes: adds
+/// each valid head's loss to `sums` (T) and writes the gradient (zeros for invalid heads) into
+/// `d` if asked. `codes` holds T codes per row (class index where valid, -1 elsewhere; see
+/// `count_valid`). Dispatches to a build for the widest vector unit the CPU has.
+fn ce_small_rows(
+    offsets: &[usize],
+    scales: &[f32],
+    x: &[f32],
+    codes: &[i8],
+    d: Option<&mut [f32]>,
+    sums: &mut [f64],
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::is_x86_feature_detected as has;
+        if has!("avx2") && has!("fma") {
+            // SAFETY: the CPU supports AVX2 and FMA (checked just above).
+            return unsafe { ce_small_rows_avx2(offsets, scales, x, codes, d, sums) };
+        }
+    }
+    ce_small_rows_body(offsets, scales, x, codes, d, sums)
+}
+
+/// [`ce_small_rows_body`] compiled for AVX2 + FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn ce_small_rows_avx2(
+    offsets: &[usize],
+    scales: &[f32],
+    x: &[f32],
+    codes: &[i8],
+    d: Option<&mut [f32]>,
+    sums: &mut [f64],
+) {
+    // SAFETY (both): AVX2 and FMA (this function's contract); codes of valid entries lie
+    // inside their heads (checked by the counting pass).
+    let head = |h: &mut [[f32; TILE_ROWS]], c: &[i8; TILE_ROWS], scale, sum: &mut f64| unsafe {
+        avx2::small_head::<true>(h, c, scale, sum)
+    };
+    let head_loss = |h: &mut [[f32; TILE_ROWS]], c: &[i8; TILE_ROWS], scale, sum: &mut f64| unsafe {
+        avx2::small_head::<false>(h, c, scale, sum)
+    };
+    match d {
+        Some(d) => ce_small_rows_with::<true>(offsets, scales, x, codes, d, sums, head),
+        None => ce_small_rows_with::<false>(offsets, scales, x, codes, &mut [], sums, head_loss),
+    }
+}
+
+/// The portable body of [`ce_small_rows`]: blocks of [`TILE_ROWS`] rows are transposed into a
+/// column-major tile, so that every head's max, exp, sum, log and gradient are lane-wise
+/// operations across rows (whatever the head sizes; a 10-class head is no whole vector of a
+/// row), and the gradient is transposed back.
+#[inline(always)]
+fn ce_small_rows_body(
+    offsets: &[usize],
+    scales: &[f32],
+    x: &[f32],
+    codes: &[i8],
+    d: Option<&mut [f32]>,
+    sums: &mut [f64],
+) {
+    match d {
+        Some(d) => {
+            ce_small_rows_with::<true>(offsets, scales, x, codes, d, sums, small_head::<true>)
+        }
+        None => ce_small_rows_with::<false>(
+            offsets,
+            scales,
+            x,
+            codes,
+            &mut [],
+            sums,
+            small_head::<false>,
+        ),
+    }
+}
+
+/// [`ce_small_rows_body`] with (GRAD) or without the gradient, and `head(columns, codes,
+/// scale, sum)` for each head of a tile (see [`small_head`]).
+#[inline(always)]
+fn ce_small_rows_with<const GRAD: bool>(
+    offsets: &[usize],
+    scales: &[f32],
+    x: &[f32],
+    codes: &[i8],
+    d: &mut [f32],
+    sums: &mut [f64],
+    head: impl Fn(&mut [[f32; TILE_ROWS]], &[i8; TILE_ROWS], f32, &mut f64),
+) {
+    const L: usize = TILE_ROWS;
+    let t_count = offsets.len() - 1;
+    let w = offsets[t_count];
+    let rows = x.len() / w;
+    let mut tile = vec![[0.0f32; L]; w];
+    for r0 in (0..rows).step_by(L) {
+        let k = (rows - r0).min(L);
+        for (l, xr) in x[r0 * w..(r0 + k) * w].chunks_exact(w).enumerate() {
+            for (col, &v) in tile.iter_mut().zip(xr) {
+                col[l] = v;
+            }
+        }
+        // Lanes past the last row: finite values, never valid.
+        for col in tile.iter_mut() {
+            col[k..].fill(0.0);
+        }
+        for t in 0..t_count {
+            let mut code = [-1i8; L];
+            for (l, c) in code.iter_mut().enumerate().take(k) {
+                *c = codes[(r0 + l) * t_count + t];
+            }
+            head(
+                &mut tile[offsets[t]..offsets[t + 1]],
+                &code,
+                scales[t],
+                &mut sums[t],
+            );
+        }
+        if GRAD {
+            for (l, dr) in d[r0 * w..(r0 + k) * w].chunks_exact_mut(w).enumerate() {
+                for (v, col) in dr.iter_mut().zip(&tile) {
+                    *v = col[l];
+                }
+            }
+        }
+    }
+}
+
+// Index loops over the tile's fixed-size lanes.
+#[allow(clippy::needless_range_loop)]
+/// One head of a tile (its columns, [`TILE_ROWS`] row lanes each), portable build: adds the
+/// loss of each valid lane to `sum` in lane order and, with GRAD, replaces the head's logits
+/// by the gradient (zeros in invalid lanes). `code` holds each lane's class (-1 where
+/// invalid; valid ones below the head's size).
+#[inline(always)]
+fn small_head<const GRAD: bool>(
+    head: &mut [[f32; TILE_ROWS]],
+    code: &[i8; TILE_ROWS],
+    scale: f32,
+    sum: &mut f64,
+) {
+    const L: usize = TILE_ROWS;
+    let valid: [bool; L] = std::array::from_fn(|l| code[l] >= 0);
+    // The target logits, before the exps overwrite the tile.
+    let xy: [f32; L] = std::array::from_fn(|l| {
+        if valid[l] {
+            head[code[l] as usize][l]
+        } else {
+            0.0
+        }
+    });
+    let mut m = head[0];
+    for col in &head[1..] {
+        for l in 0..L {
+            m[l] = if col[l] > m[l] { col[l] } else { m[l] };
+        }
+    }
+    let mut s = [0.0f32; L];
+    for col in head.iter_mut() {
+        for l in 0..L {
+            let e = exp_f32(col[l] - m[l]);
+            if GRAD {
+                col[l] = e;
+            }
+            s[l] += e;
+        }
+    }
+    for l in 0..L {
+        if valid[l] {
+            *sum += (m[l] - xy[l]) as f64 + ln_sum(s[l]) as f64;
+        }
+    }
+    if GRAD {
+        let g: [f32; L] = std::array::from_fn(|l| scale / s[l]);
+        for col in head.iter_mut() {
+            for l in 0..L {
+                col[l] = if valid[l] { col[l] * g[l] } else { 0.0 };
+            }
+        }
+        for l in 0..L {
+            if valid[l] {
+                head[code[l] as usize][l] -= scale;
+            }
+        }
+    }
+}
+
+/// ln(s) of a softmax denominator s >= 1 (a sum of exps whose largest term is 1), written to
+/// vectorise: s = 2^k * m with m in [1, 2), ln s = k ln 2 + ln(1 + (m - 1)). Absolute error
+/// about 1e-7 per unit of ln s; NaN for NaN s.
+#[inline(always)]
+pub(crate) fn ln_sum(s: f32) -> f32 {
+    let bits = s.to_bits();
+    let k = ((bits >> 23) as i32 - 127) as f32;
+    let m = f32::from_bits((bits & 0x007f_ffff) | 0x3f80_0000);
+    // s * 0: NaN for NaN (the exponent bits alone would give a finite value), 0 otherwise.
+    k * std::f32::consts::LN_2 + ln1p_unit(m - 1.0) + s * 0.0
 }
 
 /// Maximum of a non-empty slice (lane-wise, so it vectorises; max is exact in any order).
@@ -2648,6 +2865,109 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// The portable and AVX2 builds of the small-head tile against the f64 reference: heads of
+    /// 1 to 16 classes, a partial last tile, ignored entries, extreme logits, with and without
+    /// the gradient.
+    #[test]
+    fn small_row_tile_builds_match_f64() {
+        type Build<'a> =
+            &'a dyn Fn(&[usize], &[f32], &[f32], &[i8], Option<&mut [f32]>, &mut [f64]);
+        let layout = TaskLayout::from_sizes(&[1, 3, 10, 16, 7]).unwrap();
+        let (n, t, w) = (21, layout.num_tasks(), layout.width());
+        let mut rng = Gen(17);
+        let x: Vec<f32> = (0..n * w).map(|_| rng.logit()).collect();
+        let targets: Vec<i64> = (0..n * t)
+            .map(|k| {
+                let c = layout.range(k % t).len();
+                if rng.below(6) == 0 {
+                    -100
+                } else {
+                    rng.below(c) as i64
+                }
+            })
+            .collect();
+        let weights = [0.5f32, 1.0, 0.25, 2.0, 0.75];
+        let input = WeightedCeInput {
+            layout: &layout,
+            n,
+            logits: &x,
+            targets: &targets,
+            mask: None,
+            weights: &weights,
+            ignore_index: -100,
+        };
+        let (want_loss, want_grad) = ce_f64(&input);
+        let counts: Vec<usize> = (0..t)
+            .map(|k| (0..n).filter(|&i| targets[i * t + k] >= 0).count())
+            .collect();
+        let scales = grad_scales(&weights, &counts, |_| 1);
+        let codes: Vec<i8> = targets.iter().map(|&y| y.max(-1) as i8).collect();
+        let check = |f: Build<'_>, what: &str| {
+            for grad in [false, true] {
+                let mut d = vec![f32::NAN; n * w];
+                let mut sums = vec![0.0f64; t];
+                f(
+                    layout.offsets(),
+                    &scales,
+                    &x,
+                    &codes,
+                    grad.then_some(&mut d[..]),
+                    &mut sums,
+                );
+                for k in 0..t {
+                    let got = sums[k] / counts[k] as f64;
+                    let err = (got - want_loss[k]).abs();
+                    assert!(
+                        err <= 1e-6 * (1.0 + want_loss[k].abs()),
+                        "{what} loss {k}: {got} vs {}",
+                        want_loss[k]
+                    );
+                }
+                for (k, (&g, &want)) in d.iter().zip(&want_grad).enumerate() {
+                    if grad {
+                        assert!(
+                            (g as f64 - want).abs() <= 1e-6,
+                            "{what} d[{k}] {g} vs {want}"
+                        );
+                    } else {
+                        assert!(g.is_nan(), "{what}: d written without a gradient");
+                    }
+                }
+            }
+        };
+        check(
+            &|o, sc, x, c, d, s| ce_small_rows_body(o, sc, x, c, d, s),
+            "portable",
+        );
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: features checked.
+            check(
+                &|o, sc, x, c, d, s| unsafe { ce_small_rows_avx2(o, sc, x, c, d, s) },
+                "avx2",
+            );
+        }
+    }
+
+    /// ln_sum against f64 on [1, 16] and beyond (dense grid and powers of two), and NaN.
+    #[test]
+    fn ln_sum_is_accurate() {
+        let mut worst = 0.0f64;
+        let grid = (0..=150_000).map(|k| 1.0 + k as f32 * 1e-4);
+        let powers = (0..30).flat_map(|k| {
+            let p = (1u64 << k) as f32;
+            [p, p * (1.0 + f32::EPSILON), p * (1.0 - f32::EPSILON / 2.0)]
+        });
+        for s in grid.chain(powers).filter(|&s| s >= 1.0) {
+            let err = (ln_sum(s) as f64 - (s as f64).ln()).abs() / (s as f64).ln().max(1.0);
+            worst = worst.max(err);
+        }
+        assert!(worst < 3e-7, "worst error {worst:e}");
+        assert!(ln_sum(f32::NAN).is_nan());
+        assert_eq!(ln_sum(1.0), 0.0);
     }
 
     #[test]

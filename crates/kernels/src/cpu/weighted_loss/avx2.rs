@@ -1,0 +1,133 @@
+//! AVX2 + FMA pieces of the small-head CE tile (see `ce_small_rows`), for x86 CPUs without
+//! AVX-512: the vectoriser unrolled the 8-lane loops of the portable tile into scalar code.
+
+use std::arch::x86_64::*;
+
+use super::TILE_ROWS;
+
+/// exp of 8 lanes, as [`super::exp_f32`] (same reduction and polynomial): 0 below -87.3,
+/// saturated above 88, NaN stays NaN (the clamps take x as the operand that wins on NaN).
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+pub(super) fn exp8(x: __m256) -> __m256 {
+    const LN2_HI: f32 = 0.693_145_75;
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    const ROUND: f32 = 12_582_912.0;
+    let s = _mm256_set1_ps;
+    // max/min return their second operand when either is NaN.
+    let xc = _mm256_min_ps(s(88.0), _mm256_max_ps(s(-87.3), x));
+    let shifted = _mm256_fmadd_ps(xc, s(std::f32::consts::LOG2_E), s(ROUND));
+    let k = _mm256_sub_ps(shifted, s(ROUND));
+    let r = _mm256_fnmadd_ps(k, s(LN2_HI), xc);
+    let r = _mm256_fnmadd_ps(k, s(LN2_LO), r);
+    let mut p = s(1.388_974_4e-3);
+    for c in [8.333_452e-3, 4.166_666_8e-2, 1.666_666_7e-1, 0.5, 1.0, 1.0] {
+        p = _mm256_fmadd_ps(p, r, s(c));
+    }
+    // 2^k from the integer k held in the low mantissa bits of `shifted`.
+    let ki = _mm256_sub_epi32(_mm256_castps_si256(shifted), _mm256_castps_si256(s(ROUND)));
+    let scale = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(
+        ki,
+        _mm256_set1_epi32(127),
+    )));
+    let under = _mm256_cmp_ps::<_CMP_LT_OQ>(x, s(-87.3));
+    _mm256_andnot_ps(under, _mm256_mul_ps(p, scale))
+}
+
+/// ln(s) of 8 softmax denominators s >= 1, as [`super::ln_sum`].
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+pub(super) fn ln_sum8(s: __m256) -> __m256 {
+    let bits = _mm256_castps_si256(s);
+    let k = _mm256_cvtepi32_ps(_mm256_sub_epi32(
+        _mm256_srli_epi32::<23>(bits),
+        _mm256_set1_epi32(127),
+    ));
+    let m = _mm256_castsi256_ps(_mm256_or_si256(
+        _mm256_and_si256(bits, _mm256_set1_epi32(0x007f_ffff)),
+        _mm256_set1_epi32(0x3f80_0000),
+    ));
+    // ln(1 + e), e = m - 1 in [0, 1): 2 atanh(u), u = e / (2 + e), as [`super::ln1p_unit`].
+    let one = _mm256_set1_ps(1.0);
+    let e = _mm256_sub_ps(m, one);
+    let u = _mm256_div_ps(e, _mm256_add_ps(_mm256_set1_ps(2.0), e));
+    let u2 = _mm256_mul_ps(u, u);
+    let mut p = _mm256_set1_ps(1.0 / 13.0);
+    for c in [1.0 / 11.0, 1.0 / 9.0, 1.0 / 7.0, 1.0 / 5.0, 1.0 / 3.0, 1.0] {
+        p = _mm256_fmadd_ps(p, u2, _mm256_set1_ps(c));
+    }
+    let ln1p = _mm256_mul_ps(_mm256_add_ps(u, u), p);
+    let v = _mm256_fmadd_ps(k, _mm256_set1_ps(std::f32::consts::LN_2), ln1p);
+    // s - s: NaN for NaN s, 0 otherwise.
+    _mm256_add_ps(v, _mm256_sub_ps(s, s))
+}
+
+/// One head of a tile (its columns, 8 row lanes each): adds the loss of each valid lane to
+/// `sum` in lane order and, with GRAD, replaces the head's logits by the gradient (zeros in
+/// invalid lanes). `code` holds each lane's class (-1 where invalid).
+///
+/// # Safety
+/// AVX2 and FMA; the code of every valid lane is below `head.len()` (>= 1).
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn small_head<const GRAD: bool>(
+    head: &mut [[f32; TILE_ROWS]],
+    code: &[i8; TILE_ROWS],
+    scale: f32,
+    sum: &mut f64,
+) {
+    let c = head.len();
+    assert!(c >= 1);
+    let ptr = head.as_mut_ptr().cast::<f32>();
+    // SAFETY: j < c, so the 8 lanes of column j lie inside `head`.
+    let load = |j: usize| unsafe { _mm256_loadu_ps(ptr.add(j * TILE_ROWS)) };
+    let xy: [f32; TILE_ROWS] = std::array::from_fn(|l| {
+        if code[l] >= 0 {
+            head[code[l] as usize][l]
+        } else {
+            0.0
+        }
+    });
+    let mut m = load(0);
+    for j in 1..c {
+        m = _mm256_max_ps(load(j), m);
+    }
+    let mut s = _mm256_setzero_ps();
+    for j in 0..c {
+        let e = exp8(_mm256_sub_ps(load(j), m));
+        if GRAD {
+            // SAFETY: as `load`.
+            unsafe { _mm256_storeu_ps(ptr.add(j * TILE_ROWS), e) };
+        }
+        s = _mm256_add_ps(s, e);
+    }
+    let mut lm = [0.0f32; TILE_ROWS];
+    let mut ls = [0.0f32; TILE_ROWS];
+    // SAFETY: both arrays hold 8 floats.
+    unsafe {
+        _mm256_storeu_ps(lm.as_mut_ptr(), m);
+        _mm256_storeu_ps(ls.as_mut_ptr(), ln_sum8(s));
+    }
+    for l in 0..TILE_ROWS {
+        if code[l] >= 0 {
+            *sum += (lm[l] - xy[l]) as f64 + ls[l] as f64;
+        }
+    }
+    if GRAD {
+        let packed = i64::from_ne_bytes(code.map(|c| c as u8));
+        let codes = _mm256_cvtepi8_epi32(_mm_cvtsi64_si128(packed));
+        let valid = _mm256_castsi256_ps(_mm256_cmpgt_epi32(codes, _mm256_set1_epi32(-1)));
+        let g = _mm256_and_ps(valid, _mm256_div_ps(_mm256_set1_ps(scale), s));
+        for j in 0..c {
+            // The and zeroes invalid lanes even where the exp is NaN.
+            let v = _mm256_and_ps(valid, _mm256_mul_ps(load(j), g));
+            // SAFETY: as `load`.
+            unsafe { _mm256_storeu_ps(ptr.add(j * TILE_ROWS), v) };
+        }
+        for l in 0..TILE_ROWS {
+            if code[l] >= 0 {
+                head[code[l] as usize][l] -= scale;
+            }
+        }
+    }
+}
