@@ -866,11 +866,13 @@ unsafe fn ce_segment_avx512(x: &[f32], y: usize, grad: Option<(&mut [f32], f32)>
     ce_segment_body(x, y, grad)
 }
 
-/// [`ce_segment_body`] compiled for AVX2 + FMA.
+/// [`ce_segment_body`] with AVX2 + FMA intrinsics (see [`avx2::ce_segment`]).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn ce_segment_avx2(x: &[f32], y: usize, grad: Option<(&mut [f32], f32)>) -> f64 {
-    ce_segment_body(x, y, grad)
+    // SAFETY: AVX2 and FMA (this function's contract); the callers pass y inside the head
+    // and a gradient slice of the head's length.
+    unsafe { avx2::ce_segment(x, y, grad) }
 }
 
 /// The portable body of [`ce_segment`].
@@ -2726,6 +2728,11 @@ mod tests {
                 assert!(
                     (loss - want_loss).abs() <= 1e-5 * (1.0 + want_loss.abs()),
                     "{what}"
+                );
+                let loss_only = f(&x, y, None);
+                assert!(
+                    (loss_only - want_loss).abs() <= 1e-5 * (1.0 + want_loss.abs()),
+                    "{what} loss only"
                 );
                 for (j, &g) in d.iter().enumerate() {
                     let p = (x[j] as f64 - m).exp() / s;
