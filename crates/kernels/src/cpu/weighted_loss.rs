@@ -1212,7 +1212,8 @@ unsafe fn bce_rows_avx512(
     bce_rows_body(width, x, y, valid, col_scale, d, col_sums)
 }
 
-/// [`bce_rows_body`] compiled for AVX2 + FMA.
+/// [`bce_rows_body`] with the whole vectors of each row in AVX2 + FMA intrinsics (see
+/// [`avx2::bce_row`]).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn bce_rows_avx2(
@@ -1224,7 +1225,27 @@ unsafe fn bce_rows_avx2(
     d: Option<&mut [f32]>,
     col_sums: &mut [f64],
 ) -> bool {
-    bce_rows_body(width, x, y, valid, col_scale, d, col_sums)
+    let sums = &mut col_sums[..width];
+    let scale = &col_scale[..width];
+    // SAFETY (every arm): AVX2 and FMA (this function's contract).
+    match (d, valid) {
+        (Some(d), Some(v)) => bce_rows_with::<true, true>(x, y, v, scale, d, sums, |r| unsafe {
+            avx2::bce_row::<true, true>(r)
+        }),
+        (Some(d), None) => bce_rows_with::<true, false>(x, y, &[], scale, d, sums, |r| unsafe {
+            avx2::bce_row::<true, false>(r)
+        }),
+        (None, Some(v)) => {
+            bce_rows_with::<false, true>(x, y, v, scale, &mut [], sums, |r| unsafe {
+                avx2::bce_row::<false, true>(r)
+            })
+        }
+        (None, None) => {
+            bce_rows_with::<false, false>(x, y, &[], scale, &mut [], sums, |r| unsafe {
+                avx2::bce_row::<false, false>(r)
+            })
+        }
+    }
 }
 
 /// The portable body of [`bce_rows`]: one loop instance per (gradient, mask) case, so that
@@ -1241,18 +1262,37 @@ fn bce_rows_body(
 ) -> bool {
     let sums = &mut col_sums[..width];
     let scale = &col_scale[..width];
+    let none = |_: BceRow<'_>| (0, false);
     match (d, valid) {
-        (Some(d), Some(v)) => bce_rows_with::<true, true>(x, y, v, scale, d, sums),
-        (Some(d), None) => bce_rows_with::<true, false>(x, y, &[], scale, d, sums),
-        (None, Some(v)) => bce_rows_with::<false, true>(x, y, v, scale, &mut [], sums),
-        (None, None) => bce_rows_with::<false, false>(x, y, &[], scale, &mut [], sums),
+        (Some(d), Some(v)) => bce_rows_with::<true, true>(x, y, v, scale, d, sums, none),
+        (Some(d), None) => bce_rows_with::<true, false>(x, y, &[], scale, d, sums, none),
+        (None, Some(v)) => bce_rows_with::<false, true>(x, y, v, scale, &mut [], sums, none),
+        (None, None) => bce_rows_with::<false, false>(x, y, &[], scale, &mut [], sums, none),
     }
+}
+
+/// One row of the BCE for a vector kernel (see [`bce_rows_with`]).
+pub(crate) struct BceRow<'a> {
+    /// Logits of the row.
+    pub x: &'a [f32],
+    /// Targets of the row.
+    pub y: &'a [f32],
+    /// Validity of the row's elements (empty when every element counts).
+    pub valid: &'a [u8],
+    /// Gradient scale per column.
+    pub scale: &'a [f32],
+    /// The row's gradient (empty when none is asked for).
+    pub d: &'a mut [f32],
+    /// The row's losses to fill (0 where not valid).
+    pub loss: &'a mut [f32],
 }
 
 // Index loops over re-sliced rows vectorise without bounds checks.
 #[allow(clippy::needless_range_loop)]
 /// [`bce_rows_body`] for one case: `valid` is read only with MASK and `d` written only with
-/// GRAD; `sums` and `scale` hold one value per column.
+/// GRAD; `sums` and `scale` hold one value per column. `lead(row)` handles a leading run of
+/// each row's columns (a vector kernel) and returns how many and whether a target among them
+/// lies outside [0, 1]; the loop here does the rest.
 #[inline(always)]
 fn bce_rows_with<const GRAD: bool, const MASK: bool>(
     x: &[f32],
@@ -1261,6 +1301,7 @@ fn bce_rows_with<const GRAD: bool, const MASK: bool>(
     scale: &[f32],
     d: &mut [f32],
     sums: &mut [f64],
+    lead: impl Fn(BceRow<'_>) -> (usize, bool),
 ) -> bool {
     let width = sums.len();
     let mut bad = 0u32;
@@ -1272,7 +1313,16 @@ fn bce_rows_with<const GRAD: bool, const MASK: bool>(
         let (xr, yr) = (&x[row.clone()], &y[row.clone()]);
         let vr = if MASK { &valid[row.clone()] } else { &[][..] };
         let dr = if GRAD { &mut d[row] } else { &mut [][..] };
-        for c in 0..width {
+        let (c0, lead_bad) = lead(BceRow {
+            x: xr,
+            y: yr,
+            valid: vr,
+            scale,
+            d: &mut *dr,
+            loss: &mut lrow,
+        });
+        bad |= u32::from(lead_bad);
+        for c in c0..width {
             let (xv, yv) = (xr[c], yr[c]);
             let keep = !MASK || vr[c] != 0;
             let e = exp_f32(-xv.abs());
@@ -2842,12 +2892,13 @@ mod tests {
                     }
                 }
             }
-            for bad in [1.5f32, -0.25, f32::NAN] {
+            // In a whole vector and in the tail of a row.
+            for (bad, col) in [(1.5f32, 4), (-0.25, 20), (f32::NAN, 4), (f32::NAN, 22)] {
                 let mut yb = y.clone();
-                yb[width + 4] = bad;
+                yb[width + col] = bad;
                 let mut sums = vec![0.0f64; width];
                 let ok = f(width, &x, &yb, None, &scale, None, &mut sums);
-                assert!(!ok, "{what}: target {bad} not reported");
+                assert!(!ok, "{what}: target {bad} in column {col} not reported");
             }
         };
         check(
