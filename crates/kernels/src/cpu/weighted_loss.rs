@@ -940,9 +940,22 @@ unsafe fn ce_small_rows_avx2(
     let head_loss = |h: &mut [[f32; TILE_ROWS]], c: &[i8; TILE_ROWS], scale, sum: &mut f64| unsafe {
         avx2::small_head::<false>(h, c, scale, sum)
     };
+    // SAFETY (both): AVX2 (this function's contract).
+    let load = |x: &[f32], tile: &mut [[f32; TILE_ROWS]]| unsafe { avx2::tile_load(x, tile) };
+    let store = |tile: &[[f32; TILE_ROWS]], d: &mut [f32]| unsafe { avx2::tile_store(tile, d) };
     match d {
-        Some(d) => ce_small_rows_with::<true>(offsets, scales, x, codes, d, sums, head),
-        None => ce_small_rows_with::<false>(offsets, scales, x, codes, &mut [], sums, head_loss),
+        Some(d) => {
+            let ops = TileOps { head, load, store };
+            ce_small_rows_with::<true, _, _, _>(offsets, scales, x, codes, d, sums, ops)
+        }
+        None => {
+            let ops = TileOps {
+                head: head_loss,
+                load,
+                store,
+            };
+            ce_small_rows_with::<false, _, _, _>(offsets, scales, x, codes, &mut [], sums, ops)
+        }
     }
 }
 
@@ -959,34 +972,66 @@ fn ce_small_rows_body(
     d: Option<&mut [f32]>,
     sums: &mut [f64],
 ) {
-    match d {
-        Some(d) => {
-            ce_small_rows_with::<true>(offsets, scales, x, codes, d, sums, small_head::<true>)
+    let ops = |head| -> PortableOps {
+        TileOps {
+            head,
+            load: tile_load_rows,
+            store: tile_store_rows,
         }
-        None => ce_small_rows_with::<false>(
+    };
+    match d {
+        Some(d) => ce_small_rows_with::<true, _, _, _>(
+            offsets,
+            scales,
+            x,
+            codes,
+            d,
+            sums,
+            ops(small_head::<true>),
+        ),
+        None => ce_small_rows_with::<false, _, _, _>(
             offsets,
             scales,
             x,
             codes,
             &mut [],
             sums,
-            small_head::<false>,
+            ops(small_head::<false>),
         ),
     }
 }
 
-/// [`ce_small_rows_body`] with (GRAD) or without the gradient, and `head(columns, codes,
-/// scale, sum)` for each head of a tile (see [`small_head`]).
+/// The per-tile operations of [`ce_small_rows_with`]: `head(columns, codes, scale, sum)` for
+/// each head (see [`small_head`]), and the transposes of a full tile, `load(8 rows, tile)` and
+/// `store(tile, 8 rows)` (partial tiles take [`tile_load_rows`] / [`tile_store_rows`]).
+struct TileOps<H, I, O> {
+    head: H,
+    load: I,
+    store: O,
+}
+
+/// The portable tile operations.
+type PortableOps = TileOps<
+    fn(&mut [[f32; TILE_ROWS]], &[i8; TILE_ROWS], f32, &mut f64),
+    fn(&[f32], &mut [[f32; TILE_ROWS]]),
+    fn(&[[f32; TILE_ROWS]], &mut [f32]),
+>;
+
+/// [`ce_small_rows_body`] with (GRAD) or without the gradient, given the tile operations.
 #[inline(always)]
-fn ce_small_rows_with<const GRAD: bool>(
+fn ce_small_rows_with<const GRAD: bool, H, I, O>(
     offsets: &[usize],
     scales: &[f32],
     x: &[f32],
     codes: &[i8],
     d: &mut [f32],
     sums: &mut [f64],
-    head: impl Fn(&mut [[f32; TILE_ROWS]], &[i8; TILE_ROWS], f32, &mut f64),
-) {
+    ops: TileOps<H, I, O>,
+) where
+    H: Fn(&mut [[f32; TILE_ROWS]], &[i8; TILE_ROWS], f32, &mut f64),
+    I: Fn(&[f32], &mut [[f32; TILE_ROWS]]),
+    O: Fn(&[[f32; TILE_ROWS]], &mut [f32]),
+{
     const L: usize = TILE_ROWS;
     let t_count = offsets.len() - 1;
     let w = offsets[t_count];
@@ -994,21 +1039,18 @@ fn ce_small_rows_with<const GRAD: bool>(
     let mut tile = vec![[0.0f32; L]; w];
     for r0 in (0..rows).step_by(L) {
         let k = (rows - r0).min(L);
-        for (l, xr) in x[r0 * w..(r0 + k) * w].chunks_exact(w).enumerate() {
-            for (col, &v) in tile.iter_mut().zip(xr) {
-                col[l] = v;
-            }
-        }
-        // Lanes past the last row: finite values, never valid.
-        for col in tile.iter_mut() {
-            col[k..].fill(0.0);
+        let xs = &x[r0 * w..(r0 + k) * w];
+        if k == L {
+            (ops.load)(xs, &mut tile);
+        } else {
+            tile_load_rows(xs, &mut tile);
         }
         for t in 0..t_count {
             let mut code = [-1i8; L];
             for (l, c) in code.iter_mut().enumerate().take(k) {
                 *c = codes[(r0 + l) * t_count + t];
             }
-            head(
+            (ops.head)(
                 &mut tile[offsets[t]..offsets[t + 1]],
                 &code,
                 scales[t],
@@ -1016,11 +1058,36 @@ fn ce_small_rows_with<const GRAD: bool>(
             );
         }
         if GRAD {
-            for (l, dr) in d[r0 * w..(r0 + k) * w].chunks_exact_mut(w).enumerate() {
-                for (v, col) in dr.iter_mut().zip(&tile) {
-                    *v = col[l];
-                }
+            let ds = &mut d[r0 * w..(r0 + k) * w];
+            if k == L {
+                (ops.store)(&tile, ds);
+            } else {
+                tile_store_rows(&tile, ds);
             }
+        }
+    }
+}
+
+/// Transposes the rows `x` (up to [`TILE_ROWS`] of `tile.len()` floats) into the tile's lanes;
+/// lanes past the last row get zeros (finite values, never valid).
+fn tile_load_rows(x: &[f32], tile: &mut [[f32; TILE_ROWS]]) {
+    let w = tile.len();
+    let k = x.len() / w;
+    for (l, xr) in x.chunks_exact(w).enumerate() {
+        for (col, &v) in tile.iter_mut().zip(xr) {
+            col[l] = v;
+        }
+    }
+    for col in tile.iter_mut() {
+        col[k..].fill(0.0);
+    }
+}
+
+/// Transposes the tile's first lanes back into the rows `d` (up to [`TILE_ROWS`]).
+fn tile_store_rows(tile: &[[f32; TILE_ROWS]], d: &mut [f32]) {
+    for (l, dr) in d.chunks_exact_mut(tile.len()).enumerate() {
+        for (v, col) in dr.iter_mut().zip(tile) {
+            *v = col[l];
         }
     }
 }

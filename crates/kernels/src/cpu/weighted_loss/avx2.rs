@@ -300,3 +300,82 @@ pub(super) unsafe fn bce_row<const GRAD: bool, const MASK: bool>(
     }
     (full, _mm256_movemask_ps(bad) != 0)
 }
+
+/// Transposes 8 vectors (rows) of 8 floats into 8 vectors (columns).
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
+    let t: [__m256; 8] = std::array::from_fn(|k| {
+        let (a, b) = (r[k / 2 * 2], r[k / 2 * 2 + 1]);
+        if k % 2 == 0 {
+            _mm256_unpacklo_ps(a, b)
+        } else {
+            _mm256_unpackhi_ps(a, b)
+        }
+    });
+    // u[4h + q]: from the row pairs (4h, 4h + 1) and (4h + 2, 4h + 3).
+    let u: [__m256; 8] = std::array::from_fn(|k| {
+        let (h, q) = (k / 4, k % 4);
+        let (a, b) = (t[4 * h + q / 2], t[4 * h + 2 + q / 2]);
+        if q % 2 == 0 {
+            _mm256_shuffle_ps::<0x44>(a, b)
+        } else {
+            _mm256_shuffle_ps::<0xEE>(a, b)
+        }
+    });
+    std::array::from_fn(|j| {
+        if j < 4 {
+            _mm256_permute2f128_ps::<0x20>(u[j], u[4 + j])
+        } else {
+            _mm256_permute2f128_ps::<0x31>(u[j - 4], u[j])
+        }
+    })
+}
+
+/// `super::tile_load_rows` for a full tile: 8 x 8 blocks through [`transpose8`].
+///
+/// # Safety
+/// AVX2; `x` holds 8 rows of `tile.len()` floats.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn tile_load(x: &[f32], tile: &mut [[f32; TILE_ROWS]]) {
+    let w = tile.len();
+    assert_eq!(x.len(), TILE_ROWS * w);
+    let full = w / 8 * 8;
+    for c in (0..full).step_by(8) {
+        // SAFETY: row l's columns c..c + 8 lie inside `x` (c + 8 <= w).
+        let rows = std::array::from_fn(|l| unsafe { _mm256_loadu_ps(x.as_ptr().add(l * w + c)) });
+        for (j, v) in transpose8(rows).into_iter().enumerate() {
+            // SAFETY: tile[c + j] holds 8 floats.
+            unsafe { _mm256_storeu_ps(tile[c + j].as_mut_ptr(), v) };
+        }
+    }
+    for c in full..w {
+        for l in 0..TILE_ROWS {
+            tile[c][l] = x[l * w + c];
+        }
+    }
+}
+
+/// `super::tile_store_rows` for a full tile: 8 x 8 blocks through [`transpose8`].
+///
+/// # Safety
+/// AVX2; `d` holds 8 rows of `tile.len()` floats.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn tile_store(tile: &[[f32; TILE_ROWS]], d: &mut [f32]) {
+    let w = tile.len();
+    assert_eq!(d.len(), TILE_ROWS * w);
+    let full = w / 8 * 8;
+    for c in (0..full).step_by(8) {
+        // SAFETY: tile[c + j] holds 8 floats.
+        let cols = std::array::from_fn(|j| unsafe { _mm256_loadu_ps(tile[c + j].as_ptr()) });
+        for (l, v) in transpose8(cols).into_iter().enumerate() {
+            // SAFETY: row l's columns c..c + 8 lie inside `d` (c + 8 <= w).
+            unsafe { _mm256_storeu_ps(d.as_mut_ptr().add(l * w + c), v) };
+        }
+    }
+    for c in full..w {
+        for l in 0..TILE_ROWS {
+            d[l * w + c] = tile[c][l];
+        }
+    }
+}
