@@ -74,11 +74,24 @@ pub fn combine(
     weights: &[f64],
     out: &mut GpuBuffer<f32>,
 ) -> Result<()> {
-    const OP: &str = "cuda::combine";
-    validate(OP, g.len(), t, p, &[p], out.len(), None)?;
-    check_len(OP, "weights", weights.len(), t)?;
+    combine_at(gpu, "cuda::combine", g, (t, p), weights, out, None)
+}
+
+/// [`combine`] and [`combine_into`]: T host weights, `out` written at `out_at` (None: `out`
+/// holds exactly P elements).
+fn combine_at(
+    gpu: &Gpu,
+    op: &'static str,
+    g: &GpuBuffer<f32>,
+    (t, p): (usize, usize),
+    weights: &[f64],
+    out: &mut GpuBuffer<f32>,
+    out_at: Option<usize>,
+) -> Result<()> {
+    validate(op, g.len(), t, p, &[p], out.len(), out_at)?;
+    check_len(op, "weights", weights.len(), t)?;
     let d_w = gpu.upload(weights)?;
-    launch(gpu, OP, g, t, p, &[p], &d_w, out, 0)
+    launch(gpu, op, g, t, p, &[p], &d_w, out, out_at.unwrap_or(0))
 }
 
 /// Like [`combine`] with a separate weight vector per segment: columns of segment `l`
@@ -92,10 +105,36 @@ pub fn combine_segments(
     weights: &[Vec<f64>],
     out: &mut GpuBuffer<f32>,
 ) -> Result<()> {
-    const OP: &str = "cuda::combine_segments";
-    validate(OP, g.len(), t, p, segment_ends, out.len(), None)?;
-    let d_w = upload_segment_weights(gpu, OP, t, segment_ends, weights)?;
-    launch(gpu, OP, g, t, p, segment_ends, &d_w, out, 0)
+    let op = "cuda::combine_segments";
+    combine_segments_at(gpu, op, g, (t, p), segment_ends, weights, out, None)
+}
+
+/// [`combine_segments`] and [`combine_segments_into`]: L x T host weights, `out` written at
+/// `out_at` (None: `out` holds exactly P elements).
+#[allow(clippy::too_many_arguments)]
+fn combine_segments_at(
+    gpu: &Gpu,
+    op: &'static str,
+    g: &GpuBuffer<f32>,
+    (t, p): (usize, usize),
+    segment_ends: &[usize],
+    weights: &[Vec<f64>],
+    out: &mut GpuBuffer<f32>,
+    out_at: Option<usize>,
+) -> Result<()> {
+    validate(op, g.len(), t, p, segment_ends, out.len(), out_at)?;
+    let d_w = upload_segment_weights(gpu, op, t, segment_ends, weights)?;
+    launch(
+        gpu,
+        op,
+        g,
+        t,
+        p,
+        segment_ends,
+        &d_w,
+        out,
+        out_at.unwrap_or(0),
+    )
 }
 
 /// Checks L x T host weights and uploads them row-major.
@@ -131,11 +170,15 @@ pub fn combine_into(
     out: &mut GpuBuffer<f32>,
     out_at: usize,
 ) -> Result<()> {
-    const OP: &str = "cuda::combine_into";
-    validate(OP, g.len(), t, p, &[p], out.len(), Some(out_at))?;
-    check_len(OP, "weights", weights.len(), t)?;
-    let d_w = gpu.upload(weights)?;
-    launch(gpu, OP, g, t, p, &[p], &d_w, out, out_at)
+    combine_at(
+        gpu,
+        "cuda::combine_into",
+        g,
+        (t, p),
+        weights,
+        out,
+        Some(out_at),
+    )
 }
 
 /// Like [`combine_segments`] but writes `out[out_at..out_at + p]` and leaves the rest of
@@ -151,10 +194,8 @@ pub fn combine_segments_into(
     out: &mut GpuBuffer<f32>,
     out_at: usize,
 ) -> Result<()> {
-    const OP: &str = "cuda::combine_segments_into";
-    validate(OP, g.len(), t, p, segment_ends, out.len(), Some(out_at))?;
-    let d_w = upload_segment_weights(gpu, OP, t, segment_ends, weights)?;
-    launch(gpu, OP, g, t, p, segment_ends, &d_w, out, out_at)
+    let op = "cuda::combine_segments_into";
+    combine_segments_at(gpu, op, g, (t, p), segment_ends, weights, out, Some(out_at))
 }
 
 /// Like [`combine_segments`] with the weights already on the device: `weights` is L x T
