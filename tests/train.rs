@@ -524,13 +524,41 @@ fn train_losses(run: &Path) -> Vec<f64> {
         .collect()
 }
 
+/// Whether the CUDA emulator can run; prints why `test` is skipped when not, and panics
+/// instead under SCALARIZE_REQUIRE_EMULATOR=1.
+fn emulator_present(test: &str) -> bool {
+    match scalarize_kernels::cuda::emu::compiler() {
+        Ok(_) => true,
+        Err(why) => {
+            if std::env::var("SCALARIZE_REQUIRE_EMULATOR").is_ok_and(|v| v == "1") {
+                panic!("SCALARIZE_REQUIRE_EMULATOR=1 but no emulator: {why}");
+            }
+            eprintln!("SKIPPED {test}: {why}");
+            false
+        }
+    }
+}
+
+/// The training losses of the device run `dev` follow those of the CPU run `cpu`: the first
+/// half of the records (before any update) agree to rounding; after a step at these tiny
+/// batches and high rates the trajectories drift apart by rounding amplification only.
+fn losses_follow(cpu: &Path, dev: &Path, what: &str) {
+    let (lc, ld) = (train_losses(cpu), train_losses(dev));
+    assert_eq!(lc.len(), ld.len(), "{what}: {lc:?} vs {ld:?}");
+    assert!(!lc.is_empty());
+    let objectives = lc.len() / 2;
+    for (k, (c, d)) in lc.iter().zip(&ld).enumerate() {
+        let tol = if k < objectives { 1e-5 } else { 2e-2 };
+        assert!(
+            (c - d).abs() <= tol * (1.0 + c.abs()),
+            "{what}: cpu {lc:?} cuda {ld:?}"
+        );
+    }
+}
+
 #[test]
 fn training_on_a_cuda_device_follows_the_cpu() {
-    if let Err(why) = scalarize_kernels::cuda::emu::compiler() {
-        if std::env::var("SCALARIZE_REQUIRE_EMULATOR").is_ok_and(|v| v == "1") {
-            panic!("SCALARIZE_REQUIRE_EMULATOR=1 but no emulator: {why}");
-        }
-        eprintln!("SKIPPED training_on_a_cuda_device_follows_the_cpu: {why}");
+    if !emulator_present("training_on_a_cuda_device_follows_the_cpu") {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -567,19 +595,7 @@ fn training_on_a_cuda_device_follows_the_cpu() {
         ok(&scalarize_emulated(
             &b.iter().map(String::as_str).collect::<Vec<_>>(),
         ));
-        let (lc, ld) = (train_losses(&cpu), train_losses(&dev));
-        assert_eq!(lc.len(), ld.len(), "{preset}: {lc:?} vs {ld:?}");
-        assert!(!lc.is_empty());
-        // The first records (before any update) agree to rounding; after a step at these tiny
-        // batches and high rates the trajectories drift apart by rounding amplification only.
-        let objectives = lc.len() / 2;
-        for (k, (c, d)) in lc.iter().zip(&ld).enumerate() {
-            let tol = if k < objectives { 1e-5 } else { 2e-2 };
-            assert!(
-                (c - d).abs() <= tol * (1.0 + c.abs()),
-                "{preset}/{method}: cpu {lc:?} cuda {ld:?}"
-            );
-        }
+        losses_follow(&cpu, &dev, &format!("{preset}/{method}"));
         let (rc, rd) = (results(&cpu), results(&dev));
         assert_eq!(rd[0]["steps"], rc[0]["steps"]);
         metrics_in_unit_interval(&rd[0]);
@@ -627,11 +643,7 @@ fn numbers(v: &Value, out: &mut Vec<f64>) {
 /// every step (from the step's own gradients, or a separate set for the other paths).
 #[test]
 fn mto_methods_on_a_cuda_device_follow_the_cpu() {
-    if let Err(why) = scalarize_kernels::cuda::emu::compiler() {
-        if std::env::var("SCALARIZE_REQUIRE_EMULATOR").is_ok_and(|v| v == "1") {
-            panic!("SCALARIZE_REQUIRE_EMULATOR=1 but no emulator: {why}");
-        }
-        eprintln!("SKIPPED mto_methods_on_a_cuda_device_follow_the_cpu: {why}");
+    if !emulator_present("mto_methods_on_a_cuda_device_follow_the_cpu") {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -661,19 +673,9 @@ fn mto_methods_on_a_cuda_device_follow_the_cpu() {
             out
         };
         let (cpu, dev) = (run("cpu"), run("cuda"));
-        let (lc, ld) = (train_losses(&cpu), train_losses(&dev));
-        assert_eq!(lc.len(), ld.len(), "{method}: {lc:?} vs {ld:?}");
-        assert!(!lc.is_empty());
         // Step 0's losses precede any update; the second step's loss shows the update the
-        // device direction made (drift from rounding only, as in the test above).
-        let objectives = lc.len() / 2;
-        for (k, (c, d)) in lc.iter().zip(&ld).enumerate() {
-            let tol = if k < objectives { 1e-5 } else { 2e-2 };
-            assert!(
-                (c - d).abs() <= tol * (1.0 + c.abs()),
-                "{method}: cpu {lc:?} cuda {ld:?}"
-            );
-        }
+        // device direction made.
+        losses_follow(&cpu, &dev, method);
         // Conflict metrics every step. Step 0's (same parameters, same batch) agree to the
         // rounding of the device backward (about 1e-3 relative on these tiny batches).
         let (cc, cd) = (conflict_records(&cpu), conflict_records(&dev));
