@@ -125,12 +125,10 @@ fn forward_and_backward_match_the_cpu() {
     }
 }
 
-#[test]
-fn training_steps_on_the_device_follow_the_cpu() {
-    let Some(gpu) = Gpu::for_tests("model_training_steps") else {
-        return;
-    };
-    let configs = [
+/// The optimizers the device tests step with: SGD (Nesterov momentum 0.9, weight decay
+/// 5e-4) and AdamW with its defaults.
+fn optimizers() -> [OptimizerConfig; 2] {
+    [
         OptimizerConfig::Sgd(SgdConfig {
             momentum: 0.9,
             nesterov: true,
@@ -138,7 +136,15 @@ fn training_steps_on_the_device_follow_the_cpu() {
             ..Default::default()
         }),
         OptimizerConfig::AdamW(AdamWConfig::default()),
-    ];
+    ]
+}
+
+#[test]
+fn training_steps_on_the_device_follow_the_cpu() {
+    let Some(gpu) = Gpu::for_tests("model_training_steps") else {
+        return;
+    };
+    let configs = optimizers();
     for (spec, config) in specs(&gpu).into_iter().zip(configs) {
         let (mut cpu, mut dev) = pair(&spec, &gpu);
         let r = cpu.spec().resolution;
@@ -263,15 +269,7 @@ fn step_flat_device_matches_step_flat_on_the_cpu() {
     let Some(gpu) = Gpu::for_tests("model_step_flat_device") else {
         return;
     };
-    let configs = [
-        OptimizerConfig::Sgd(SgdConfig {
-            momentum: 0.9,
-            nesterov: true,
-            weight_decay: 5e-4,
-            ..Default::default()
-        }),
-        OptimizerConfig::AdamW(AdamWConfig::default()),
-    ];
+    let configs = optimizers();
     let spec = &small_spec(&gpu);
     for (k, config) in configs.into_iter().enumerate() {
         for clip in [None, Some(20.0f32)] {
@@ -353,15 +351,7 @@ fn clipped_device_step_equals_the_clipped_cpu_step() {
     let Some(gpu) = Gpu::for_tests("model_clipped_device_step") else {
         return;
     };
-    let configs = [
-        OptimizerConfig::Sgd(SgdConfig {
-            momentum: 0.9,
-            nesterov: true,
-            weight_decay: 5e-4,
-            ..Default::default()
-        }),
-        OptimizerConfig::AdamW(AdamWConfig::default()),
-    ];
+    let configs = optimizers();
     let spec = &small_spec(&gpu);
     for config in configs {
         let (mut cpu, mut dev) = pair(spec, &gpu);
