@@ -7,6 +7,7 @@ mod common;
 use std::sync::Arc;
 
 use common::{Rng, close, same_on_gpu};
+use scalarize_autograd::ops::weighted_loss::TaskLosses;
 use scalarize_autograd::{AutogradError, Backward, Device, TaskLayout, Tensor};
 use scalarize_kernels::cuda::Gpu;
 
@@ -213,40 +214,33 @@ fn weighted_losses_check_targets_on_the_host_and_keep_results_on_the_device() {
     assert_eq!(total.device(), xd.device());
     assert_eq!(tasks.task_loss.device(), xd.device());
     assert_eq!(tasks.task_loss.shape(), &[2]);
-    assert_eq!(tasks.counts, vec![2, 1]);
-    assert_eq!(tasks.counts, want.counts);
-    close(
-        &tasks.task_loss.to_host().unwrap(),
-        &want.task_loss.to_vec(),
-        1e-6,
-        "task losses",
-    );
-    close(
-        &[total.item().unwrap()],
-        &[want_total.item().unwrap()],
-        1e-6,
-        "total",
-    );
+    // The device call's counts, task losses and total against the host call's.
+    let same = |what: &str,
+                (total, tasks): (Tensor, TaskLosses),
+                (want_total, want): (Tensor, TaskLosses)| {
+        assert_eq!(tasks.counts, vec![2, 1], "{what}");
+        assert_eq!(tasks.counts, want.counts, "{what}");
+        close(
+            &tasks.task_loss.to_host().unwrap(),
+            &want.task_loss.to_vec(),
+            1e-6,
+            &format!("{what} task losses"),
+        );
+        close(
+            &[total.item().unwrap()],
+            &[want_total.item().unwrap()],
+            1e-6,
+            &format!("{what} total"),
+        );
+    };
+    same("ce", (total, tasks), (want_total, want));
     let probs: Vec<f32> = (0..10).map(|_| rng.unit()).collect();
     let mask = [1u8, 0, 1, 1];
-    let (total, tasks) = xd
-        .weighted_bce_loss(&layout, &probs, Some(&mask), &w)
-        .unwrap();
-    let (want_total, want) = x
-        .weighted_bce_loss(&layout, &probs, Some(&mask), &w)
-        .unwrap();
-    assert_eq!(tasks.counts, vec![2, 1]);
-    assert_eq!(tasks.counts, want.counts);
-    close(
-        &tasks.task_loss.to_host().unwrap(),
-        &want.task_loss.to_vec(),
-        1e-6,
-        "bce task losses",
-    );
-    close(
-        &[total.item().unwrap()],
-        &[want_total.item().unwrap()],
-        1e-6,
-        "bce total",
+    same(
+        "bce",
+        xd.weighted_bce_loss(&layout, &probs, Some(&mask), &w)
+            .unwrap(),
+        x.weighted_bce_loss(&layout, &probs, Some(&mask), &w)
+            .unwrap(),
     );
 }
