@@ -1292,31 +1292,19 @@ unsafe fn bce_rows_avx2(
     d: Option<&mut [f32]>,
     col_sums: &mut [f64],
 ) -> bool {
-    let sums = &mut col_sums[..width];
-    let scale = &col_scale[..width];
-    // SAFETY (every arm): AVX2 and FMA (this function's contract).
-    match (d, valid) {
-        (Some(d), Some(v)) => bce_rows_with::<true, true>(x, y, v, scale, d, sums, |r| unsafe {
-            avx2::bce_row::<true, true>(r)
-        }),
-        (Some(d), None) => bce_rows_with::<true, false>(x, y, &[], scale, d, sums, |r| unsafe {
-            avx2::bce_row::<true, false>(r)
-        }),
-        (None, Some(v)) => {
-            bce_rows_with::<false, true>(x, y, v, scale, &mut [], sums, |r| unsafe {
-                avx2::bce_row::<false, true>(r)
-            })
-        }
-        (None, None) => {
-            bce_rows_with::<false, false>(x, y, &[], scale, &mut [], sums, |r| unsafe {
-                avx2::bce_row::<false, false>(r)
-            })
+    /// The AVX2 row kernel.
+    struct Avx2;
+    impl BceLead for Avx2 {
+        #[inline(always)]
+        fn lead<const GRAD: bool, const MASK: bool>(&self, row: BceRow<'_>) -> (usize, bool) {
+            // SAFETY: only reached from bce_rows_avx2, whose caller checked AVX2 and FMA.
+            unsafe { avx2::bce_row::<GRAD, MASK>(row) }
         }
     }
+    bce_rows_cases(width, x, y, valid, col_scale, d, col_sums, Avx2)
 }
 
-/// The portable body of [`bce_rows`]: one loop instance per (gradient, mask) case, so that
-/// the column loop has no branches left to stop the vectoriser.
+/// The portable body of [`bce_rows`].
 #[inline(always)]
 fn bce_rows_body(
     width: usize,
@@ -1327,14 +1315,53 @@ fn bce_rows_body(
     d: Option<&mut [f32]>,
     col_sums: &mut [f64],
 ) -> bool {
+    /// No vector kernel: the loop of [`bce_rows_with`] does every column.
+    struct Portable;
+    impl BceLead for Portable {
+        #[inline(always)]
+        fn lead<const GRAD: bool, const MASK: bool>(&self, _: BceRow<'_>) -> (usize, bool) {
+            (0, false)
+        }
+    }
+    bce_rows_cases(width, x, y, valid, col_scale, d, col_sums, Portable)
+}
+
+/// A vector kernel for a leading run of each BCE row's columns (see [`bce_rows_with`]).
+trait BceLead {
+    /// Does the leading columns of `row`; returns how many and whether a target among them
+    /// lies outside [0, 1].
+    fn lead<const GRAD: bool, const MASK: bool>(&self, row: BceRow<'_>) -> (usize, bool);
+}
+
+/// [`bce_rows_with`] instantiated for the (gradient, mask) case of the call, so that the
+/// column loop has no branches left to stop the vectoriser.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn bce_rows_cases(
+    width: usize,
+    x: &[f32],
+    y: &[f32],
+    valid: Option<&[u8]>,
+    col_scale: &[f32],
+    d: Option<&mut [f32]>,
+    col_sums: &mut [f64],
+    k: impl BceLead,
+) -> bool {
     let sums = &mut col_sums[..width];
     let scale = &col_scale[..width];
-    let none = |_: BceRow<'_>| (0, false);
     match (d, valid) {
-        (Some(d), Some(v)) => bce_rows_with::<true, true>(x, y, v, scale, d, sums, none),
-        (Some(d), None) => bce_rows_with::<true, false>(x, y, &[], scale, d, sums, none),
-        (None, Some(v)) => bce_rows_with::<false, true>(x, y, v, scale, &mut [], sums, none),
-        (None, None) => bce_rows_with::<false, false>(x, y, &[], scale, &mut [], sums, none),
+        (Some(d), Some(v)) => {
+            bce_rows_with::<true, true>(x, y, v, scale, d, sums, |r| k.lead::<true, true>(r))
+        }
+        (Some(d), None) => {
+            bce_rows_with::<true, false>(x, y, &[], scale, d, sums, |r| k.lead::<true, false>(r))
+        }
+        (None, Some(v)) => bce_rows_with::<false, true>(x, y, v, scale, &mut [], sums, |r| {
+            k.lead::<false, true>(r)
+        }),
+        (None, None) => bce_rows_with::<false, false>(x, y, &[], scale, &mut [], sums, |r| {
+            k.lead::<false, false>(r)
+        }),
     }
 }
 

@@ -158,31 +158,11 @@ pub(super) unsafe fn ce_segment(x: &[f32], y: usize, grad: Option<(&mut [f32], f
     for &v in &x[full..] {
         m = m.max(v);
     }
-    let mb = _mm256_set1_ps(m);
-    // Two accumulators: the adds of consecutive vectors do not wait on each other.
-    let (mut s0, mut s1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
     let s = match grad {
         Some((d, scale)) => {
-            let dp = d.as_mut_ptr();
-            let mut k = 0;
-            while k < full {
-                let e = exp8(_mm256_sub_ps(load(k), mb));
-                // SAFETY: k + 8 <= full <= d.len().
-                unsafe { _mm256_storeu_ps(dp.add(k), e) };
-                if k / 8 % 2 == 0 {
-                    s0 = _mm256_add_ps(s0, e);
-                } else {
-                    s1 = _mm256_add_ps(s1, e);
-                }
-                k += 8;
-            }
-            let mut s = hsum8(_mm256_add_ps(s0, s1));
-            for k in full..n {
-                let e = super::exp_f32(x[k] - m);
-                d[k] = e;
-                s += e;
-            }
+            let s = exp_sum::<true>(x, m, d);
             let g = _mm256_set1_ps(scale / s);
+            let dp = d.as_mut_ptr();
             for k in (0..full).step_by(8) {
                 // SAFETY: k + 8 <= full <= d.len().
                 unsafe {
@@ -195,25 +175,46 @@ pub(super) unsafe fn ce_segment(x: &[f32], y: usize, grad: Option<(&mut [f32], f
             d[y] -= scale;
             s
         }
-        None => {
-            let mut k = 0;
-            while k < full {
-                let e = exp8(_mm256_sub_ps(load(k), mb));
-                if k / 8 % 2 == 0 {
-                    s0 = _mm256_add_ps(s0, e);
-                } else {
-                    s1 = _mm256_add_ps(s1, e);
-                }
-                k += 8;
-            }
-            let mut s = hsum8(_mm256_add_ps(s0, s1));
-            for &v in &x[full..] {
-                s += super::exp_f32(v - m);
-            }
-            s
-        }
+        None => exp_sum::<false>(x, m, &mut []),
     };
     (m - x[y]) as f64 + (s as f64).ln()
+}
+
+/// Sum of exp(x - m) over `x`; with STORE the exps are written into `d` (as long as `x`).
+/// Two accumulators, so that the adds of consecutive vectors do not wait on each other.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn exp_sum<const STORE: bool>(x: &[f32], m: f32, d: &mut [f32]) -> f32 {
+    let n = x.len();
+    assert!(!STORE || d.len() == n);
+    let full = n / 8 * 8;
+    let mb = _mm256_set1_ps(m);
+    let (mut s0, mut s1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    for k in (0..full).step_by(8) {
+        // SAFETY: k + 8 <= full <= n (and d.len() == n with STORE).
+        let e = exp8(_mm256_sub_ps(
+            unsafe { _mm256_loadu_ps(x.as_ptr().add(k)) },
+            mb,
+        ));
+        if STORE {
+            // SAFETY: as above.
+            unsafe { _mm256_storeu_ps(d.as_mut_ptr().add(k), e) };
+        }
+        if k / 8 % 2 == 0 {
+            s0 = _mm256_add_ps(s0, e);
+        } else {
+            s1 = _mm256_add_ps(s1, e);
+        }
+    }
+    let mut s = hsum8(_mm256_add_ps(s0, s1));
+    for k in full..n {
+        let e = super::exp_f32(x[k] - m);
+        if STORE {
+            d[k] = e;
+        }
+        s += e;
+    }
+    s
 }
 
 /// Sum of the 8 lanes in a fixed order.
