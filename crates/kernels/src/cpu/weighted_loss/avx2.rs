@@ -34,6 +34,20 @@ pub(super) fn exp8(x: __m256) -> __m256 {
     _mm256_andnot_ps(under, _mm256_mul_ps(p, scale))
 }
 
+/// ln(1 + e) of 8 lanes with e in [0, 1], as [`super::ln1p_unit`]: 2 atanh(u) with
+/// u = e / (2 + e), odd series to u^13 with fused multiply-adds.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn ln1p_unit8(e: __m256) -> __m256 {
+    let u = _mm256_div_ps(e, _mm256_add_ps(_mm256_set1_ps(2.0), e));
+    let u2 = _mm256_mul_ps(u, u);
+    let mut p = _mm256_set1_ps(1.0 / 13.0);
+    for c in [1.0 / 11.0, 1.0 / 9.0, 1.0 / 7.0, 1.0 / 5.0, 1.0 / 3.0, 1.0] {
+        p = _mm256_fmadd_ps(p, u2, _mm256_set1_ps(c));
+    }
+    _mm256_mul_ps(_mm256_add_ps(u, u), p)
+}
+
 /// ln(s) of 8 softmax denominators s >= 1, as [`super::ln_sum`].
 #[inline]
 #[target_feature(enable = "avx2,fma")]
@@ -47,16 +61,8 @@ pub(super) fn ln_sum8(s: __m256) -> __m256 {
         _mm256_and_si256(bits, _mm256_set1_epi32(0x007f_ffff)),
         _mm256_set1_epi32(0x3f80_0000),
     ));
-    // ln(1 + e), e = m - 1 in [0, 1): 2 atanh(u), u = e / (2 + e), as [`super::ln1p_unit`].
-    let one = _mm256_set1_ps(1.0);
-    let e = _mm256_sub_ps(m, one);
-    let u = _mm256_div_ps(e, _mm256_add_ps(_mm256_set1_ps(2.0), e));
-    let u2 = _mm256_mul_ps(u, u);
-    let mut p = _mm256_set1_ps(1.0 / 13.0);
-    for c in [1.0 / 11.0, 1.0 / 9.0, 1.0 / 7.0, 1.0 / 5.0, 1.0 / 3.0, 1.0] {
-        p = _mm256_fmadd_ps(p, u2, _mm256_set1_ps(c));
-    }
-    let ln1p = _mm256_mul_ps(_mm256_add_ps(u, u), p);
+    // ln(m) = ln(1 + e) with e = m - 1 in [0, 1).
+    let ln1p = ln1p_unit8(_mm256_sub_ps(m, _mm256_set1_ps(1.0)));
     let v = _mm256_fmadd_ps(k, _mm256_set1_ps(std::f32::consts::LN_2), ln1p);
     // s - s: NaN for NaN s, 0 otherwise.
     _mm256_add_ps(v, _mm256_sub_ps(s, s))
@@ -260,14 +266,7 @@ pub(super) unsafe fn bce_row<const GRAD: bool, const MASK: bool>(
             let xv = _mm256_loadu_ps(x.as_ptr().add(k));
             let yv = _mm256_loadu_ps(y.as_ptr().add(k));
             let e = exp8(_mm256_or_ps(xv, sign));
-            // ln(1 + e) = 2 atanh(u), u = e / (2 + e), as `super::ln1p_unit`.
-            let u = _mm256_div_ps(e, _mm256_add_ps(s(2.0), e));
-            let u2 = _mm256_mul_ps(u, u);
-            let mut p = s(1.0 / 13.0);
-            for c in [1.0 / 11.0, 1.0 / 9.0, 1.0 / 7.0, 1.0 / 5.0, 1.0 / 3.0, 1.0] {
-                p = _mm256_fmadd_ps(p, u2, s(c));
-            }
-            let ln1p = _mm256_mul_ps(_mm256_add_ps(u, u), p);
+            let ln1p = ln1p_unit8(e);
             let l = _mm256_add_ps(
                 _mm256_fnmadd_ps(xv, yv, _mm256_max_ps(xv, _mm256_setzero_ps())),
                 ln1p,
