@@ -2169,7 +2169,13 @@ mod avx512 {
                         let k = l - x_lines;
                         codes.as_ptr().wrapping_add(nr * t_count + 64 * k)
                     };
-                    _mm_prefetch::<_MM_HINT_T1>(at);
+                    // Into L1 (T0), the gradient lines owned (prefetchw): 16.1 -> 16.6-17.2
+                    // GB/s against L2 prefetches (Zen 5, 2 threads, calls interleaved).
+                    if l >= x_lines + y_lines {
+                        _mm_prefetch::<_MM_HINT_ET0>(at);
+                    } else {
+                        _mm_prefetch::<_MM_HINT_T0>(at);
+                    }
                 }
             }
             for t in 0..t_count {
