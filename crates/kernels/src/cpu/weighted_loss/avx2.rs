@@ -5,6 +5,9 @@ use std::arch::x86_64::*;
 
 use super::TILE_ROWS;
 
+/// How far ahead (in values) the CE head kernel prefetches the logits: 8 KiB of f32.
+const PREFETCH_AHEAD: usize = 2048;
+
 /// exp of 8 lanes, as [`super::exp_f32`] (same reduction and polynomial): 0 below -87.3,
 /// saturated above 88, NaN stays NaN (the clamps take x as the operand that wins on NaN).
 #[inline]
@@ -155,6 +158,13 @@ pub(super) unsafe fn ce_segment(x: &[f32], y: usize, grad: Option<(&mut [f32], f
     let load = |k: usize| unsafe { _mm256_loadu_ps(xp.add(k)) };
     let mut mv = _mm256_set1_ps(f32::NEG_INFINITY);
     for k in (0..full).step_by(8) {
+        if k % 16 == 0 {
+            // A line of the logits PREFETCH_AHEAD values on (the next row's, whatever the
+            // layout), as in the AVX-512 head kernel: C = 1,000, 2 threads, 15.1-15.5 ->
+            // 17.4-18.8 GB/s (this build timed on a Zen 5, calls interleaved).
+            // A prefetch never faults and does not access memory semantically.
+            _mm_prefetch::<_MM_HINT_T0>(xp.wrapping_add(k + PREFETCH_AHEAD).cast::<i8>());
+        }
         mv = _mm256_max_ps(load(k), mv);
     }
     let mut lanes = [0.0f32; 8];
