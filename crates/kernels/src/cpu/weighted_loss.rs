@@ -140,6 +140,12 @@ pub struct WeightedLossOutput {
 /// (a block of this size stays in L1 between the kernel writing it and the copy reading it).
 const BLOCK_FLOATS: usize = 8192;
 
+/// How far ahead (in elements) the streaming kernels (AVX-512 and AVX2) prefetch their
+/// inputs: 8 KiB of f32, a few hundred nanoseconds of work on one core, about a memory latency
+/// or two (1,024 to 8,192 measured the same).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+const PREFETCH_AHEAD: usize = 2048;
+
 /// Target floats per parallel task (several blocks: a rayon task costs about a microsecond).
 const TASK_FLOATS: usize = 32_768;
 
@@ -1486,10 +1492,7 @@ pub(crate) fn exp_f32(x: f32) -> f32 {
 mod avx512 {
     use std::arch::x86_64::*;
 
-    /// How far ahead (in elements) the streaming kernels prefetch their inputs: 8 KiB of f32,
-    /// a few hundred nanoseconds of work on one core, about a memory latency or two (1,024
-    /// to 8,192 measured the same).
-    const PREFETCH_AHEAD: usize = 2048;
+    use super::PREFETCH_AHEAD;
 
     #[inline(always)]
     fn splat(v: f32) -> __m512 {

@@ -3,10 +3,7 @@
 
 use std::arch::x86_64::*;
 
-use super::TILE_ROWS;
-
-/// How far ahead (in values) the CE head kernel prefetches the logits: 8 KiB of f32.
-const PREFETCH_AHEAD: usize = 2048;
+use super::{PREFETCH_AHEAD, TILE_ROWS};
 
 /// exp of 8 lanes, as [`super::exp_f32`] (same reduction and polynomial): 0 below -87.3,
 /// saturated above 88, NaN stays NaN (the clamps take x as the operand that wins on NaN).
