@@ -10,12 +10,6 @@
 use rayon::prelude::*;
 
 use super::has_avx512;
-/// TEMP knob.
-pub static PF_KNOB: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-/// TEMP.
-pub fn set_pf_knobs(x: usize, _d: bool) {
-    PF_KNOB.store(x, std::sync::atomic::Ordering::Relaxed);
-}
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
