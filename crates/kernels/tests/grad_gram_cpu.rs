@@ -2,7 +2,7 @@
 
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
-use scalarize_kernels::cpu::{GramPart, grad_gram, grad_gram_fast};
+use scalarize_kernels::cpu::{GRAM_PAR_MIN_VALUES, GramPart, grad_gram, grad_gram_fast};
 
 /// Random T x P matrix with values of mixed scale (never all zero).
 fn random_g(rng: &mut StdRng, t: usize, p: usize) -> Vec<f32> {
@@ -169,8 +169,10 @@ fn zero_segment_gives_zero_cosine() {
 #[test]
 fn deterministic_regardless_of_thread_count() {
     let mut rng = StdRng::seed_from_u64(5);
-    // Several parallel groups (group = 32,768 columns) and a segment spanning groups.
-    let (t, p) = (4, 200_003);
+    // Several parallel groups (group = 32,768 columns) and a segment spanning groups, large
+    // enough for the pool (smaller calls run on the calling thread).
+    let (t, p) = (4, 600_003);
+    assert!(t * p >= GRAM_PAR_MIN_VALUES);
     let g = random_g(&mut rng, t, p);
     let ends = [10, 40_000, 150_000, p];
     let run = |threads: usize| {
@@ -272,7 +274,8 @@ fn fast_variant_is_exact_on_rows_outside_the_f32_range() {
 #[test]
 fn fast_variant_matches_naive_and_is_deterministic() {
     let mut rng = StdRng::seed_from_u64(19);
-    let (t, p) = (6, 200_003);
+    let (t, p) = (6, 400_003);
+    assert!(t * p >= GRAM_PAR_MIN_VALUES, "large enough for the pool");
     let g = random_g(&mut rng, t, p);
     let ends = [1, 64, 40_000, 150_000, p];
     let want = naive(&g, t, p, &ends);

@@ -6,7 +6,8 @@
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use scalarize_kernels::cpu::{
-    TaskLayout, WeightedBceInput, WeightedCeInput, weighted_bce_loss, weighted_ce_loss,
+    LOSS_PAR_MIN_VALUES, TaskLayout, WeightedBceInput, WeightedCeInput, weighted_bce_loss,
+    weighted_ce_loss,
 };
 
 const IGNORE: i64 = -100;
@@ -276,7 +277,9 @@ fn bce_matches_reference_with_mask_and_extreme_logits() {
 #[test]
 fn deterministic_regardless_of_thread_count() {
     let mut rng = StdRng::seed_from_u64(4);
-    let c = ce_case(&mut rng, 1001, &[37, 11, 64], false);
+    // Large enough for the pool (smaller calls run on the calling thread).
+    let c = ce_case(&mut rng, 4701, &[37, 11, 64], false);
+    assert!(c.n * 112 >= LOSS_PAR_MIN_VALUES);
     let input = WeightedCeInput {
         layout: &c.layout,
         n: c.n,
@@ -304,7 +307,9 @@ fn deterministic_regardless_of_thread_count() {
 #[test]
 fn small_heads_and_bce_are_deterministic_regardless_of_thread_count() {
     let mut rng = StdRng::seed_from_u64(5);
-    let c = ce_case(&mut rng, 1001, &[10; 40], true);
+    // Both calls large enough for the pool (smaller calls run on the calling thread).
+    let c = ce_case(&mut rng, 1401, &[10; 40], true);
+    assert!(c.n * 400 >= LOSS_PAR_MIN_VALUES);
     let ce = WeightedCeInput {
         layout: &c.layout,
         n: c.n,
@@ -315,7 +320,8 @@ fn small_heads_and_bce_are_deterministic_regardless_of_thread_count() {
         ignore_index: IGNORE,
     };
     let layout = TaskLayout::from_sizes(&[1; 40]).unwrap();
-    let n = 3001;
+    let n = 13_201;
+    assert!(n * 40 >= LOSS_PAR_MIN_VALUES);
     let logits: Vec<f32> = (0..n * 40)
         .map(|_| rng.random_range(-9.0f32..9.0))
         .collect();
