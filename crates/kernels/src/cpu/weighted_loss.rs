@@ -4041,6 +4041,58 @@ mod tests {
         }
     }
 
+    /// Calls large enough for the pool (several chunks of the target scans) still name the
+    /// first bad target in row order, whichever chunk finishes first.
+    #[test]
+    fn first_bad_target_wins_on_the_pool_path() {
+        let layout = TaskLayout::from_sizes(&[1; 21]).unwrap();
+        let n = 30_001;
+        assert!(n * 21 >= LOSS_PAR_MIN_VALUES && n * 21 > 4 << 16);
+        let x = vec![0.25f32; n * 21];
+        let mut ys = vec![0.5f32; n * 21];
+        let at = 3 * (1 << 16) + 17;
+        ys[at] = 1.5;
+        ys[n * 21 - 1] = -2.0;
+        let input = WeightedBceInput {
+            layout: &layout,
+            n,
+            logits: &x,
+            targets: &ys,
+            mask: None,
+            weights: &[1.0; 21],
+        };
+        for vector in paths() {
+            let e = weighted_bce_impl(&input, None, vector).unwrap_err();
+            let want = format!("targets[row {}, column {}] = 1.5", at / 21, at % 21);
+            assert!(e.to_string().contains(&want), "vector {vector}: {e}");
+        }
+
+        let layout = TaskLayout::from_sizes(&[100, 20]).unwrap();
+        let n = 5_000;
+        assert!(n * 120 >= LOSS_PAR_MIN_VALUES && n > 4 * COUNT_ROWS);
+        let x = vec![0.25f32; n * 120];
+        let mut ys = vec![1i64; n * 2];
+        ys[2 * 3_500 + 1] = 20;
+        ys[2 * (n - 1)] = 100;
+        let input = WeightedCeInput {
+            layout: &layout,
+            n,
+            logits: &x,
+            targets: &ys,
+            mask: None,
+            weights: &[0.5, 0.5],
+            ignore_index: -100,
+        };
+        for vector in paths() {
+            let mut grad = vec![0.0f32; n * 120];
+            let e = weighted_ce_impl(&input, Some(&mut grad), vector).unwrap_err();
+            assert!(
+                e.to_string().contains("targets[row 3500, task 1] = 20"),
+                "vector {vector}: {e}"
+            );
+        }
+    }
+
     /// Thread CPU time in seconds (Linux): unlike wall time, not inflated by other processes
     /// sharing the cores.
     #[cfg(target_os = "linux")]
