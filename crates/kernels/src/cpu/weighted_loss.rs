@@ -4047,7 +4047,7 @@ mod tests {
     fn first_bad_target_wins_on_the_pool_path() {
         let layout = TaskLayout::from_sizes(&[1; 21]).unwrap();
         let n = 30_001;
-        assert!(n * 21 >= LOSS_PAR_MIN_VALUES && n * 21 > 4 << 16);
+        assert!(n * 21 >= LOSS_PAR_MIN_VALUES); // and so more than 4 scan chunks of 2^16
         let x = vec![0.25f32; n * 21];
         let mut ys = vec![0.5f32; n * 21];
         let at = 3 * (1 << 16) + 17;
