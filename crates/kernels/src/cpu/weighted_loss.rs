@@ -4067,13 +4067,20 @@ mod tests {
     }
 
     /// A target outside [0, 1] (or NaN) is an error naming the first one, on both paths (the
-    /// vector path checks inside its pass).
+    /// vector path checks inside its pass), also in a call large enough for the pool (several
+    /// scan chunks of 2^16: the first bad one in row order wins whichever finishes first).
     #[test]
     fn bce_bad_targets_are_errors_on_both_paths() {
         let layout = TaskLayout::from_sizes(&[1; 21]).unwrap();
-        let n = 70;
-        let x = vec![0.25f32; n * 21];
-        for (at, bad) in [(69 * 21 + 20, f32::NAN), (3 * 21 + 17, 1.5), (5, -0.5)] {
+        assert!(30_001 * 21 >= LOSS_PAR_MIN_VALUES);
+        let cases = [
+            (70, 69 * 21 + 20, f32::NAN),
+            (70, 3 * 21 + 17, 1.5),
+            (70, 5, -0.5),
+            (30_001, 3 * (1 << 16) + 17, 1.5),
+        ];
+        for (n, at, bad) in cases {
+            let x = vec![0.25f32; n * 21];
             let mut ys = vec![0.5f32; n * 21];
             ys[at] = bad;
             // A later bad one must not win.
@@ -4137,32 +4144,10 @@ mod tests {
         }
     }
 
-    /// Calls large enough for the pool (several chunks of the target scans) still name the
-    /// first bad target in row order, whichever chunk finishes first.
+    /// A CE call large enough for the pool (several counting chunks) still names the first
+    /// bad target in row order, whichever chunk finishes first.
     #[test]
-    fn first_bad_target_wins_on_the_pool_path() {
-        let layout = TaskLayout::from_sizes(&[1; 21]).unwrap();
-        let n = 30_001;
-        assert!(n * 21 >= LOSS_PAR_MIN_VALUES); // and so more than 4 scan chunks of 2^16
-        let x = vec![0.25f32; n * 21];
-        let mut ys = vec![0.5f32; n * 21];
-        let at = 3 * (1 << 16) + 17;
-        ys[at] = 1.5;
-        ys[n * 21 - 1] = -2.0;
-        let input = WeightedBceInput {
-            layout: &layout,
-            n,
-            logits: &x,
-            targets: &ys,
-            mask: None,
-            weights: &[1.0; 21],
-        };
-        for vector in paths() {
-            let e = weighted_bce_impl(&input, None, vector).unwrap_err();
-            let want = format!("targets[row {}, column {}] = 1.5", at / 21, at % 21);
-            assert!(e.to_string().contains(&want), "vector {vector}: {e}");
-        }
-
+    fn first_bad_ce_target_wins_on_the_pool_path() {
         let layout = TaskLayout::from_sizes(&[100, 20]).unwrap();
         let n = 5_000;
         assert!(n * 120 >= LOSS_PAR_MIN_VALUES && n > 4 * COUNT_ROWS);
