@@ -4072,7 +4072,7 @@ mod tests {
     #[test]
     fn bce_bad_targets_are_errors_on_both_paths() {
         let layout = TaskLayout::from_sizes(&[1; 21]).unwrap();
-        assert!(30_001 * 21 >= LOSS_PAR_MIN_VALUES);
+        const { assert!(30_001 * 21 >= LOSS_PAR_MIN_VALUES) };
         let cases = [
             (70, 69 * 21 + 20, f32::NAN),
             (70, 3 * 21 + 17, 1.5),
