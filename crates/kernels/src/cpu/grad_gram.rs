@@ -7,7 +7,7 @@
 //! grouped into fixed-size groups summed sequentially, groups run in parallel and are reduced in
 //! index order, so the result does not depend on the number of threads.
 
-use rayon::prelude::*;
+use super::par::map_range;
 
 use crate::error::{KernelError, Result};
 
@@ -195,16 +195,11 @@ fn gram(
     let mut g0 = 0;
     while g0 < n_groups {
         let g1 = (g0 + GROUPS_PER_WAVE).min(n_groups);
-        let group = |grp: usize| {
-            let c0 = grp * group_cols;
+        let partials = map_range(pool, g1 - g0, |k| {
+            let c0 = (g0 + k) * group_cols;
             let c1 = (c0 + group_cols).min(p);
             group_partials(Rows { g, t, p }, segment_ends, c0..c1, exact)
-        };
-        let partials: Vec<Vec<(usize, Vec<f64>)>> = if pool {
-            (g0..g1).into_par_iter().map(group).collect()
-        } else {
-            (g0..g1).map(group).collect()
-        };
+        });
         // Fixed-order reduction: group index order, then segment order inside a group.
         for parts in partials {
             for (seg, part) in parts {

@@ -18,6 +18,7 @@ pub mod cross_entropy;
 pub mod elementwise;
 pub mod gemm;
 pub mod layer_norm;
+mod par;
 pub mod permute;
 pub mod pool;
 pub mod reduce;

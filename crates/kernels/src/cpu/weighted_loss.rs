@@ -7,9 +7,8 @@
 //! cross-entropy, `p_t / (n_t * C_t) * (sigmoid - target)` for binary cross-entropy.
 //! Row losses are summed in f64 in row order, so results are deterministic.
 
-use rayon::prelude::*;
-
 use super::has_avx512;
+use super::par::{map_chunks, map_chunks_mut, map_range};
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
@@ -404,25 +403,14 @@ fn weighted_bce_with(
     check_common(OP, n, layout, input.logits, input.mask, input.weights)?;
     check_len(OP, "targets", input.targets.len(), n * width)?;
     let check_targets = || -> Result<()> {
-        // Chunked in parallel; the first bad chunk in order wins.
-        let first_bad = |(c, ys): (usize, &[f32])| {
+        // Chunked (in parallel for a large call); the first bad chunk in order wins.
+        let bad = map_chunks(on_pool(n * width), input.targets, 1 << 16, |(c, ys)| {
             let k = ys.iter().position(|y| !(0.0..=1.0).contains(y))?;
             Some((c << 16) + k)
-        };
-        let bad = if on_pool(input.targets.len()) {
-            input
-                .targets
-                .par_chunks(1 << 16)
-                .enumerate()
-                .filter_map(first_bad)
-                .min()
-        } else {
-            input
-                .targets
-                .chunks(1 << 16)
-                .enumerate()
-                .find_map(first_bad)
-        };
+        })
+        .into_iter()
+        .flatten()
+        .min();
         match bad {
             Some(k) => Err(KernelError::new(
                 OP,
@@ -595,28 +583,11 @@ fn ce_counts(
     let per_chunk: Vec<Result<Vec<usize>>> = match codes {
         Some(codes) => {
             assert_eq!(codes.len(), n * t_count);
-            let f = |(c, out): (usize, &mut [i8])| chunk(c, Some(out));
-            if pool {
-                codes
-                    .par_chunks_mut(COUNT_ROWS * t_count)
-                    .enumerate()
-                    .map(f)
-                    .collect()
-            } else {
-                codes
-                    .chunks_mut(COUNT_ROWS * t_count)
-                    .enumerate()
-                    .map(f)
-                    .collect()
-            }
+            map_chunks_mut(pool, codes, COUNT_ROWS * t_count, |(c, out)| {
+                chunk(c, Some(out))
+            })
         }
-        None if pool => (0..n.div_ceil(COUNT_ROWS))
-            .into_par_iter()
-            .map(|c| chunk(c, None))
-            .collect(),
-        None => (0..n.div_ceil(COUNT_ROWS))
-            .map(|c| chunk(c, None))
-            .collect(),
+        None => map_range(pool, n.div_ceil(COUNT_ROWS), |c| chunk(c, None)),
     };
     let mut counts = vec![0usize; t_count];
     for chunk in per_chunk {
@@ -677,12 +648,9 @@ fn mask_counts(n: usize, t_count: usize, mask: Option<&[u8]>, values: usize) -> 
     let Some(mask) = mask else {
         return vec![n; t_count];
     };
-    let count = |m: &[u8]| count_mask_rows(m, t_count);
-    let per_chunk: Vec<Vec<u32>> = if on_pool(values) {
-        mask.par_chunks(COUNT_ROWS * t_count).map(count).collect()
-    } else {
-        mask.chunks(COUNT_ROWS * t_count).map(count).collect()
-    };
+    let per_chunk = map_chunks(on_pool(values), mask, COUNT_ROWS * t_count, |(_, m)| {
+        count_mask_rows(m, t_count)
+    });
     let mut counts = vec![0usize; t_count];
     for chunk in per_chunk {
         for (a, b) in counts.iter_mut().zip(chunk) {
@@ -859,17 +827,7 @@ where
                 }
                 sums
             };
-            if pool {
-                d.par_chunks_mut(task * width)
-                    .enumerate()
-                    .map(run_task)
-                    .collect()
-            } else {
-                d.chunks_mut(task * width)
-                    .enumerate()
-                    .map(run_task)
-                    .collect()
-            }
+            map_chunks_mut(pool, d, task * width, run_task)
         }
         None => {
             let run_task = |c: usize| {
@@ -880,14 +838,7 @@ where
                 }
                 sums
             };
-            if pool {
-                (0..n.div_ceil(task))
-                    .into_par_iter()
-                    .map(run_task)
-                    .collect()
-            } else {
-                (0..n.div_ceil(task)).map(run_task).collect()
-            }
+            map_range(pool, n.div_ceil(task), run_task)
         }
     };
     let mut sums = vec![0.0f64; t_count];
@@ -2176,11 +2127,16 @@ mod avx512 {
             // in one loop.
             // Software prefetch of the next block's logits and codes (contiguous after these)
             // is spread over the heads: the 16 rows are 16 streams for the hardware prefetcher.
+            // (Prefetch addresses are never dereferenced: wrapping_add keeps them defined.)
             let x_lines = (x.len() * 4).div_ceil(64);
+            let x_next = x.as_ptr().wrapping_add(x.len()).cast::<i8>();
             let y_lines = (nr * t_count).div_ceil(64);
+            let codes_next = codes.as_ptr().wrapping_add(nr * t_count);
             // The next block's gradient lines too: fetched ahead, its stores do not wait for
             // the lines to be read (write-allocate) at the end of the next block.
-            let d_next = d.as_deref().map(|d| d.as_ptr().wrapping_add(d.len()));
+            let d_next = d
+                .as_deref()
+                .map(|d| d.as_ptr().wrapping_add(d.len()).cast::<i8>());
             let d_lines = if d_next.is_some() { x_lines } else { 0 };
             let all_lines = x_lines + y_lines + d_lines;
             let per_head = all_lines.div_ceil(t_count);
@@ -2275,16 +2231,13 @@ mod avx512 {
                 // (T0), the gradient lines owned (prefetchw): 16.1 -> 16.6-17.2 GB/s against
                 // L2 prefetches (Zen 5, 2 threads, calls interleaved).
                 let (lo, hi) = (t * per_head, ((t + 1) * per_head).min(all_lines));
-                let xp = x.as_ptr().wrapping_add(x.len()).cast::<i8>();
                 for l in lo..hi.min(x_lines) {
-                    _mm_prefetch::<_MM_HINT_T0>(xp.wrapping_add(64 * l));
+                    _mm_prefetch::<_MM_HINT_T0>(x_next.wrapping_add(64 * l));
                 }
-                let cp = codes.as_ptr().wrapping_add(nr * t_count);
                 for l in lo.max(x_lines)..hi.min(x_lines + y_lines) {
-                    _mm_prefetch::<_MM_HINT_T0>(cp.wrapping_add(64 * (l - x_lines)));
+                    _mm_prefetch::<_MM_HINT_T0>(codes_next.wrapping_add(64 * (l - x_lines)));
                 }
                 if let Some(dp) = d_next {
-                    let dp = dp.cast::<i8>();
                     for l in lo.max(x_lines + y_lines)..hi {
                         _mm_prefetch::<_MM_HINT_ET0>(dp.wrapping_add(64 * (l - x_lines - y_lines)));
                     }
