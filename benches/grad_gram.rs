@@ -4,6 +4,8 @@
 //! GB/s counts the T x P gradient matrix read once and the L x T x T result written once.
 //! The CPU group measures the exact `grad_gram` (f64 sums, what the MTO methods use) and the
 //! opt-in `grad_gram_fast` (f32 lanes per block, cosine error ~1e-7).
+//! A `LIMIT` line per shape places both against the kernel's reads without arithmetic and one
+//! plain pass over the same rows (see `common/read_patterns.rs`).
 //! Summary lines go to stderr and, if `SCALARIZE_BENCH_SUMMARY` names a file, are appended to
 //! it as JSON. `SCALARIZE_REQUIRE_GPU=1` makes a missing GPU an error.
 
@@ -15,6 +17,8 @@ use scalarize_kernels::cpu;
 
 #[path = "common/kernels.rs"]
 mod common;
+#[path = "common/read_patterns.rs"]
+mod read_patterns;
 use common::{
     cpu_reps, fastest, interleaved, median, median_secs, par_copy, report, report_vs_torch,
     torch_ms,
@@ -75,7 +79,13 @@ fn cpu_benches(c: &mut Criterion) {
         g.bench_function(format!("copy {shape}"), |b| {
             b.iter(|| par_copy(black_box(&data[..half]), &mut dst))
         });
-        // Exact, fast and copy interleaved call by call.
+        // Both read patterns load every row's whole steps: the same largest value.
+        assert_eq!(
+            read_patterns::tiles(&data, t, p),
+            read_patterns::one_pass(&data, t, p),
+            "the read patterns load different values"
+        );
+        // Exact, fast and copy interleaved call by call (and the read patterns).
         let reps = cpu_reps();
         let times = interleaved(
             reps,
@@ -87,6 +97,12 @@ fn cpu_benches(c: &mut Criterion) {
                     black_box(cpu::grad_gram_fast(&data, t, p, &ends).expect("ok"));
                 },
                 &mut || par_copy(black_box(&data[..half]), &mut dst),
+                &mut || {
+                    black_box(read_patterns::tiles(black_box(&data), t, p));
+                },
+                &mut || {
+                    black_box(read_patterns::one_pass(black_box(&data), t, p));
+                },
             ],
         );
         let copy_bytes = (2 * half * 4) as f64;
@@ -108,6 +124,18 @@ fn cpu_benches(c: &mut Criterion) {
                 Some(best),
             );
         }
+        // What the kernel's reads allow without its arithmetic, against one pass over the
+        // same bytes (medians; the input read once counts, as for the kernels).
+        let input = (t * p * 4) as f64;
+        let gbps = |k: usize| input / median(&times[k]) / 1e9;
+        eprintln!(
+            "LIMIT grad_gram [cpu] {shape}: the kernel's reads alone (tile by tile, no arithmetic) {:.1} GB/s, one pass over the rows {:.1} GB/s, copy {:.1} GB/s; grad_gram {:.0}% and grad_gram_fast {:.0}% of the tile reads",
+            gbps(3),
+            gbps(4),
+            copy_bytes / median(&times[2]) / 1e9,
+            100.0 * gbps(0) / gbps(3),
+            100.0 * gbps(1) / gbps(3),
+        );
     }
     g.finish();
 }
