@@ -1185,4 +1185,37 @@ mod tests {
         fast_block(Rows { g: &g, t, p }, 0..p, 0, &mut acc, &mut scratch);
         assert!(acc[0].is_nan());
     }
+
+    /// Columns past one wave of groups (the partial sums held at once): the second wave's
+    /// groups must start where the first wave's end, and segments may straddle the waves.
+    #[test]
+    fn more_columns_than_one_wave_of_groups() {
+        let wave = GROUPS_PER_WAVE * BLOCKS_PER_GROUP * BLOCK;
+        let (t, p) = (2, wave + 40_001);
+        let g = values(77, t * p);
+        assert!(t * p >= GRAM_PAR_MIN_VALUES, "runs on the pool");
+        // A small first segment, one ending just before the wave boundary, one straddling it.
+        let ends = [1000, wave - 100, wave + 50, p];
+        let dot = |i: usize, j: usize, r: std::ops::Range<usize>| -> f64 {
+            r.map(|k| g[i * p + k] as f64 * g[j * p + k] as f64).sum()
+        };
+        for exact in [true, false] {
+            let got = gram(&g, t, p, &ends, exact).expect("valid input");
+            let tol = if exact { 1e-12 } else { 1e-6 };
+            let mut start = 0;
+            for (l, &e) in ends.iter().enumerate() {
+                for (i, j) in [(0, 0), (0, 1), (1, 1)] {
+                    let want = dot(i, j, start..e);
+                    let scale = (dot(i, i, start..e) * dot(j, j, start..e)).sqrt();
+                    let err = (got.dot(l, i, j) - want).abs() / scale;
+                    assert!(err <= tol, "exact {exact} seg {l} ({i},{j}) rel err {err}");
+                }
+                start = e;
+            }
+            let want = dot(0, 1, 0..p);
+            let scale = (dot(0, 0, 0..p) * dot(1, 1, 0..p)).sqrt();
+            let err = (got.total_dot(0, 1) - want).abs() / scale;
+            assert!(err <= tol, "exact {exact} total rel err {err}");
+        }
+    }
 }
