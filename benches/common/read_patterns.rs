@@ -101,7 +101,7 @@ unsafe fn block_avx512(g: &[f32], t: usize, p: usize, cols: Cols, pattern: Patte
 
 /// The reads of one block in `pattern`'s order. As in the kernel, each unit of work (a tile,
 /// or a group of rows in one pass) also prefetches its share of the next block's rows, one
-/// line per row and step, into L2.
+/// line per row and step, with the kernel's hint (into L1 on Zen 5, else into L2).
 #[inline(always)]
 fn block_body(g: &[f32], t: usize, p: usize, cols: Cols, pattern: Pattern, acc: &mut Acc) {
     let Cols { c, e, ahead } = cols;
@@ -114,6 +114,7 @@ fn block_body(g: &[f32], t: usize, p: usize, cols: Cols, pattern: Pattern, acc: 
         Pattern::OnePass => nb,
     };
     let per_unit = t.div_ceil(units);
+    let l1 = scalarize_kernels::cpu::grad_gram_prefetches_into_l1();
     let mut q = 0;
     let mut next = || {
         let rows = (q * per_unit).min(t)..((q + 1) * per_unit).min(t);
@@ -123,6 +124,7 @@ fn block_body(g: &[f32], t: usize, p: usize, cols: Cols, pattern: Pattern, acc: 
             rows: std::array::from_fn(|k| g.as_ptr().wrapping_add((rows.start + k) * p + e)),
             count: if ahead == 0 { 0 } else { rows.len() },
             steps: ahead / 16,
+            l1,
         }
     };
     // The first N rows from r0 (N <= the rows left, as the kernel's partial tiles).
@@ -175,6 +177,7 @@ struct Prefetch {
     rows: [*const f32; R],
     count: usize,
     steps: usize,
+    l1: bool,
 }
 
 /// Steps through `steps` 16-column vectors of the rows in `a` and `b` side by side, each row
@@ -193,7 +196,7 @@ fn sweep<const NA: usize, const NB: usize>(
     for s in 0..steps {
         if s < pf.steps {
             for &r in &pf.rows[..pf.count] {
-                prefetch(r.wrapping_add(16 * s));
+                prefetch(r.wrapping_add(16 * s), pf.l1);
             }
         }
         // SAFETY (both loads): 16 s + 16 <= 16 steps <= the row's length (asserted above).
@@ -219,14 +222,23 @@ fn sweep<const NA: usize, const NB: usize>(
     *acc = m;
 }
 
-/// Prefetches the line at `ptr` into L2 (the kernel's hint); nothing off x86-64.
+/// Prefetches the line at `ptr` with the kernel's hint (into L1 when `l1`, else L2); nothing
+/// off x86-64.
 #[inline(always)]
-fn prefetch(ptr: *const f32) {
+fn prefetch(ptr: *const f32, l1: bool) {
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch never faults and does not access memory semantically.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(ptr.cast::<i8>())
-    };
+    {
+        use std::arch::x86_64::{_MM_HINT_T0, _MM_HINT_T1, _mm_prefetch};
+        // SAFETY: x86-64 always has SSE; a prefetch never faults and does not access memory
+        // semantically.
+        unsafe {
+            if l1 {
+                _mm_prefetch::<{ _MM_HINT_T0 }>(ptr.cast::<i8>());
+            } else {
+                _mm_prefetch::<{ _MM_HINT_T1 }>(ptr.cast::<i8>());
+            }
+        }
+    }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = ptr;
+    let _ = (ptr, l1);
 }
