@@ -135,15 +135,15 @@ fn block_body(g: &[f32], t: usize, p: usize, cols: Cols, pattern: Pattern, acc: 
             r
         }};
     }
-    // One unit: `a` rows from ra0 (ra of them, 1..=4) and, off the diagonal, 4 rows from bi...
-    macro_rules! unit {
-        ($ra0:expr, $ra:expr, $b:expr) => {{
+    // A unit reading rows r0.. alone (n of them, 1..=4): a diagonal tile or a one-pass group.
+    macro_rules! alone {
+        ($r0:expr, $n:expr) => {{
             let pf = next();
-            match $ra {
-                4 => sweep(rows!($ra0, 4), $b, steps, &pf, acc),
-                3 => sweep(rows!($ra0, 3), $b, steps, &pf, acc),
-                2 => sweep(rows!($ra0, 2), $b, steps, &pf, acc),
-                _ => sweep(rows!($ra0, 1), $b, steps, &pf, acc),
+            match $n {
+                4 => sweep(rows!($r0, 4), [], steps, &pf, acc),
+                3 => sweep(rows!($r0, 3), [], steps, &pf, acc),
+                2 => sweep(rows!($r0, 2), [], steps, &pf, acc),
+                _ => sweep(rows!($r0, 1), [], steps, &pf, acc),
             }
         }};
     }
@@ -151,7 +151,7 @@ fn block_body(g: &[f32], t: usize, p: usize, cols: Cols, pattern: Pattern, acc: 
         Pattern::Tiles => {
             for bi in (0..t).step_by(R) {
                 // Diagonal tile: its own rows; then the full tile bi.. against the rows right of it.
-                unit!(bi, (t - bi).min(R), []);
+                alone!(bi, (t - bi).min(R));
                 for bj in (bi + R..t).step_by(R) {
                     let pf = next();
                     let a = rows!(bi, 4);
@@ -166,7 +166,7 @@ fn block_body(g: &[f32], t: usize, p: usize, cols: Cols, pattern: Pattern, acc: 
         }
         Pattern::OnePass => {
             for r0 in (0..t).step_by(R) {
-                unit!(r0, (t - r0).min(R), []);
+                alone!(r0, (t - r0).min(R));
             }
         }
     }

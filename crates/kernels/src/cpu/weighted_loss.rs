@@ -4059,21 +4059,14 @@ mod tests {
     /// counts around the vector widths and chunks ending inside and at a 255-row batch.
     #[test]
     fn mask_row_counts_match_a_plain_count() {
-        let mut state = 7u64;
-        let mut next = || {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (state >> 33) as u32
-        };
+        let mut rng = Gen(7);
         for t_count in [1, 3, 16, 31, 32, 33, 40, 100] {
             for rows in [0, 1, 254, 255, 256, 600, 1024] {
                 // Nonzero values of any size count, zeros do not; some tasks always on.
                 let m: Vec<u8> = (0..rows * t_count)
                     .map(|i| {
-                        let r = next();
-                        if i % t_count == 0 || r % 3 != 0 {
-                            (r >> 8) as u8 | 1
+                        if i % t_count == 0 || rng.below(3) != 0 {
+                            1 + rng.below(255) as u8
                         } else {
                             0
                         }
