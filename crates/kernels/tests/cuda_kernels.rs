@@ -12,6 +12,8 @@ use scalarize_kernels::cuda::{
     self, CudaBceInput, CudaCeInput, DeviceElem, Gpu, GpuBuffer, weighted_loss,
 };
 
+mod common;
+
 const IGNORE: i64 = -100;
 
 /// The GPU (or, without one, the CUDA emulator), or None after printing why the test is
@@ -105,6 +107,64 @@ fn grad_gram_matches_cpu() {
         assert_eq!(a, b, "t={t} p={p}: two runs differ");
         assert_eq!(&a.segments.concat(), &got);
     }
+}
+
+/// The largest P on the device: T = 3 x P = 10^9 (12 GB; 3e9 elements, past 2^31, so
+/// 32-bit element indices anywhere would show), against the CPU Gram. On a real GPU only (the
+/// emulator runs every GPU thread on the CPU); skipped with a printed reason there or where
+/// host or device memory is short.
+#[test]
+fn grad_gram_matches_cpu_at_one_billion_columns() {
+    const T: usize = 3;
+    const P: usize = 1_000_000_000;
+    let test = "grad_gram_matches_cpu_at_one_billion_columns";
+    let Some(gpu) = gpu_or_skip(test) else {
+        return;
+    };
+    if gpu.is_emulated() {
+        eprintln!("SKIPPED {test}: needs a real GPU (12 GB of input)");
+        return;
+    }
+    let host = common::mem_available_bytes();
+    let device = cuda::devices()
+        .ok()
+        .and_then(|d| d.first().map(|d| d.total_memory));
+    let bytes = (T * P * 4) as u64;
+    if host.is_none_or(|h| h < bytes + (4 << 30))
+        || device.is_none_or(|d| (d as u64) < bytes + (2 << 30))
+    {
+        eprintln!(
+            "SKIPPED {test}: needs {bytes} bytes and more on host and device: host {host:?}, device {device:?}"
+        );
+        return;
+    }
+    let g = common::hashed_rows(T, P);
+    let ends = [64, 128, 2_000_128, P - 7, P];
+    let want = cpu::grad_gram(&g, T, P, &ends).unwrap();
+    let dg = up(&gpu, &g);
+    drop(g);
+    let got = cuda::grad_gram(&gpu, &dg, T, P, &ends).unwrap();
+    let parts =
+        (0..ends.len()).map(|l| (format!("segment {l}"), &got.segments[l], &want.segments[l]));
+    for (what, m, w) in parts.chain([("total".to_string(), &got.total, &want.total)]) {
+        for i in 0..T {
+            for j in 0..T {
+                let scale = (w[i * T + i] * w[j * T + j]).sqrt();
+                let err = (m[i * T + j] - w[i * T + j]).abs() / scale;
+                assert!(
+                    err <= 1e-5,
+                    "{what} ({i},{j}): cuda {} cpu {} rel err {err}",
+                    m[i * T + j],
+                    w[i * T + j]
+                );
+            }
+        }
+    }
+    let cos = want.total_cosine(0, 1);
+    assert!(
+        (cos - 0.6).abs() < 1e-3,
+        "cpu cosine {cos}, expected about 0.6"
+    );
 }
 
 #[test]

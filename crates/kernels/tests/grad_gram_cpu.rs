@@ -4,6 +4,8 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use scalarize_kernels::cpu::{GRAM_PAR_MIN_VALUES, GramPart, grad_gram, grad_gram_fast};
 
+mod common;
+
 /// Random T x P matrix with values of mixed scale (never all zero).
 fn random_g(rng: &mut StdRng, t: usize, p: usize) -> Vec<f32> {
     (0..t * p)
@@ -292,5 +294,87 @@ fn fast_variant_matches_naive_and_is_deterministic() {
     }
     for threads in [2, 3] {
         assert_eq!(one, run(threads), "{threads} threads differ");
+    }
+}
+
+/// The issue's largest P: T = 2 x P = 10^9 (8 GB), segments of 64 floats next to ones of
+/// hundreds of millions, against f64 dot products (in fixed-size chunks, summed in order).
+/// Row 1 is 0.6 row 0 + 0.8 independent noise, so the whole-vector cosine is 0.6 up to
+/// sampling error (about 1e-4 here). Skipped with a printed reason on machines with less than
+/// 10 GiB available.
+#[test]
+fn one_billion_columns() {
+    use rayon::prelude::*;
+    const P: usize = 1_000_000_000;
+    let need = 10u64 << 30;
+    match common::mem_available_bytes() {
+        Some(have) if have >= need => {}
+        have => {
+            eprintln!(
+                "SKIPPED one_billion_columns: needs {need} bytes available, /proc/meminfo says \
+                 {have:?}"
+            );
+            return;
+        }
+    }
+    const CHUNK: usize = 1 << 20;
+    let g = common::hashed_rows(2, P);
+    let (r0, r1) = g.split_at(P);
+    // Sums (x0 x0, x0 x1, x1 x1) over columns `cols`, chunk sums added in chunk order.
+    let dots = |cols: std::ops::Range<usize>| -> [f64; 3] {
+        let end = cols.end;
+        let parts: Vec<[f64; 3]> = cols
+            .step_by(CHUNK)
+            .collect::<Vec<_>>()
+            .into_par_iter()
+            .map(|a| {
+                let b = (a + CHUNK).min(end);
+                let mut s = [0.0f64; 3];
+                for (&x, &y) in r0[a..b].iter().zip(&r1[a..b]) {
+                    let (x, y) = (x as f64, y as f64);
+                    s[0] += x * x;
+                    s[1] += x * y;
+                    s[2] += y * y;
+                }
+                s
+            })
+            .collect();
+        parts.iter().fold([0.0; 3], |acc, s| {
+            [acc[0] + s[0], acc[1] + s[1], acc[2] + s[2]]
+        })
+    };
+    // A bias-sized segment, one of 64 floats, then one of 2M, one of nearly the whole vector
+    // and a last one of 7 floats.
+    let ends = [64, 128, 2_000_128, P - 7, P];
+    let mut starts = vec![0];
+    starts.extend_from_slice(&ends[..ends.len() - 1]);
+    let bounds: Vec<std::ops::Range<usize>> =
+        starts.iter().zip(&ends).map(|(&a, &b)| a..b).collect();
+    let want: Vec<[f64; 3]> = bounds.iter().map(|r| dots(r.clone())).collect();
+    let total = dots(0..P);
+    let cos = total[1] / (total[0] * total[2]).sqrt();
+    assert!(
+        (cos - 0.6).abs() < 1e-3,
+        "reference cosine {cos}, expected about 0.6"
+    );
+    for (exact, tol) in [(true, TOL), (false, FAST_TOL)] {
+        let got = if exact {
+            grad_gram(&g, 2, P, &ends)
+        } else {
+            grad_gram_fast(&g, 2, P, &ends)
+        }
+        .expect("valid input");
+        assert_eq!(got.num_segments(), ends.len());
+        for (l, w) in want.iter().enumerate() {
+            let m = [w[0], w[1], w[1], w[2]];
+            let what = format!("exact {exact} segment {l} ({:?})", bounds[l]);
+            assert_gram_close(&got.segments[l], &m, 2, tol, &what);
+        }
+        let m = [total[0], total[1], total[1], total[2]];
+        assert_gram_close(&got.total, &m, 2, tol, &format!("exact {exact} total"));
+        assert!(
+            (got.total_cosine(0, 1) - cos).abs() <= tol,
+            "exact {exact} cosine"
+        );
     }
 }

@@ -79,3 +79,42 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32, scale: f32)
 pub fn close(got: &[f32], want: &[f32], what: &str) {
     assert_close(what, got, want, 1e-6, 1.0);
 }
+
+/// Bytes of memory available to new allocations, from /proc/meminfo (None where unreadable).
+pub fn mem_available_bytes() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// A value in [-1, 1) from a 64-bit index (splitmix64), so that huge inputs fill in parallel.
+pub fn hashed_unit(i: u64) -> f32 {
+    let mut z = i.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    (z >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+}
+
+/// A t x p row-major matrix filled in parallel: row 0 holds values in [-1, 1), row r > 0 is
+/// 0.6 row 0 + 0.8 independent values, so cosines are about 0.6 with row 0 and 0.36 between
+/// other rows.
+pub fn hashed_rows(t: usize, p: usize) -> Vec<f32> {
+    use rayon::prelude::*;
+    const CHUNK: usize = 1 << 20;
+    let mut g = vec![0.0f32; t * p];
+    g.par_chunks_mut(CHUNK).enumerate().for_each(|(c, part)| {
+        for (k, v) in part.iter_mut().enumerate() {
+            let idx = c * CHUNK + k;
+            let (r, col) = (idx / p, (idx % p) as u64);
+            let x = hashed_unit(t as u64 * col);
+            *v = if r == 0 {
+                x
+            } else {
+                0.6 * x + 0.8 * hashed_unit(t as u64 * col + r as u64)
+            };
+        }
+    });
+    g
+}
