@@ -5,55 +5,41 @@
 #
 #     scripts/gpu-check.sh            # everything
 #     SCALARIZE_GPU_CHECK_NO_BENCH=1 scripts/gpu-check.sh   # tests only
+#     SCALARIZE_GPU_CHECK_EMULATE=1 scripts/gpu-check.sh    # dry run without a GPU: CUDA
+#                                                         # tests on the emulator
+#     SCALARIZE_GPU_CHECK_ONLY='bench-grad|cuda_kernels' scripts/gpu-check.sh   # some steps
 #
-# Every later GPU feature adds itself to CUDA_TESTS / GPU_BENCHES below. Benchmarks append JSON
-# lines to $OUT/summary.jsonl (see benches/weighted_loss.rs); the table is built from it.
+# On a GPU machine without cargo, it runs the same steps from the executables that
+# scripts/gpu-bundle.sh built elsewhere (.gpu-bundle/, or SCALARIZE_GPU_BUNDLE=DIR, which also
+# forces that mode where cargo exists).
+#
+# Every later GPU feature adds itself to scripts/gpu-targets.sh. Benchmarks append JSON lines to
+# $OUT/summary.jsonl (see benches/weighted_loss.rs); the table is built from it.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-# Test targets that need CUDA, as "package:test-target".
-CUDA_TESTS=(
-    "scalarize-kernels:nvrtc_compile"
-    "scalarize-kernels:cuda_emulator"
-    "scalarize-kernels:cuda_activation"
-    "scalarize-kernels:cuda_attention"
-    "scalarize-kernels:cuda_batch_norm"
-    "scalarize-kernels:cuda_combine"
-    "scalarize-kernels:cuda_concat"
-    "scalarize-kernels:cuda_conv"
-    "scalarize-kernels:cuda_cross_entropy"
-    "scalarize-kernels:cuda_elementwise"
-    "scalarize-kernels:cuda_gemm"
-    "scalarize-kernels:cuda_kernels"
-    "scalarize-kernels:cuda_layer_norm"
-    "scalarize-kernels:cuda_optim"
-    "scalarize-kernels:cuda_permute"
-    "scalarize-kernels:cuda_pool"
-    "scalarize-kernels:cuda_reduce"
-    "scalarize-kernels:cuda_softmax"
-    "scalarize-kernels:cuda_transfers"
-    "scalarize-kernels:cuda_upsample"
-    "scalarize-autograd:cuda_ops"
-    "scalarize-autograd:cuda_ops_attn"
-    "scalarize-autograd:cuda_ops_conv"
-    "scalarize-autograd:cuda_ops_norm"
-    "scalarize-autograd:cuda_ops_shape"
-    "scalarize-nn:cuda_model"
-    "scalarize-nn:cuda_memory"
-    "scalarize-nn:cuda_step_transfers"
-    "scalarize-nn:cuda_syncs"
-)
-# Criterion benchmarks (root package) with a GPU group.
-GPU_BENCHES=(
-    weighted_loss
-    grad_gram
-    train_step_gpu
-)
+# shellcheck source=scripts/gpu-targets.sh
+source scripts/gpu-targets.sh
+ROOT="$PWD"
+
+# Where there is no cargo (this workplace's GPU machines have no Rust toolchain and reach no
+# registry), the steps run the executables that scripts/gpu-bundle.sh packed elsewhere.
+BUNDLE="${SCALARIZE_GPU_BUNDLE:-.gpu-bundle}"
+MODE=cargo
+if [ -n "${SCALARIZE_GPU_BUNDLE:-}" ] || ! command -v cargo >/dev/null; then
+    if [ ! -f "$BUNDLE/bundle.tar.xz" ] || [ ! -f "$BUNDLE/manifest.tsv" ]; then
+        echo "gpu-check: no cargo here and no $BUNDLE/bundle.tar.xz + manifest.tsv: run" \
+            "scripts/gpu-bundle.sh where cargo works and bring $BUNDLE along" >&2
+        exit 2
+    fi
+    MODE=bundle
+fi
 
 OUT="${SCALARIZE_GPU_CHECK_OUT:-target/gpu-check}"
 mkdir -p "$OUT"
-SUMMARY="$PWD/$OUT/summary.jsonl"
-STATUS="$PWD/$OUT/status.tsv"
+OUT="$(cd "$OUT" && pwd)" # absolute: steps run in package folders
+SUMMARY="$OUT/summary.jsonl"
+STATUS="$OUT/status.tsv"
 : >"$SUMMARY"
 : >"$STATUS"
 
@@ -94,7 +80,13 @@ for d in "${lib_dirs[@]}"; do
     fi
 done
 export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:-}"
-export SCALARIZE_REQUIRE_GPU=1 SCALARIZE_REQUIRE_NVRTC=1
+if [ -n "${SCALARIZE_GPU_CHECK_EMULATE:-}" ]; then
+    # Dry run without a GPU (e.g. of a fresh bundle before carrying it): the CUDA tests run
+    # their kernels on the emulator, GPU-only tests and benchmark groups skip.
+    export SCALARIZE_CUDA_EMULATOR=1
+else
+    export SCALARIZE_REQUIRE_GPU=1 SCALARIZE_REQUIRE_NVRTC=1
+fi
 echo "driver CUDA version: ${drv_cuda:-unknown}; LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
 
 failed=0
@@ -102,6 +94,11 @@ failed=0
 step() {
     local name="$1"
     shift
+    # SCALARIZE_GPU_CHECK_ONLY=REGEX runs only the steps whose names match (and the unpacking).
+    if [ -n "${SCALARIZE_GPU_CHECK_ONLY:-}" ] && [ "$name" != unpack-bundle ] &&
+        ! grep -qE "$SCALARIZE_GPU_CHECK_ONLY" <<<"$name"; then
+        return 0
+    fi
     echo "== $name: $*"
     local t0=$SECONDS
     if "$@" 2>&1 | tee "$OUT/$name.log"; then
@@ -112,23 +109,91 @@ step() {
     fi
 }
 
-step nvidia-smi nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
-step build cargo build --workspace --release --locked --all-targets
-step devices cargo run --release --locked -- devices
-# The root package's end-to-end run of `scalarize train --device cuda` (CPU vs device losses).
-step "test-train-device" cargo test --release --locked --test train training_on_a_cuda_device_follows_the_cpu -- --nocapture
-# The MTO methods' device path (T x P gradients, Gram and combination on the device) vs the CPU.
-step "test-train-mto-device" cargo test --release --locked --test train mto_methods_on_a_cuda_device_follow_the_cpu -- --nocapture
-# ... and its transfers: a device MTO step reads back no task gradients (binary's unit test).
-step "test-trainer-transfers" cargo test --release --locked --bin scalarize device_mto_steps_read_back_no_task_gradients -- --nocapture
+# Unpacks the bundle into this checkout and makes the checkout's path at build time (fixed in
+# the executables) lead here.
+unpack_bundle() {
+    local root
+    root="$(awk -F'\t' '$1 == "# root" { print $2 }' "$BUNDLE/manifest.tsv")"
+    grep -E '^# (commit|modified-files)' "$BUNDLE/manifest.tsv"
+    if command -v xz >/dev/null; then
+        xz -dc "$BUNDLE/bundle.tar.xz" | tar -xf - -C "$ROOT" || return 1
+    else
+        python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' \
+            "$BUNDLE/bundle.tar.xz" "$ROOT" || return 1
+    fi
+    if [ -z "$root" ]; then
+        echo "no '# root' line in $BUNDLE/manifest.tsv"
+        return 1
+    fi
+    if [ "$root" != "$ROOT" ]; then
+        if [ -L "$root" ] || [ ! -e "$root" ]; then
+            mkdir -p "$(dirname "$root")" && ln -sfn "$ROOT" "$root" || return 1
+            echo "linked $root -> $ROOT (the bundle's paths)"
+        elif [ "$(cd "$root" && pwd -P)" != "$(pwd -P)" ]; then
+            echo "the bundle was built in $root, which exists here and is another folder:" \
+                "rebuild the bundle from a checkout at a path free on this machine"
+            return 1
+        fi
+    fi
+}
+
+# bundle_row KIND PACKAGE TARGET: "package-dir<TAB>executable" from the bundle's manifest.
+bundle_row() {
+    awk -F'\t' -v k="$1" -v p="$2" -v t="$3" '$1 == k && $2 == p && $3 == t { print $4 "\t" $5 }' \
+        "$BUNDLE/manifest.tsv"
+}
+
+# run_target KIND PACKAGE TARGET ARGS...: a test target (kind test), a binary's unit tests
+# (bintest) or a benchmark (bench), through cargo or from the bundle (run in the package's
+# folder, as cargo does).
+run_target() {
+    local kind="$1" pkg="$2" target="$3"
+    shift 3
+    if [ "$MODE" = cargo ]; then
+        case "$kind" in
+            test) cargo test --release --locked -p "$pkg" --test "$target" -- "$@" ;;
+            bintest) cargo test --release --locked -p "$pkg" --bin "$target" -- "$@" ;;
+            bench) cargo bench --locked -p "$pkg" --bench "$target" -- "$@" ;;
+        esac
+        return
+    fi
+    local row dir exe
+    row="$(bundle_row "$kind" "$pkg" "$target")"
+    if [ -z "$row" ]; then
+        echo "$kind $pkg:$target is not in $BUNDLE/manifest.tsv: rebuild it (scripts/gpu-bundle.sh)"
+        return 1
+    fi
+    dir="${row%%$'\t'*}"
+    exe="${row#*$'\t'}"
+    if [ "$kind" = bench ]; then
+        set -- --bench "$@"
+    fi
+    (cd "$ROOT/$dir" && "$ROOT/$exe" "$@")
+}
+
+if [ -z "${SCALARIZE_GPU_CHECK_EMULATE:-}" ]; then
+    step nvidia-smi nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
+fi
+if [ "$MODE" = cargo ]; then
+    step build cargo build --workspace --release --locked --all-targets
+    step devices cargo run --release --locked -- devices
+else
+    step unpack-bundle unpack_bundle
+    step devices "$ROOT/$(bundle_row bin scalarize scalarize | cut -f2)" devices
+fi
+for entry in "${ROOT_TESTS[@]}"; do
+    IFS='|' read -r name kt test <<<"$entry"
+    kind="${kt%%:*}"
+    [ "$kind" = bin ] && kind=bintest
+    step "$name" run_target "$kind" scalarize "${kt#*:}" "$test" --nocapture
+done
 for entry in "${CUDA_TESTS[@]}"; do
-    pkg="${entry%%:*}"
-    target="${entry#*:}"
-    step "test-$target" cargo test --release --locked -p "$pkg" --test "$target" -- --nocapture
+    step "test-${entry#*:}" run_target test "${entry%%:*}" "${entry#*:}" --nocapture
 done
 if [ -z "${SCALARIZE_GPU_CHECK_NO_BENCH:-}" ]; then
+    export SCALARIZE_BENCH_SUMMARY="$SUMMARY"
     for b in "${GPU_BENCHES[@]}"; do
-        step "bench-$b" env SCALARIZE_BENCH_SUMMARY="$SUMMARY" cargo bench --locked --bench "$b"
+        step "bench-$b" run_target bench scalarize "$b"
     done
 fi
 
