@@ -331,7 +331,9 @@ fn main() {
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))
         .configure_from_args();
-    cpu_benches(&mut c);
+    if !common::skip_cpu("weighted_loss") {
+        cpu_benches(&mut c);
+    }
     gpu_benches(&mut c);
     c.final_summary();
 }

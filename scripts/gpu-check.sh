@@ -192,6 +192,9 @@ for entry in "${CUDA_TESTS[@]}"; do
 done
 if [ -z "${SCALARIZE_GPU_CHECK_NO_BENCH:-}" ]; then
     export SCALARIZE_BENCH_SUMMARY="$SUMMARY"
+    # Only the benchmarks' GPU groups (CPU figures are measured on CPU machines), unless
+    # SCALARIZE_BENCH_GPU_ONLY=0 is given.
+    export SCALARIZE_BENCH_GPU_ONLY="${SCALARIZE_BENCH_GPU_ONLY:-1}"
     for b in "${GPU_BENCHES[@]}"; do
         step "bench-$b" run_target bench scalarize "$b"
     done

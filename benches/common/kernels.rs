@@ -115,6 +115,16 @@ fn append_summary(line: String) {
     }
 }
 
+/// Whether only the GPU groups run (`SCALARIZE_BENCH_GPU_ONLY=1`, set by scripts/gpu-check.sh:
+/// device time is scarce and the CPU figures belong to the CPU machine); prints the skip.
+pub fn skip_cpu(bench: &str) -> bool {
+    let skip = std::env::var("SCALARIZE_BENCH_GPU_ONLY").is_ok_and(|v| v == "1");
+    if skip {
+        eprintln!("SKIPPED {bench} CPU benchmarks: SCALARIZE_BENCH_GPU_ONLY=1");
+    }
+    skip
+}
+
 /// Rounds per CPU measurement: `SCALARIZE_BENCH_REPS`, or 21.
 pub fn cpu_reps() -> usize {
     std::env::var("SCALARIZE_BENCH_REPS")
