@@ -79,6 +79,15 @@ for d in "${lib_dirs[@]}"; do
         LD_LIBRARY_PATH="${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}$d"
     fi
 done
+# The driver's libcuda where the loader does not already know it (some container images mount
+# the driver under /usr/local/nvidia without a loader entry).
+if ! ldconfig -p 2>/dev/null | grep -q 'libcuda\.so'; then
+    for d in /usr/local/nvidia/lib64 /usr/local/nvidia/lib /usr/lib/wsl/lib; do
+        if compgen -G "$d/libcuda.so*" >/dev/null; then
+            LD_LIBRARY_PATH="${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}$d"
+        fi
+    done
+fi
 export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:-}"
 if [ -n "${SCALARIZE_GPU_CHECK_EMULATE:-}" ]; then
     # Dry run without a GPU (e.g. of a fresh bundle before carrying it): the CUDA tests run
