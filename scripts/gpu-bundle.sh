@@ -3,7 +3,7 @@
 # GPU benchmarks) in release and packs the stripped executables into .gpu-bundle/, for a GPU
 # machine with no Rust toolchain and no package registry (this workplace's device machines):
 #
-#     scripts/gpu-bundle.sh        # here, where cargo works (about 70 MB stripped, 8 MB packed)
+#     scripts/gpu-bundle.sh        # here, where cargo works (about 70 MB stripped, 11 MB packed)
 #     scripts/gpu-check.sh         # there, with .gpu-bundle carried: no cargo, so it unpacks
 #                                  # the bundle and runs the same steps from it
 #
@@ -86,7 +86,8 @@ with open(os.path.join(bundle, "manifest.tsv"), "w") as f:
         f.write("\t".join(r) + "\n")
 print(f"gpu-bundle: {len(rows)} executables")
 PY
-find "$BUNDLE/stage" -type f -exec strip --strip-all {} +
+# Dates kept: gpu-check.sh never replaces a newer executable (a later local build) with these.
+find "$BUNDLE/stage" -type f -exec strip --strip-all --preserve-dates {} +
 tar -C "$BUNDLE/stage" -cf - . | xz -6 -T0 >"$BUNDLE/bundle.tar.xz"
 rm -rf "$BUNDLE/stage"
 ls -l "$BUNDLE"

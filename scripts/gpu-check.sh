@@ -124,8 +124,17 @@ unpack_bundle() {
     local root
     root="$(awk -F'\t' '$1 == "# root" { print $2 }' "$BUNDLE/manifest.tsv")"
     grep -E '^# (commit|modified-files)' "$BUNDLE/manifest.tsv"
+    local built here
+    built="$(awk -F'\t' '$1 == "# commit" { print $2 }' "$BUNDLE/manifest.tsv")"
+    here="$(git rev-parse HEAD 2>/dev/null || true)"
+    if [ -n "$here" ] && [ "$here" != "$built" ]; then
+        echo "WARNING: the bundle was built at commit $built, this checkout is at $here:" \
+            "its executables test the sources they were built from (scripts/gpu-bundle.sh)"
+    fi
     if command -v xz >/dev/null; then
-        xz -dc "$BUNDLE/bundle.tar.xz" | tar -xf - -C "$ROOT" || return 1
+        # Newer files stay: in a development checkout they are later builds, which cargo's
+        # fingerprints describe.
+        xz -dc "$BUNDLE/bundle.tar.xz" | tar --keep-newer-files -xf - -C "$ROOT" || return 1
     else
         python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' \
             "$BUNDLE/bundle.tar.xz" "$ROOT" || return 1
