@@ -24,7 +24,13 @@ json="$(mktemp)"
 trap 'rm -f "$json"' EXIT
 fmt=(--release --locked --message-format=json-render-diagnostics)
 cargo build "${fmt[@]}" --bin scalarize >>"$json"
-cargo test "${fmt[@]}" --no-run -p scalarize --test train --bin scalarize >>"$json"
+# The root package's targets of ROOT_TESTS ("name|kind:target|test").
+root_args=()
+for entry in "${ROOT_TESTS[@]}"; do
+    IFS='|' read -r _ kt _ <<<"$entry"
+    root_args+=("--${kt%%:*}" "${kt#*:}")
+done
+cargo test "${fmt[@]}" --no-run -p scalarize "${root_args[@]}" >>"$json"
 # One cargo call per package for the CUDA test targets.
 declare -A per_pkg=()
 for entry in "${CUDA_TESTS[@]}"; do
