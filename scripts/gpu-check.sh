@@ -134,7 +134,8 @@ unpack_bundle() {
     if command -v xz >/dev/null; then
         # Newer files stay: in a development checkout they are later builds, which cargo's
         # fingerprints describe.
-        xz -dc "$BUNDLE/bundle.tar.xz" | tar --keep-newer-files -xf - -C "$ROOT" || return 1
+        xz -dc "$BUNDLE/bundle.tar.xz" |
+            tar --keep-newer-files --warning=no-ignore-newer -xf - -C "$ROOT" || return 1
     else
         python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' \
             "$BUNDLE/bundle.tar.xz" "$ROOT" || return 1
