@@ -21,7 +21,8 @@ BUNDLE="${SCALARIZE_GPU_BUNDLE:-.gpu-bundle}"
 export CARGO_TARGET_DIR="$ROOT/target"
 
 json="$(mktemp)"
-trap 'rm -f "$json"' EXIT
+meta="$(mktemp)"
+trap 'rm -f "$json" "$meta"' EXIT
 fmt=(--release --locked --message-format=json-render-diagnostics)
 cargo build "${fmt[@]}" --bin scalarize >>"$json"
 # The root package's targets of ROOT_TESTS ("name|kind:target|test").
@@ -45,8 +46,6 @@ for b in "${GPU_BENCHES[@]}"; do
     bench_args+=(--bench "$b")
 done
 cargo bench --locked --message-format=json-render-diagnostics --no-run "${bench_args[@]}" >>"$json"
-meta="$(mktemp)"
-trap 'rm -f "$json" "$meta"' EXIT
 cargo metadata --locked --no-deps --format-version 1 >"$meta"
 
 rm -rf "$BUNDLE"

@@ -121,11 +121,14 @@ step() {
 # Unpacks the bundle into this checkout and makes the checkout's path at build time (fixed in
 # the executables) lead here.
 unpack_bundle() {
-    local root
-    root="$(awk -F'\t' '$1 == "# root" { print $2 }' "$BUNDLE/manifest.tsv")"
-    grep -E '^# (commit|modified-files)' "$BUNDLE/manifest.tsv"
-    local built here
-    built="$(awk -F'\t' '$1 == "# commit" { print $2 }' "$BUNDLE/manifest.tsv")"
+    local root built here
+    root="$(manifest_field root)"
+    built="$(manifest_field commit)"
+    if [ -z "$root" ]; then
+        echo "no '# root' line in $BUNDLE/manifest.tsv"
+        return 1
+    fi
+    echo "bundle: commit $built, $(manifest_field modified-files) modified files"
     here="$(git rev-parse HEAD 2>/dev/null || true)"
     if [ -n "$here" ] && [ "$here" != "$built" ]; then
         echo "WARNING: the bundle was built at commit $built, this checkout is at $here:" \
@@ -140,10 +143,6 @@ unpack_bundle() {
         python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' \
             "$BUNDLE/bundle.tar.xz" "$ROOT" || return 1
     fi
-    if [ -z "$root" ]; then
-        echo "no '# root' line in $BUNDLE/manifest.tsv"
-        return 1
-    fi
     if [ "$root" != "$ROOT" ]; then
         if [ -L "$root" ] || [ ! -e "$root" ]; then
             mkdir -p "$(dirname "$root")" && ln -sfn "$ROOT" "$root" || return 1
@@ -154,6 +153,11 @@ unpack_bundle() {
             return 1
         fi
     fi
+}
+
+# manifest_field NAME: the value of the bundle manifest's "# NAME" header line.
+manifest_field() {
+    awk -F'\t' -v k="# $1" '$1 == k { print $2 }' "$BUNDLE/manifest.tsv"
 }
 
 # bundle_row KIND PACKAGE TARGET: "package-dir<TAB>executable" from the bundle's manifest.

@@ -5,6 +5,7 @@ use rand::{RngExt, SeedableRng};
 use scalarize_kernels::cpu::{GRAM_PAR_MIN_VALUES, GramPart, grad_gram, grad_gram_fast};
 
 mod common;
+use common::assert_gram_close;
 
 /// Random T x P matrix with values of mixed scale (never all zero).
 fn random_g(rng: &mut StdRng, t: usize, p: usize) -> Vec<f32> {
@@ -50,22 +51,6 @@ const TOL: f64 = 1e-12;
 /// Tolerance of `grad_gram_fast`, which sums products in f32 lanes (at most 128 per lane,
 /// block sums added in f64): the worst error measured on these tests is about 1e-7.
 const FAST_TOL: f64 = 1e-6;
-
-/// Asserts |a - b| <= tol * sqrt(a_ii * a_jj) elementwise (the natural scale of a Gram entry).
-fn assert_gram_close(got: &[f64], want: &[f64], t: usize, tol: f64, what: &str) {
-    for i in 0..t {
-        for j in 0..t {
-            let scale = (want[i * t + i] * want[j * t + j]).sqrt().max(1e-300);
-            let err = (got[i * t + j] - want[i * t + j]).abs() / scale;
-            assert!(
-                err <= tol,
-                "{what}: entry ({i},{j}) got {} want {} rel err {err}",
-                got[i * t + j],
-                want[i * t + j]
-            );
-        }
-    }
-}
 
 #[test]
 fn matches_naive_reference_on_odd_shapes() {
@@ -318,9 +303,11 @@ fn one_billion_columns() {
         }
     }
     const CHUNK: usize = 1 << 20;
+    let add3 = |a: [f64; 3], b: &[f64; 3]| [a[0] + b[0], a[1] + b[1], a[2] + b[2]];
     let g = common::hashed_rows(2, P);
     let (r0, r1) = g.split_at(P);
-    // Sums (x0 x0, x0 x1, x1 x1) over columns `cols`, chunk sums added in chunk order.
+    // Sums (x0 x0, x0 x1, x1 x1) over columns `cols`, chunk sums added in chunk order (the
+    // whole vector's are the segments' added in order).
     let dots = |cols: std::ops::Range<usize>| -> [f64; 3] {
         let end = cols.end;
         let parts: Vec<[f64; 3]> = cols
@@ -339,9 +326,7 @@ fn one_billion_columns() {
                 s
             })
             .collect();
-        parts.iter().fold([0.0; 3], |acc, s| {
-            [acc[0] + s[0], acc[1] + s[1], acc[2] + s[2]]
-        })
+        parts.iter().fold([0.0; 3], add3)
     };
     // A bias-sized segment, one of 64 floats, then one of 2M, one of nearly the whole vector
     // and a last one of 7 floats.
@@ -351,7 +336,7 @@ fn one_billion_columns() {
     let bounds: Vec<std::ops::Range<usize>> =
         starts.iter().zip(&ends).map(|(&a, &b)| a..b).collect();
     let want: Vec<[f64; 3]> = bounds.iter().map(|r| dots(r.clone())).collect();
-    let total = dots(0..P);
+    let total = want.iter().fold([0.0; 3], add3);
     let cos = total[1] / (total[0] * total[2]).sqrt();
     assert!(
         (cos - 0.6).abs() < 1e-3,

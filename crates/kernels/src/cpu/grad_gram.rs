@@ -1242,22 +1242,29 @@ mod tests {
         let dot = |i: usize, j: usize, r: std::ops::Range<usize>| -> f64 {
             r.map(|k| g[i * p + k] as f64 * g[j * p + k] as f64).sum()
         };
+        // Reference (0,0), (0,1), (1,1) per segment, then over the whole vector.
+        let pairs = [(0, 0), (0, 1), (1, 1)];
+        let mut start = 0;
+        let mut want: Vec<[f64; 3]> = Vec::new();
+        for &e in &ends {
+            want.push(pairs.map(|(i, j)| dot(i, j, start..e)));
+            start = e;
+        }
+        let total = want
+            .iter()
+            .fold([0.0; 3], |a, w| [a[0] + w[0], a[1] + w[1], a[2] + w[2]]);
         for exact in [true, false] {
             let got = gram(&g, t, p, &ends, exact).expect("valid input");
             let tol = if exact { 1e-12 } else { 1e-6 };
-            let mut start = 0;
-            for (l, &e) in ends.iter().enumerate() {
-                for (i, j) in [(0, 0), (0, 1), (1, 1)] {
-                    let want = dot(i, j, start..e);
-                    let scale = (dot(i, i, start..e) * dot(j, j, start..e)).sqrt();
-                    let err = (got.dot(l, i, j) - want).abs() / scale;
+            for (l, w) in want.iter().enumerate() {
+                for (k, &(i, j)) in pairs.iter().enumerate() {
+                    let scale = (w[2 * i] * w[2 * j]).sqrt();
+                    let err = (got.dot(l, i, j) - w[k]).abs() / scale;
                     assert!(err <= tol, "exact {exact} seg {l} ({i},{j}) rel err {err}");
                 }
-                start = e;
             }
-            let want = dot(0, 1, 0..p);
-            let scale = (dot(0, 0, 0..p) * dot(1, 1, 0..p)).sqrt();
-            let err = (got.total_dot(0, 1) - want).abs() / scale;
+            let scale = (total[0] * total[2]).sqrt();
+            let err = (got.total_dot(0, 1) - total[1]).abs() / scale;
             assert!(err <= tol, "exact {exact} total rel err {err}");
         }
     }

@@ -118,3 +118,19 @@ pub fn hashed_rows(t: usize, p: usize) -> Vec<f32> {
     });
     g
 }
+
+/// Asserts |a - b| <= tol * sqrt(a_ii * a_jj) elementwise (the natural scale of a Gram entry).
+pub fn assert_gram_close(got: &[f64], want: &[f64], t: usize, tol: f64, what: &str) {
+    for i in 0..t {
+        for j in 0..t {
+            let scale = (want[i * t + i] * want[j * t + j]).sqrt().max(1e-300);
+            let err = (got[i * t + j] - want[i * t + j]).abs() / scale;
+            assert!(
+                err <= tol,
+                "{what}: entry ({i},{j}) got {} want {} rel err {err}",
+                got[i * t + j],
+                want[i * t + j]
+            );
+        }
+    }
+}
