@@ -31,34 +31,48 @@ fn value(rng: &mut StdRng) -> f32 {
     }
 }
 
-/// Runs `f`; panics with `what` if it panicked, checks that an error names `op`. Returns
-/// whether the call succeeded.
-fn returns<E: std::fmt::Display>(op: &str, what: &str, f: impl FnOnce() -> Result<(), E>) -> bool {
-    match catch_unwind(AssertUnwindSafe(f)) {
-        Err(_) => panic!("{op} panicked on {what}"),
-        Ok(Err(e)) => {
-            let msg = e.to_string();
-            assert!(
-                msg.starts_with(op),
-                "{op}: error does not name it: {msg} ({what})"
-            );
-            false
+/// Outcomes of the calls: results and errors.
+#[derive(Default)]
+struct Tally {
+    ok: usize,
+    err: usize,
+}
+
+impl Tally {
+    /// Runs `f`, an `op` call on `what`: a panic fails the test, an error must name `op`;
+    /// counts the outcome.
+    fn call<E: std::fmt::Display>(
+        &mut self,
+        op: &str,
+        what: &str,
+        f: impl FnOnce() -> Result<(), E>,
+    ) {
+        match catch_unwind(AssertUnwindSafe(f)) {
+            Err(_) => panic!("{op} panicked on {what}"),
+            Ok(Err(e)) => {
+                let msg = e.to_string();
+                assert!(
+                    msg.starts_with(op),
+                    "{op}: error does not name it: {msg} ({what})"
+                );
+                self.err += 1;
+            }
+            Ok(Ok(())) => self.ok += 1,
         }
-        Ok(Ok(())) => true,
     }
 }
 
 #[test]
 fn random_malformed_input_gives_results_or_errors_never_panics() {
     let mut rng = StdRng::seed_from_u64(2026);
-    let (mut ok, mut err) = (0usize, 0usize);
+    let mut tally = Tally::default();
     for _ in 0..3000 {
         // Tasks (possibly none) with heads of 0..40 classes (possibly empty).
         let sizes: Vec<usize> = (0..rng.random_range(0..5))
             .map(|_| rng.random_range(0..40))
             .collect();
         let Ok(layout) = TaskLayout::from_sizes(&sizes) else {
-            err += 1;
+            tally.err += 1;
             continue;
         };
         let (w, t) = (layout.width(), layout.num_tasks());
@@ -106,14 +120,9 @@ fn random_malformed_input_gives_results_or_errors_never_panics() {
             weights: &weights,
             ignore_index: -100,
         };
-        let done = returns("weighted_ce_loss", &what, || {
+        tally.call("weighted_ce_loss", &what, || {
             weighted_ce_loss(&ce, with_grad.then_some(&mut grad[..])).map(|_| ())
         });
-        if done {
-            ok += 1
-        } else {
-            err += 1
-        }
 
         let soft: Vec<f32> = (0..jitter(&mut rng, n * w))
             .map(|_| match rng.random_range(0..20) {
@@ -131,14 +140,9 @@ fn random_malformed_input_gives_results_or_errors_never_panics() {
             mask: mask.as_deref(),
             weights: &weights,
         };
-        let done = returns("weighted_bce_loss", &what, || {
+        tally.call("weighted_bce_loss", &what, || {
             weighted_bce_loss(&bce, with_grad.then_some(&mut grad[..])).map(|_| ())
         });
-        if done {
-            ok += 1
-        } else {
-            err += 1
-        }
 
         let (gt, p) = (rng.random_range(0..5), rng.random_range(0..3000));
         let g: Vec<f32> = (0..jitter(&mut rng, gt * p))
@@ -152,19 +156,14 @@ fn random_malformed_input_gives_results_or_errors_never_panics() {
             ends.push(p);
         }
         let what = format!("t {gt}, p {p}, g {}, ends {ends:?}", g.len());
-        let done = returns("grad_gram", &what, || {
+        tally.call("grad_gram", &what, || {
             grad_gram(&g, gt, p, &ends).map(|_| ())
         });
-        if done {
-            ok += 1
-        } else {
-            err += 1
-        }
-        let done = returns("grad_gram", &what, || {
+        tally.call("grad_gram", &what, || {
             grad_gram_fast(&g, gt, p, &ends).map(|_| ())
         });
-        if done { ok += 1 } else { err += 1 }
     }
     // Both outcomes are exercised (the generator is not stuck on one side).
+    let Tally { ok, err } = tally;
     assert!(ok > 1000 && err > 1000, "ok {ok}, errors {err}");
 }
