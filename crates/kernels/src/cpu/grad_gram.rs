@@ -312,6 +312,20 @@ fn exact_block(
     block_gram_f64(g, t, p, c0, c1, ahead, acc);
 }
 
+/// A SIMD tile's dot products: `sum` of each accumulator's lanes (only u <= v when `diag`,
+/// where the tile's two sides are the same rows; the rest stay 0).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn reduce_tile<T: Copy, const RA: usize, const RB: usize>(
+    acc: &[[T; RB]; RA],
+    diag: bool,
+    sum: impl Fn(T) -> f64,
+) -> [[f64; RB]; RA] {
+    std::array::from_fn(|u| {
+        std::array::from_fn(|v| if !diag || u <= v { sum(acc[u][v]) } else { 0.0 })
+    })
+}
+
 /// acc += m on the upper triangle.
 fn add_upper(acc: &mut [f64], m: &[f64], t: usize) {
     for i in 0..t {

@@ -335,15 +335,7 @@ unsafe fn dots_f64<const RA: usize, const RB: usize, const DIAG: bool>(
         }
         k += 4;
     }
-    let mut out = [[0.0f64; RB]; RA];
-    for u in 0..RA {
-        for v in 0..RB {
-            if !DIAG || u <= v {
-                out[u][v] = hsum_pd(acc[u][v]);
-            }
-        }
-    }
-    out
+    super::reduce_tile(&acc, DIAG, |a| hsum_pd(a))
 }
 
 /// Dot products <a_u, b_v> over `n` f32 columns with 8 f32 lanes per product (the last
@@ -377,15 +369,7 @@ unsafe fn dots_f32<const RA: usize, const RB: usize, const DIAG: bool>(
         // SAFETY: the mask covers only valid columns.
         unsafe { step_f32::<RA, RB, DIAG>(&mut acc, &x, b, k, Some(m)) };
     }
-    let mut out = [[0.0f64; RB]; RA];
-    for u in 0..RA {
-        for v in 0..RB {
-            if !DIAG || u <= v {
-                out[u][v] = hsum_ps(acc[u][v]);
-            }
-        }
-    }
-    out
+    super::reduce_tile(&acc, DIAG, |a| hsum_ps(a))
 }
 
 /// One 8-column step of [`dots_f32`]: load b's vectors (through `mask` when given) and do the

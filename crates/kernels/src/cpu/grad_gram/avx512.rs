@@ -223,15 +223,7 @@ unsafe fn tile_f64<const RA: usize, const RB: usize, const DIAG: bool>(
         // SAFETY: the mask covers only valid columns.
         unsafe { step_f64::<RA, RB, DIAG>(&mut acc, &x, b, k, m) };
     }
-    let mut out = [[0.0f64; RB]; RA];
-    for u in 0..RA {
-        for v in 0..RB {
-            if !DIAG || u <= v {
-                out[u][v] = _mm512_reduce_add_pd(acc[u][v]);
-            }
-        }
-    }
-    out
+    super::reduce_tile(&acc, DIAG, |a| _mm512_reduce_add_pd(a))
 }
 
 /// The 16 f32 lanes of v as two f64 vectors (low half, high half).
@@ -310,15 +302,7 @@ unsafe fn tile_f32<const RA: usize, const RB: usize, const DIAG: bool>(
         // SAFETY: the mask covers only valid columns.
         unsafe { step::<RA, RB, DIAG>(&mut acc, &x, b, k, m) };
     }
-    let mut out = [[0.0f64; RB]; RA];
-    for u in 0..RA {
-        for v in 0..RB {
-            if !DIAG || u <= v {
-                out[u][v] = lanes_to_f64(acc[u][v]);
-            }
-        }
-    }
-    out
+    super::reduce_tile(&acc, DIAG, |a| lanes_to_f64(a))
 }
 
 /// One 16-column step of [`tile`]: load b's vectors (mask m) and do the FMAs.
