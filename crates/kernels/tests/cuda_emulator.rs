@@ -100,11 +100,8 @@ fn out_of_bounds_write_names_kernel_and_argument() {
     .unwrap();
 }
 
-#[test]
-fn warp_collectives_follow_cuda_semantics() {
-    let Some(gpu) = emulator("warp_collectives") else {
-        return;
-    };
+/// Runs `st_shuffles` on one warp and checks every lane's eight results.
+fn check_shuffles(gpu: &Gpu) {
     let mut out = gpu.alloc::<i32>(32 * 8).unwrap();
     gpu.launch(
         &SELFTEST,
@@ -123,6 +120,83 @@ fn warp_collectives_follow_cuda_semantics() {
         let xor16 = (((l ^ 16) as f64 * 0.5) as i32) * 2;
         let want = [l ^ 5, down, up, (31 - l) * 3, ballot, 1, down8, xor16];
         assert_eq!(o, want, "lane {l}");
+    }
+}
+
+#[test]
+fn warp_collectives_follow_cuda_semantics() {
+    let Some(gpu) = emulator("warp_collectives") else {
+        return;
+    };
+    check_shuffles(&gpu);
+}
+
+/// Each thread slot's coroutine is reused by later blocks and launches: a launch that failed
+/// with threads stopped mid-kernel, a larger block (new stacks) and a smaller one after it must
+/// all start every thread at the top of its own kernel with its own parameters.
+#[test]
+fn thread_coroutines_are_reused_across_blocks_launches_and_errors() {
+    let Some(gpu) = emulator("coroutine_reuse") else {
+        return;
+    };
+    let x = inputs();
+    let dx = gpu.upload(&x).unwrap();
+    let mut sums = gpu.alloc::<f32>(2).unwrap();
+    let mut params = gpu.alloc::<i32>(64).unwrap();
+    let mut exited = gpu.zeros::<f32>(32).unwrap();
+    let (gx, gy, bx, by) = (2u32, 2u32, 32u32, 32u32);
+    let mut indices = gpu.alloc::<i32>((gx * gy * bx * by) as usize).unwrap();
+    for round in 0..2 {
+        // Lanes 1..31 stop inside a warp collective of a kernel that fails.
+        let e = gpu
+            .launch(
+                &SELFTEST,
+                "st_exited_lane",
+                cfg((1, 1, 1), (32, 1, 1), 0),
+                &[exited.arg_mut()],
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("exited"), "{e}");
+        check_shuffles(&gpu);
+        // Two blocks of 256 with barriers: block 1 runs on the coroutines block 0 left.
+        gpu.launch(
+            &SELFTEST,
+            "st_block_sum",
+            cfg((2, 1, 1), (256, 1, 1), 0),
+            &[dx.arg(), sums.arg_mut()],
+        )
+        .unwrap();
+        assert_eq!(
+            gpu.download(&sums).unwrap(),
+            block_sums(&x),
+            "round {round}"
+        );
+        gpu.launch(
+            &SELFTEST,
+            "st_params",
+            cfg((1, 1, 1), (64, 1, 1), 0),
+            &[Arg::i32(100 * round), params.arg_mut()],
+        )
+        .unwrap();
+        let want: Vec<i32> = (0..64).map(|i| 100 * round + i).collect();
+        assert_eq!(gpu.download(&params).unwrap(), want, "round {round}");
+        // 1,024 threads per block: more slots than any launch before.
+        gpu.launch(
+            &SELFTEST,
+            "st_indices",
+            cfg((gx, gy, 1), (bx, by, 1), 0),
+            &[indices.arg_mut()],
+        )
+        .unwrap();
+        let got = gpu.download(&indices).unwrap();
+        let width = gx * bx;
+        for y in 0..gy * by {
+            for x in 0..width {
+                let want = (x / bx) * 1000 + (y / by) * 100 + (x % bx) * 10 + y % by;
+                assert_eq!(got[(y * width + x) as usize], want as i32, "({x}, {y})");
+            }
+        }
     }
 }
 

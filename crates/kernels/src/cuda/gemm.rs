@@ -200,40 +200,74 @@ pub fn gemm(
     Ok(())
 }
 
-/// The emulator's product: f64 sums, the exact meaning of the cuBLAS call above.
+/// The emulator's product: f64 sums, the exact meaning of the cuBLAS call above. The operands
+/// are widened to f64 and multiplied by the `gemm` crate (a naive triple loop here was a quarter
+/// of an emulated training step).
 fn reference(g: &Gemm, a: (&[f32], usize), b: (&[f32], usize), c: (&mut [f32], usize)) {
     let Gemm { m, k, n, .. } = *g;
+    // op(A) as m x k and op(B) as k x n, row-major f64.
+    let (mut a64, mut b64, mut c64) = (vec![0.0f64; m * k], vec![0.0f64; k * n], vec![0.0; m * n]);
     for bi in 0..g.batch {
         let (a0, b0, c0) = (
             a.1 + bi * g.stride_a,
             b.1 + bi * g.stride_b,
             c.1 + bi * g.stride_c,
         );
-        for i in 0..m {
-            for j in 0..n {
-                let mut s = 0.0f64;
-                for p in 0..k {
-                    let av = if g.trans_a {
-                        a.0[a0 + p * m + i]
-                    } else {
-                        a.0[a0 + i * k + p]
-                    };
-                    let bv = if g.trans_b {
-                        b.0[b0 + j * k + p]
-                    } else {
-                        b.0[b0 + p * n + j]
-                    };
-                    s += av as f64 * bv as f64;
-                }
-                let out = &mut c.0[c0 + i * n + j];
-                // beta = 0 ignores the old C entirely (it may be NaN), as cuBLAS does.
-                let old = if g.beta == 0.0 {
-                    0.0
-                } else {
-                    g.beta as f64 * *out as f64
-                };
-                *out = (g.alpha as f64 * s + old) as f32;
+        widen(&a.0[a0..], m, k, g.trans_a, &mut a64);
+        widen(&b.0[b0..], k, n, g.trans_b, &mut b64);
+        if k > 0 {
+            // SAFETY: the three buffers are m x k, k x n and m x n row-major (the strides
+            // below), distinct, and live for the call.
+            unsafe {
+                gemm::gemm(
+                    m,
+                    n,
+                    k,
+                    c64.as_mut_ptr(),
+                    1,
+                    n as isize,
+                    false,
+                    a64.as_ptr(),
+                    1,
+                    k as isize,
+                    b64.as_ptr(),
+                    1,
+                    n as isize,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
             }
+        } else {
+            c64.fill(0.0);
+        }
+        for (out, &s) in c.0[c0..c0 + m * n].iter_mut().zip(&c64) {
+            // beta = 0 ignores the old C entirely (it may be NaN), as cuBLAS does.
+            let old = if g.beta == 0.0 {
+                0.0
+            } else {
+                g.beta as f64 * *out as f64
+            };
+            *out = (g.alpha as f64 * s + old) as f32;
+        }
+    }
+}
+
+/// Writes the rows x cols matrix `src` (stored transposed, cols x rows, when `trans`) into `dst`
+/// as row-major f64.
+fn widen(src: &[f32], rows: usize, cols: usize, trans: bool, dst: &mut [f64]) {
+    if trans {
+        for (i, row) in dst.chunks_exact_mut(cols.max(1)).take(rows).enumerate() {
+            for (j, d) in row.iter_mut().enumerate() {
+                *d = src[j * rows + i] as f64;
+            }
+        }
+    } else {
+        for (d, &s) in dst.iter_mut().zip(&src[..rows * cols]) {
+            *d = s as f64;
         }
     }
 }

@@ -5,8 +5,9 @@
 // arguments.
 //
 // Model: blocks run one after another; the threads of a block are coroutines (ucontext) on the
-// calling OS thread. A thread runs until it reaches __syncthreads() or a warp collective
-// (__shfl_*_sync, __ballot_sync, __syncwarp), then the next thread runs. __syncthreads()
+// calling OS thread, one per thread slot, reused by the same slot of later blocks and launches.
+// A thread runs until it reaches __syncthreads() or a warp collective (__shfl_*_sync,
+// __ballot_sync, __syncwarp), then the next thread runs. __syncthreads()
 // releases when every live thread of the block has arrived (exited threads count as arrived);
 // a warp collective releases when every lane of its mask has arrived, and the lanes exchange
 // values then. Errors real hardware would hang on or leave undefined (a barrier some threads
@@ -124,9 +125,9 @@ enum State { RUNNABLE, AT_BARRIER, AT_WARP, DONE };
 enum WarpOp { SHFL, BALLOT, ANY, ALL, SYNCWARP };
 
 struct Thread {
-    ucontext_t ctx;  // only to start the thread on its own stack
+    ucontext_t ctx;  // only to start the slot's coroutine on its own stack, once
     jmp_buf jb;      // where it continues after a yield
-    bool started;
+    bool alive;      // the coroutine exists (parked after its last thread, or at a yield)
     State state;
     uint3 idx;
     // The warp collective this thread waits at: operation, mask, value, source lane, result.
@@ -159,27 +160,38 @@ inline Thread& me() { return M.threads[M.current]; }
 
 inline int linear(const uint3& t) { return t.x + blockDim.x * (t.y + blockDim.y * t.z); }
 
-// Switches use _setjmp/_longjmp, which (unlike swapcontext) make no system call; ucontext
-// only starts each thread on its stack.
+// Switches use _setjmp/_longjmp, which (unlike swapcontext) make no system call. ucontext
+// only starts a slot's coroutine: getcontext and setcontext each make a system call, which
+// once per GPU thread was most of an emulated training step.
 inline void yield() {
     if (!_setjmp(me().jb)) _longjmp(M.scheduler, 1);
 }
 
+// A slot's coroutine: runs the kernel body for the thread it is given, then parks until the
+// same slot of a later block (or launch) resumes it with the next thread.
 inline void entry() {
-    M.body();
-    me().state = DONE;
-    _longjmp(M.scheduler, 1);
+    for (;;) {
+        M.body();
+        me().state = DONE;
+        yield();
+    }
 }
 
 // Runs thread i until it yields or exits.
 inline void resume(int i) {
     Thread& t = M.threads[i];
     if (_setjmp(M.scheduler)) return;
-    if (!t.started) {
-        t.started = true;
+    if (!t.alive) {
+        t.alive = true;
         setcontext(&t.ctx);
     }
     _longjmp(t.jb, 1);
+}
+
+// Abandons every coroutine (after an error some stop mid-kernel; a new stack area invalidates
+// them all): each slot starts afresh when next used.
+inline void forget_coroutines() {
+    for (Thread& t : M.threads) t.alive = false;
 }
 
 inline void* dynamic_shared() { return M.dynamic_shared.data(); }
@@ -279,7 +291,7 @@ inline void run_block(int nthreads, bool reverse) {
         t.idx = {unsigned(i % blockDim.x), unsigned(i / blockDim.x % blockDim.y),
                  unsigned(i / (blockDim.x * blockDim.y))};
         t.state = RUNNABLE;
-        t.started = false;
+        if (t.alive) continue;  // parked at the end of its last thread
         getcontext(&t.ctx);
         t.ctx.uc_stack.ss_sp = M.stacks.get() + size_t(i) * STACK_BYTES;
         t.ctx.uc_stack.ss_size = STACK_BYTES;
@@ -344,6 +356,7 @@ inline int launch(void (*k)(A...), const unsigned* grid, const unsigned* block,
         // Untouched pages cost nothing; a stack is only written as deep as a thread goes.
         M.stacks.reset(new char[size_t(nthreads) * STACK_BYTES]);
         M.stack_threads = size_t(nthreads);
+        forget_coroutines();
     }
     M.threads.resize(nthreads);
     // Poisoned like fresh device memory would be garbage: NaN floats, -1 integers.
@@ -363,6 +376,7 @@ inline int launch(void (*k)(A...), const unsigned* grid, const unsigned* block,
                     M.error += " (block " + std::to_string(x) + "," + std::to_string(y) + "," +
                                std::to_string(z) + ")";
                     M.body = nullptr;
+                    forget_coroutines();
                     return 1;
                 }
             }
