@@ -123,6 +123,26 @@ fn check_shuffles(gpu: &Gpu) {
     }
 }
 
+/// Runs `st_indices` on a gx x gy grid of bx x by blocks and checks every thread's coordinates.
+fn check_indices(gpu: &Gpu, (gx, gy): (u32, u32), (bx, by): (u32, u32)) {
+    let mut out = gpu.alloc::<i32>((gx * gy * bx * by) as usize).unwrap();
+    gpu.launch(
+        &SELFTEST,
+        "st_indices",
+        cfg((gx, gy, 1), (bx, by, 1), 0),
+        &[out.arg_mut()],
+    )
+    .unwrap();
+    let got = gpu.download(&out).unwrap();
+    let width = gx * bx;
+    for y in 0..gy * by {
+        for x in 0..width {
+            let want = (x / bx) * 1000 + (y / by) * 100 + (x % bx) * 10 + y % by;
+            assert_eq!(got[(y * width + x) as usize], want as i32, "({x}, {y})");
+        }
+    }
+}
+
 #[test]
 fn warp_collectives_follow_cuda_semantics() {
     let Some(gpu) = emulator("warp_collectives") else {
@@ -144,8 +164,6 @@ fn thread_coroutines_are_reused_across_blocks_launches_and_errors() {
     let mut sums = gpu.alloc::<f32>(2).unwrap();
     let mut params = gpu.alloc::<i32>(64).unwrap();
     let mut exited = gpu.zeros::<f32>(32).unwrap();
-    let (gx, gy, bx, by) = (2u32, 2u32, 32u32, 32u32);
-    let mut indices = gpu.alloc::<i32>((gx * gy * bx * by) as usize).unwrap();
     for round in 0..2 {
         // Lanes 1..31 stop inside a warp collective of a kernel that fails.
         let e = gpu
@@ -182,21 +200,7 @@ fn thread_coroutines_are_reused_across_blocks_launches_and_errors() {
         let want: Vec<i32> = (0..64).map(|i| 100 * round + i).collect();
         assert_eq!(gpu.download(&params).unwrap(), want, "round {round}");
         // 1,024 threads per block: more slots than any launch before.
-        gpu.launch(
-            &SELFTEST,
-            "st_indices",
-            cfg((gx, gy, 1), (bx, by, 1), 0),
-            &[indices.arg_mut()],
-        )
-        .unwrap();
-        let got = gpu.download(&indices).unwrap();
-        let width = gx * bx;
-        for y in 0..gy * by {
-            for x in 0..width {
-                let want = (x / bx) * 1000 + (y / by) * 100 + (x % bx) * 10 + y % by;
-                assert_eq!(got[(y * width + x) as usize], want as i32, "({x}, {y})");
-            }
-        }
+        check_indices(&gpu, (2, 2), (32, 32));
     }
 }
 
@@ -236,23 +240,7 @@ fn threads_get_their_own_parameters_and_indices() {
         (1000..1064).collect::<Vec<_>>()
     );
 
-    let (gx, gy, bx, by) = (3u32, 2u32, 4u32, 2u32);
-    let mut out = gpu.alloc::<i32>((gx * gy * bx * by) as usize).unwrap();
-    gpu.launch(
-        &SELFTEST,
-        "st_indices",
-        cfg((gx, gy, 1), (bx, by, 1), 0),
-        &[out.arg_mut()],
-    )
-    .unwrap();
-    let got = gpu.download(&out).unwrap();
-    let width = gx * bx;
-    for y in 0..gy * by {
-        for x in 0..width {
-            let want = (x / bx) * 1000 + (y / by) * 100 + (x % bx) * 10 + y % by;
-            assert_eq!(got[(y * width + x) as usize], want as i32, "({x}, {y})");
-        }
-    }
+    check_indices(&gpu, (3, 2), (4, 2));
 }
 
 #[test]
