@@ -43,31 +43,29 @@ fn block_sums(x: &[f32]) -> Vec<f32> {
     x.chunks(256).map(|c| c.iter().sum()).collect()
 }
 
+/// Runs block-sum `kernel` on [`inputs`] (two blocks of 256 threads) and returns the sums.
+fn run_block_sum(gpu: &Gpu, kernel: &str) -> Vec<f32> {
+    let dx = gpu.upload(&inputs()).unwrap();
+    let mut out = gpu.alloc::<f32>(2).unwrap();
+    gpu.launch(
+        &SELFTEST,
+        kernel,
+        cfg((2, 1, 1), (256, 1, 1), 0),
+        &[dx.arg(), out.arg_mut()],
+    )
+    .unwrap();
+    gpu.download(&out).unwrap()
+}
+
 #[test]
 fn barrier_reduction_is_exact_and_a_missing_barrier_is_exposed() {
     let Some(gpu) = emulator("barrier_reduction") else {
         return;
     };
-    let x = inputs();
-    let dx = gpu.upload(&x).unwrap();
-    let mut out = gpu.alloc::<f32>(2).unwrap();
-    gpu.launch(
-        &SELFTEST,
-        "st_block_sum",
-        cfg((2, 1, 1), (256, 1, 1), 0),
-        &[dx.arg(), out.arg_mut()],
-    )
-    .unwrap();
-    assert_eq!(gpu.download(&out).unwrap(), block_sums(&x));
-    gpu.launch(
-        &SELFTEST,
-        "st_block_sum_racy",
-        cfg((2, 1, 1), (256, 1, 1), 0),
-        &[dx.arg(), out.arg_mut()],
-    )
-    .unwrap();
-    let racy = gpu.download(&out).unwrap();
-    assert_ne!(racy, block_sums(&x), "the race went unnoticed");
+    let want = block_sums(&inputs());
+    assert_eq!(run_block_sum(&gpu, "st_block_sum"), want);
+    let racy = run_block_sum(&gpu, "st_block_sum_racy");
+    assert_ne!(racy, want, "the race went unnoticed");
 }
 
 #[test]
@@ -143,6 +141,19 @@ fn check_indices(gpu: &Gpu, (gx, gy): (u32, u32), (bx, by): (u32, u32)) {
     }
 }
 
+/// Runs `st_exited_lane` (lanes 1..31 stop inside a warp collective) and returns its error.
+fn exited_lane_error(gpu: &Gpu) -> String {
+    let mut out = gpu.zeros::<f32>(32).unwrap();
+    gpu.launch(
+        &SELFTEST,
+        "st_exited_lane",
+        cfg((1, 1, 1), (32, 1, 1), 0),
+        &[out.arg_mut()],
+    )
+    .unwrap_err()
+    .to_string()
+}
+
 #[test]
 fn warp_collectives_follow_cuda_semantics() {
     let Some(gpu) = emulator("warp_collectives") else {
@@ -159,37 +170,15 @@ fn thread_coroutines_are_reused_across_blocks_launches_and_errors() {
     let Some(gpu) = emulator("coroutine_reuse") else {
         return;
     };
-    let x = inputs();
-    let dx = gpu.upload(&x).unwrap();
-    let mut sums = gpu.alloc::<f32>(2).unwrap();
     let mut params = gpu.alloc::<i32>(64).unwrap();
-    let mut exited = gpu.zeros::<f32>(32).unwrap();
     for round in 0..2 {
         // Lanes 1..31 stop inside a warp collective of a kernel that fails.
-        let e = gpu
-            .launch(
-                &SELFTEST,
-                "st_exited_lane",
-                cfg((1, 1, 1), (32, 1, 1), 0),
-                &[exited.arg_mut()],
-            )
-            .unwrap_err()
-            .to_string();
+        let e = exited_lane_error(&gpu);
         assert!(e.contains("exited"), "{e}");
         check_shuffles(&gpu);
         // Two blocks of 256 with barriers: block 1 runs on the coroutines block 0 left.
-        gpu.launch(
-            &SELFTEST,
-            "st_block_sum",
-            cfg((2, 1, 1), (256, 1, 1), 0),
-            &[dx.arg(), sums.arg_mut()],
-        )
-        .unwrap();
-        assert_eq!(
-            gpu.download(&sums).unwrap(),
-            block_sums(&x),
-            "round {round}"
-        );
+        let sums = run_block_sum(&gpu, "st_block_sum");
+        assert_eq!(sums, block_sums(&inputs()), "round {round}");
         gpu.launch(
             &SELFTEST,
             "st_params",
@@ -209,16 +198,7 @@ fn collective_with_an_exited_lane_is_an_error() {
     let Some(gpu) = emulator("exited_lane") else {
         return;
     };
-    let mut out = gpu.zeros::<f32>(32).unwrap();
-    let e = gpu
-        .launch(
-            &SELFTEST,
-            "st_exited_lane",
-            cfg((1, 1, 1), (32, 1, 1), 0),
-            &[out.arg_mut()],
-        )
-        .unwrap_err()
-        .to_string();
+    let e = exited_lane_error(&gpu);
     assert!(e.contains("exited"), "{e}");
 }
 
