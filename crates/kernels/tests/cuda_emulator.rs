@@ -154,6 +154,20 @@ fn exited_lane_error(gpu: &Gpu) -> String {
     .to_string()
 }
 
+/// Runs `st_params` (each of 64 threads adds its index to its copy of `n`) and returns the
+/// results.
+fn run_params(gpu: &Gpu, n: i32) -> Vec<i32> {
+    let mut out = gpu.alloc::<i32>(64).unwrap();
+    gpu.launch(
+        &SELFTEST,
+        "st_params",
+        cfg((1, 1, 1), (64, 1, 1), 0),
+        &[Arg::i32(n), out.arg_mut()],
+    )
+    .unwrap();
+    gpu.download(&out).unwrap()
+}
+
 #[test]
 fn warp_collectives_follow_cuda_semantics() {
     let Some(gpu) = emulator("warp_collectives") else {
@@ -170,7 +184,6 @@ fn thread_coroutines_are_reused_across_blocks_launches_and_errors() {
     let Some(gpu) = emulator("coroutine_reuse") else {
         return;
     };
-    let mut params = gpu.alloc::<i32>(64).unwrap();
     for round in 0..2 {
         // Lanes 1..31 stop inside a warp collective of a kernel that fails.
         let e = exited_lane_error(&gpu);
@@ -179,15 +192,8 @@ fn thread_coroutines_are_reused_across_blocks_launches_and_errors() {
         // Two blocks of 256 with barriers: block 1 runs on the coroutines block 0 left.
         let sums = run_block_sum(&gpu, "st_block_sum");
         assert_eq!(sums, block_sums(&inputs()), "round {round}");
-        gpu.launch(
-            &SELFTEST,
-            "st_params",
-            cfg((1, 1, 1), (64, 1, 1), 0),
-            &[Arg::i32(100 * round), params.arg_mut()],
-        )
-        .unwrap();
         let want: Vec<i32> = (0..64).map(|i| 100 * round + i).collect();
-        assert_eq!(gpu.download(&params).unwrap(), want, "round {round}");
+        assert_eq!(run_params(&gpu, 100 * round), want, "round {round}");
         // 1,024 threads per block: more slots than any launch before.
         check_indices(&gpu, (2, 2), (32, 32));
     }
@@ -207,18 +213,7 @@ fn threads_get_their_own_parameters_and_indices() {
     let Some(gpu) = emulator("params_and_indices") else {
         return;
     };
-    let mut out = gpu.alloc::<i32>(64).unwrap();
-    gpu.launch(
-        &SELFTEST,
-        "st_params",
-        cfg((1, 1, 1), (64, 1, 1), 0),
-        &[Arg::i32(1000), out.arg_mut()],
-    )
-    .unwrap();
-    assert_eq!(
-        gpu.download(&out).unwrap(),
-        (1000..1064).collect::<Vec<_>>()
-    );
+    assert_eq!(run_params(&gpu, 1000), (1000..1064).collect::<Vec<_>>());
 
     check_indices(&gpu, (3, 2), (4, 2));
 }

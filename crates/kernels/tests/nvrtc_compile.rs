@@ -63,7 +63,6 @@ fn every_kernel_compiles_for_sm80_and_sm90() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
-    assert_eq!(compiled, pairs.len());
     eprintln!("compiled {compiled} (file, arch) pairs with NVRTC");
 }
 

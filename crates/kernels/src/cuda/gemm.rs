@@ -205,19 +205,22 @@ pub fn gemm(
 /// of an emulated training step).
 fn reference(g: &Gemm, a: (&[f32], usize), b: (&[f32], usize), c: (&mut [f32], usize)) {
     let Gemm { m, k, n, .. } = *g;
-    // op(A) as m x k and op(B) as k x n, row-major f64.
-    let (mut a64, mut b64, mut c64) = (vec![0.0f64; m * k], vec![0.0f64; k * n], vec![0.0; m * n]);
+    // A is stored m x k (row stride k), or k x m when transposed (row stride 1, column
+    // stride m); likewise B. The f64 copies keep the stored layout.
+    let (a_rs, a_cs) = if g.trans_a { (1, m) } else { (k, 1) };
+    let (b_rs, b_cs) = if g.trans_b { (1, k) } else { (n, 1) };
+    let widen = |src: &[f32]| -> Vec<f64> { src.iter().map(|&v| v as f64).collect() };
+    let mut c64 = vec![0.0f64; m * n];
     for bi in 0..g.batch {
         let (a0, b0, c0) = (
             a.1 + bi * g.stride_a,
             b.1 + bi * g.stride_b,
             c.1 + bi * g.stride_c,
         );
-        widen(&a.0[a0..], m, k, g.trans_a, &mut a64);
-        widen(&b.0[b0..], k, n, g.trans_b, &mut b64);
+        let (a64, b64) = (widen(&a.0[a0..a0 + m * k]), widen(&b.0[b0..b0 + k * n]));
         if k > 0 {
-            // SAFETY: the three buffers are m x k, k x n and m x n row-major (the strides
-            // below), distinct, and live for the call.
+            // SAFETY: a64 and b64 hold op(A) and op(B) at the strides above, c64 is m x n
+            // row-major; the three are distinct and live for the call.
             unsafe {
                 gemm::gemm(
                     m,
@@ -228,11 +231,11 @@ fn reference(g: &Gemm, a: (&[f32], usize), b: (&[f32], usize), c: (&mut [f32], u
                     n as isize,
                     false,
                     a64.as_ptr(),
-                    1,
-                    k as isize,
+                    a_cs as isize,
+                    a_rs as isize,
                     b64.as_ptr(),
-                    1,
-                    n as isize,
+                    b_cs as isize,
+                    b_rs as isize,
                     0.0,
                     1.0,
                     false,
@@ -252,22 +255,6 @@ fn reference(g: &Gemm, a: (&[f32], usize), b: (&[f32], usize), c: (&mut [f32], u
                 g.beta as f64 * *out as f64
             };
             *out = (g.alpha as f64 * s + old) as f32;
-        }
-    }
-}
-
-/// Writes the rows x cols matrix `src` (stored transposed, cols x rows, when `trans`) into `dst`
-/// as row-major f64.
-fn widen(src: &[f32], rows: usize, cols: usize, trans: bool, dst: &mut [f64]) {
-    if trans {
-        for (i, row) in dst.chunks_exact_mut(cols.max(1)).take(rows).enumerate() {
-            for (j, d) in row.iter_mut().enumerate() {
-                *d = src[j * rows + i] as f64;
-            }
-        }
-    } else {
-        for (d, &s) in dst.iter_mut().zip(&src[..rows * cols]) {
-            *d = s as f64;
         }
     }
 }
