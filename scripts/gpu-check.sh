@@ -81,7 +81,9 @@ for d in "${lib_dirs[@]}"; do
 done
 # The driver's libcuda where the loader does not already know it (some container images mount
 # the driver under /usr/local/nvidia without a loader entry).
-if ! ldconfig -p 2>/dev/null | grep -q 'libcuda\.so'; then
+# (grep reads all of ldconfig's output: with -q its early exit could SIGPIPE ldconfig, and
+# pipefail would report the library missing.)
+if ! ldconfig -p 2>/dev/null | grep 'libcuda\.so' >/dev/null; then
     for d in /usr/local/nvidia/lib64 /usr/local/nvidia/lib /usr/lib/wsl/lib; do
         if compgen -G "$d/libcuda.so*" >/dev/null; then
             LD_LIBRARY_PATH="${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}$d"
