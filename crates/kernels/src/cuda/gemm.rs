@@ -209,15 +209,21 @@ fn reference(g: &Gemm, a: (&[f32], usize), b: (&[f32], usize), c: (&mut [f32], u
     // stride m); likewise B. The f64 copies keep the stored layout.
     let (a_rs, a_cs) = if g.trans_a { (1, m) } else { (k, 1) };
     let (b_rs, b_cs) = if g.trans_b { (1, k) } else { (n, 1) };
-    let widen = |src: &[f32]| -> Vec<f64> { src.iter().map(|&v| v as f64).collect() };
-    let mut c64 = vec![0.0f64; m * n];
+    // One set of f64 buffers for every matrix of the batch.
+    let (mut a64, mut b64, mut c64) = (vec![0.0f64; m * k], vec![0.0f64; k * n], vec![0.0; m * n]);
+    let widen = |src: &[f32], dst: &mut [f64]| {
+        for (d, &s) in dst.iter_mut().zip(src) {
+            *d = s as f64;
+        }
+    };
     for bi in 0..g.batch {
         let (a0, b0, c0) = (
             a.1 + bi * g.stride_a,
             b.1 + bi * g.stride_b,
             c.1 + bi * g.stride_c,
         );
-        let (a64, b64) = (widen(&a.0[a0..a0 + m * k]), widen(&b.0[b0..b0 + k * n]));
+        widen(&a.0[a0..a0 + m * k], &mut a64);
+        widen(&b.0[b0..b0 + k * n], &mut b64);
         if k > 0 {
             // SAFETY: a64 and b64 hold op(A) and op(B) at the strides above, c64 is m x n
             // row-major; the three are distinct and live for the call.
